@@ -78,7 +78,7 @@ func (s *Segment) findFree(start, end, n uint32) (uint32, bool) {
 	u := start
 	for u+n <= end {
 		// Skip allocated units.
-		w := *s.bitmapWord(u/64) >> (u % 64)
+		w := *s.bitmapWord(u / 64) >> (u % 64)
 		if w&1 != 0 {
 			ones := uint32(bits.TrailingZeros64(^w))
 			if ones == 0 || ones > 64-u%64 {
@@ -91,7 +91,7 @@ func (s *Segment) findFree(start, end, n uint32) (uint32, bool) {
 		run := uint32(0)
 		v := u
 		for run < n && v < end {
-			w := *s.bitmapWord(v/64) >> (v % 64)
+			w := *s.bitmapWord(v / 64) >> (v % 64)
 			avail := 64 - v%64
 			z := uint32(bits.TrailingZeros64(w))
 			if z > avail {

@@ -86,7 +86,7 @@ type port struct {
 	received   atomic.Uint64 // replies taken by this port's owner
 	inflight   atomic.Int32  // accepted, not answered
 	bindGen    atomic.Uint32 // bumped at every bind
-	name       [32]byte // role name, for tools
+	name       [32]byte      // role name, for tools
 }
 
 // reqHdr is one request of the pool.

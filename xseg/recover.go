@@ -115,7 +115,7 @@ func (s *Segment) Check() error {
 		used += n
 	}
 	for u := uint32(0); u < s.units; u++ {
-		set := *s.bitmapWord(u/64)>>(u%64)&1 != 0
+		set := *s.bitmapWord(u / 64)>>(u%64)&1 != 0
 		if _, own := owner[u]; set != own {
 			s.unlockHeap()
 			return corrupt("heap unit %d: bitmap says allocated=%v, requests say %v", u, set, own)

@@ -239,17 +239,17 @@ func (s *Segment) Name() string { return s.name }
 
 // Info describes a segment's geometry and usage.
 type Info struct {
-	Name             string
-	Size             uint64
-	Ports, DynPorts  int
-	Requests         int
-	FreeRequests     int
-	HeapBytes        uint64
-	HeapUsed         uint64
-	Creator          int
-	Created          time.Time
-	Repairs          uint64 // structures rebuilt after a dead lock holder
-	Reclaimed        uint64 // requests reclaimed from dead processes
+	Name            string
+	Size            uint64
+	Ports, DynPorts int
+	Requests        int
+	FreeRequests    int
+	HeapBytes       uint64
+	HeapUsed        uint64
+	Creator         int
+	Created         time.Time
+	Repairs         uint64 // structures rebuilt after a dead lock holder
+	Reclaimed       uint64 // requests reclaimed from dead processes
 }
 
 // Info reports the segment's geometry and current usage.
