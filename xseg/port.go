@@ -384,25 +384,34 @@ func (p *Port) Receive(buf []*Request) []*Request {
 	return buf[:n]
 }
 
-// pending reports whether either ring of the port holds something.
-func (p *Port) pending() bool {
+// pending reports whether the reply ring, or with requests also the
+// request ring, of the port holds something.
+func (p *Port) pending(requests bool) bool {
 	q := p.p
-	return q.reqHead.Load() != q.reqTail.Load() || q.repHead.Load() != q.repTail.Load()
+	return (requests && q.reqHead.Load() != q.reqTail.Load()) || q.repHead.Load() != q.repTail.Load()
 }
 
 // Wait sleeps until a request or reply arrives at the port, Wake is
 // called, or d passes. It returns at once if something is already there.
 // Waking costs the submitter a system call only while a waiter sleeps, so
 // a busy peer that drains its rings between waits sees no system calls.
-func (p *Port) Wait(d time.Duration) {
+func (p *Port) Wait(d time.Duration) { p.WaitFor(d, true) }
+
+// WaitFor is Wait that, with requests false, does not return early for
+// queued requests (for a peer that takes no more requests for now but
+// waits for the replies of its own).
+func (p *Port) WaitFor(d time.Duration, requests bool) {
 	q := p.p
 	q.waiters.Add(1)
 	seq := q.seq.Load()
-	if !p.pending() {
+	if !p.pending(requests) {
 		futexWaitOn(&q.seq, seq, d)
 	}
 	q.waiters.Add(^uint32(0))
 }
+
+// Queued reports how many requests wait in the port's request ring.
+func (p *Port) Queued() int { return int(p.p.reqTail.Load() - p.p.reqHead.Load()) }
 
 // Wake makes a Wait on this port return (for shutdown).
 func (p *Port) Wake() { signal(p.p) }

@@ -1,0 +1,82 @@
+package peer
+
+import (
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/pflag"
+)
+
+// NewLogger returns a text logger at one of the seed's log levels:
+// 0 errors only, 1 warnings, 2 information, 3 debugging.
+func NewLogger(level int, w io.Writer) *slog.Logger {
+	l := slog.LevelInfo
+	switch {
+	case level <= 0:
+		l = slog.LevelError
+	case level == 1:
+		l = slog.LevelWarn
+	case level >= 3:
+		l = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: l}))
+}
+
+// CommonFlags are the command-line forms of the options every peer takes.
+type CommonFlags struct {
+	Options
+	LogLevel int
+}
+
+// Register adds the common flags to fs, with role's defaults.
+func (c *CommonFlags) Register(fs *pflag.FlagSet, role string) {
+	fs.StringVar(&c.Role, "role", role, "role name shown by tools")
+	fs.StringVar(&c.Segment, "segment", "archipelago", "segment name (under /dev/shm)")
+	fs.IntVar(&c.PortStart, "portno-start", 0, "first port to bind")
+	fs.IntVar(&c.PortEnd, "portno-end", -1, "last port to bind (default: portno-start)")
+	fs.IntVar(&c.NrOps, "nr-ops", 16, "requests in flight at most")
+	fs.IntVar(&c.NrThreads, "nr-threads", 4, "workers serving requests")
+	fs.IntVar(&c.LogLevel, "log-level", 2, "0 errors, 1 warnings, 2 info, 3 debug")
+	fs.StringVar(&c.PidFile, "pidfile", "", "write the pid here while running")
+}
+
+// RunUntilSignal starts a peer with the flags' options and serves until
+// SIGTERM or SIGINT, then stops it gracefully. Logs go to stderr.
+func (c *CommonFlags) RunUntilSignal(h Handler) error {
+	opts := c.Options
+	if opts.PortEnd < 0 {
+		opts.PortEnd = opts.PortStart
+	}
+	opts.Logger = NewLogger(c.LogLevel, os.Stderr)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	p, err := Start(opts, h)
+	if err != nil {
+		return err
+	}
+	s := <-sig
+	p.Logger().Info("signal", "signal", s.String())
+	p.Stop()
+	return nil
+}
+
+// Fatal prints err as one line on stderr, prefixed with the program name,
+// and exits 1.
+func Fatal(err error) {
+	fmt.Fprintf(os.Stderr, "%s: %v\n", progName(), err)
+	os.Exit(1)
+}
+
+func progName() string {
+	n := os.Args[0]
+	for i := len(n) - 1; i >= 0; i-- {
+		if n[i] == '/' {
+			return n[i+1:]
+		}
+	}
+	return n
+}

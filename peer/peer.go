@@ -1,0 +1,239 @@
+package peer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/archipelago-go/archipelago/errs"
+	"github.com/archipelago-go/archipelago/xseg"
+)
+
+// Options are the settings every peer shares (the seed's common options).
+type Options struct {
+	Role      string // role name, shown by tools
+	Segment   string // segment name
+	PortStart int    // first port bound (portno_start)
+	PortEnd   int    // last port bound (portno_end)
+	NrOps     int    // requests in flight at most (nr_ops)
+	NrThreads int    // workers serving them (nr_threads)
+	PidFile   string // written at start, removed at exit ("" = none)
+	// DrainTimeout bounds how long a stopping peer waits for requests in
+	// flight before it cancels their context (default 10s).
+	DrainTimeout time.Duration
+	Logger       *slog.Logger
+}
+
+// Handler serves one request. It returns the error to answer with, or
+// Forwarded after passing the request on with Peer.Forward. ctx ends when
+// the peer gives up on draining at shutdown.
+type Handler interface {
+	Serve(ctx context.Context, p *Peer, r *xseg.Request) error
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, p *Peer, r *xseg.Request) error
+
+func (f HandlerFunc) Serve(ctx context.Context, p *Peer, r *xseg.Request) error { return f(ctx, p, r) }
+
+// Forwarded is returned by a handler that forwarded its request.
+var Forwarded = errors.New("request forwarded")
+
+// Peer is a running peer: its ports, workers and the requests in flight.
+type Peer struct {
+	opts    Options
+	seg     *xseg.Segment
+	h       Handler
+	log     *slog.Logger
+	eps     []*endpoint
+	work    chan job
+	ops     atomic.Int32 // accepted, not yet answered
+	drain   atomic.Bool  // stopping: take no new requests
+	ctx     context.Context
+	cancel  context.CancelFunc
+	workers sync.WaitGroup
+}
+
+type job struct {
+	ep *endpoint
+	r  *xseg.Request
+}
+
+func (o *Options) check() error {
+	if o.PortStart < 0 || o.PortEnd < o.PortStart {
+		return fmt.Errorf("%s: port range %d..%d: %w", o.Role, o.PortStart, o.PortEnd, errs.ErrInvalid)
+	}
+	if o.NrOps < 1 || o.NrThreads < 1 {
+		return fmt.Errorf("%s: nr_ops %d and nr_threads %d must be at least 1: %w", o.Role, o.NrOps, o.NrThreads, errs.ErrInvalid)
+	}
+	return nil
+}
+
+// Start joins the segment, binds the port range and starts serving. It
+// fails with a clear error when the segment is missing or a port is bound
+// by a live peer.
+func Start(opts Options, h Handler) (*Peer, error) {
+	if err := opts.check(); err != nil {
+		return nil, err
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.DrainTimeout == 0 {
+		opts.DrainTimeout = 10 * time.Second
+	}
+	seg, err := xseg.Join(opts.Segment)
+	if err != nil {
+		if errors.Is(err, errs.ErrNotFound) {
+			return nil, fmt.Errorf("%s: %w (is archipelago started?)", opts.Role, err)
+		}
+		return nil, fmt.Errorf("%s: %w", opts.Role, err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &Peer{opts: opts, seg: seg, h: h, log: opts.Logger, work: make(chan job, opts.NrOps), ctx: ctx, cancel: cancel}
+	var ports []*xseg.Port
+	for no := opts.PortStart; no <= opts.PortEnd; no++ {
+		port, err := seg.Bind(no)
+		if err != nil {
+			for _, q := range ports {
+				q.Release()
+			}
+			seg.Close()
+			cancel()
+			return nil, fmt.Errorf("%s: %w", opts.Role, err)
+		}
+		port.SetName(opts.Role)
+		ports = append(ports, port)
+	}
+	if opts.PidFile != "" {
+		if err := os.WriteFile(opts.PidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+			for _, q := range ports {
+				q.Release()
+			}
+			seg.Close()
+			cancel()
+			return nil, fmt.Errorf("%s: pidfile: %w", opts.Role, err)
+		}
+	}
+	for i := 0; i < opts.NrThreads; i++ {
+		p.workers.Add(1)
+		go p.worker()
+	}
+	for _, port := range ports {
+		var ep *endpoint
+		ep = newEndpoint(port, func(r *xseg.Request) { p.accept(ep, r) }, p.capacity)
+		p.eps = append(p.eps, ep)
+	}
+	p.log.Info("peer started", "role", opts.Role, "segment", opts.Segment, "ports", fmt.Sprintf("%d..%d", opts.PortStart, opts.PortEnd), "nr_ops", opts.NrOps, "nr_threads", opts.NrThreads, "pid", os.Getpid())
+	return p, nil
+}
+
+// accept hands a request the endpoint took to the workers. The count goes
+// up before drain is read, so Stop, which sets drain before it waits for the
+// count to reach zero, never misses a request nor closes work under it.
+func (p *Peer) accept(ep *endpoint, r *xseg.Request) {
+	p.ops.Add(1)
+	if p.drain.Load() {
+		ep.port.Respond(r, fmt.Errorf("%s is stopping: %w", p.opts.Role, errs.ErrShutdown))
+		p.ops.Add(-1)
+		return
+	}
+	p.work <- job{ep, r}
+}
+
+func (p *Peer) capacity() int {
+	if p.drain.Load() {
+		return 0
+	}
+	return p.opts.NrOps - int(p.ops.Load())
+}
+
+func (p *Peer) worker() {
+	defer p.workers.Done()
+	for j := range p.work {
+		r := j.r
+		if p.log.Enabled(p.ctx, slog.LevelDebug) {
+			p.log.Debug("serve", "req", r.String())
+		}
+		err := p.h.Serve(p.ctx, p, r)
+		if err != Forwarded {
+			if err != nil && p.log.Enabled(p.ctx, slog.LevelDebug) {
+				p.log.Debug("failed", "req", r.String(), "err", err)
+			}
+			j.ep.port.Respond(r, err)
+		}
+		if p.ops.Add(-1) == int32(p.opts.NrOps-1) {
+			for _, ep := range p.eps { // they may have stopped taking requests
+				ep.port.Wake()
+			}
+		}
+	}
+}
+
+// Segment is the peer's segment.
+func (p *Peer) Segment() *xseg.Segment { return p.seg }
+
+// Logger is the peer's logger.
+func (p *Peer) Logger() *slog.Logger { return p.log }
+
+// Port is the peer's first port, the source of the requests it makes.
+func (p *Peer) Port() int { return p.eps[0].port.No() }
+
+// InFlight is the number of requests accepted and not yet answered.
+func (p *Peer) InFlight() int { return int(p.ops.Load()) }
+
+// Alloc takes a request for the peer to submit to another peer.
+func (p *Peer) Alloc(n int) (*xseg.Request, error) { return p.eps[0].port.Alloc(n) }
+
+// Put releases a request the peer holds.
+func (p *Peer) Put(r *xseg.Request) { p.eps[0].port.Put(r) }
+
+// Call submits r to dst from the peer's first port and waits for the reply.
+func (p *Peer) Call(ctx context.Context, r *xseg.Request, dst int) (*xseg.Request, error) {
+	return p.eps[0].call(ctx, r, dst)
+}
+
+// Forward passes an accepted request on to port dst; the handler then
+// returns Forwarded.
+func (p *Peer) Forward(r *xseg.Request, dst int) error {
+	return p.eps[0].port.Forward(r, dst)
+}
+
+// Stop stops the peer gracefully: it takes no new requests, lets the ones
+// in flight finish (cancelling their context after DrainTimeout), answers
+// what is still queued with errs.ErrShutdown, unbinds its ports and
+// removes its pidfile.
+func (p *Peer) Stop() {
+	p.log.Info("stopping", "role", p.opts.Role, "in_flight", p.InFlight())
+	timer := time.AfterFunc(p.opts.DrainTimeout, p.cancel)
+	p.drain.Store(true)
+	for p.ops.Load() > 0 {
+		time.Sleep(time.Millisecond)
+	}
+	timer.Stop()
+	p.cancel()
+	close(p.work)
+	p.workers.Wait()
+	shut := fmt.Errorf("%s is stopping: %w", p.opts.Role, errs.ErrShutdown)
+	buf := make([]*xseg.Request, 64)
+	for _, ep := range p.eps {
+		ep.stop()
+		for rs := ep.port.Accept(buf); len(rs) > 0; rs = ep.port.Accept(buf) {
+			for _, r := range rs {
+				ep.port.Respond(r, shut)
+			}
+		}
+		ep.port.Release()
+	}
+	if p.opts.PidFile != "" {
+		os.Remove(p.opts.PidFile)
+	}
+	p.seg.Close()
+	p.log.Info("stopped", "role", p.opts.Role)
+}

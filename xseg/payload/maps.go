@@ -1,0 +1,188 @@
+package payload
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/archipelago-go/archipelago/errs"
+)
+
+// Flags of a MapSegment. Other bits are rejected.
+const (
+	// SegReadOnly: the object is shared (with a snapshot or a parent) and
+	// must not be written in place.
+	SegReadOnly uint32 = 1 << 0
+	// SegZero: the range is the zero block: no object, reads as zeros.
+	SegZero uint32 = 1 << 1
+
+	segKnown = SegReadOnly | SegZero
+)
+
+// MapSegment is one contiguous piece of a mapped volume range.
+type MapSegment struct {
+	// Object holds the data; empty if and only if Flags has SegZero.
+	Object string
+	// Offset is where the piece starts within Object.
+	Offset uint64
+	// Size is the length of the piece in bytes. Offset+Size must not
+	// overflow.
+	Size uint64
+	// Flags is a combination of SegReadOnly and SegZero.
+	Flags uint32
+}
+
+// minSegmentSize is the encoding of a segment with an empty object name.
+const minSegmentSize = 2 + 8 + 8 + 4
+
+func (s *MapSegment) validate(i int) error {
+	if err := checkString(fmt.Sprintf("segment %d object", i), s.Object, MaxNameLen); err != nil {
+		return err
+	}
+	if s.Flags&^segKnown != 0 {
+		return fmt.Errorf("segment %d: unknown flags %#x: %w", i, s.Flags&^segKnown, errs.ErrInvalid)
+	}
+	zero := s.Flags&SegZero != 0
+	if zero && s.Object != "" {
+		return fmt.Errorf("segment %d: zero block names object %q: %w", i, s.Object, errs.ErrInvalid)
+	}
+	if !zero && s.Object == "" {
+		return fmt.Errorf("segment %d: no object and not a zero block: %w", i, errs.ErrInvalid)
+	}
+	if s.Offset > math.MaxUint64-s.Size {
+		return fmt.Errorf("segment %d: offset %d + size %d overflows: %w", i, s.Offset, s.Size, errs.ErrInvalid)
+	}
+	return nil
+}
+
+// MapReply answers MAPR and MAPW: the objects that cover the requested
+// volume range, in order.
+type MapReply struct {
+	Segments []MapSegment
+}
+
+func (v *MapReply) Kind() Kind                      { return KindMapReply }
+func (v *MapReply) EncodedSize() int                { return size(v) }
+func (v *MapReply) MarshalTo(b []byte) (int, error) { return marshalTo(v, b) }
+func (v *MapReply) Marshal() []byte                 { return marshal(v) }
+
+func (v *MapReply) Unmarshal(b []byte) error {
+	var t MapReply
+	if err := unmarshal(&t, b); err != nil {
+		return err
+	}
+	*v = t
+	return nil
+}
+
+func (v *MapReply) validate() error {
+	if err := checkCount("segments", len(v.Segments)); err != nil {
+		return err
+	}
+	for i := range v.Segments {
+		if err := v.Segments[i].validate(i); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (v *MapReply) bodySize() int {
+	n := 4
+	for i := range v.Segments {
+		n += minSegmentSize + len(v.Segments[i].Object)
+	}
+	return n
+}
+
+func (v *MapReply) encode(e *encoder) {
+	e.u32(uint32(len(v.Segments)))
+	for i := range v.Segments {
+		s := &v.Segments[i]
+		e.str(s.Object)
+		e.u64(s.Offset)
+		e.u64(s.Size)
+		e.u32(s.Flags)
+	}
+}
+
+func (v *MapReply) decode(d *decoder) {
+	n := d.count("segments", minSegmentSize)
+	if n == 0 {
+		return
+	}
+	v.Segments = make([]MapSegment, n)
+	for i := range v.Segments {
+		s := &v.Segments[i]
+		s.Object = d.str("segment object", MaxNameLen)
+		s.Offset = d.u64()
+		s.Size = d.u64()
+		s.Flags = d.u32()
+	}
+}
+
+// Create asks the mapper to create a volume whose map is an explicit list
+// of objects (image import).
+type Create struct {
+	// Size of the volume in bytes.
+	Size uint64
+	// BlockSize is the size of every object but maybe the last.
+	BlockSize uint32
+	// Objects holds one name per block, in order; "" is the zero block.
+	Objects []string
+}
+
+func (v *Create) Kind() Kind                      { return KindCreate }
+func (v *Create) EncodedSize() int                { return size(v) }
+func (v *Create) MarshalTo(b []byte) (int, error) { return marshalTo(v, b) }
+func (v *Create) Marshal() []byte                 { return marshal(v) }
+
+func (v *Create) Unmarshal(b []byte) error {
+	var t Create
+	if err := unmarshal(&t, b); err != nil {
+		return err
+	}
+	*v = t
+	return nil
+}
+
+func (v *Create) validate() error {
+	if err := checkCount("objects", len(v.Objects)); err != nil {
+		return err
+	}
+	for i, o := range v.Objects {
+		if err := checkString(fmt.Sprintf("object %d", i), o, MaxNameLen); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (v *Create) bodySize() int {
+	n := 8 + 4 + 4
+	for _, o := range v.Objects {
+		n += strSize(o)
+	}
+	return n
+}
+
+func (v *Create) encode(e *encoder) {
+	e.u64(v.Size)
+	e.u32(v.BlockSize)
+	e.u32(uint32(len(v.Objects)))
+	for _, o := range v.Objects {
+		e.str(o)
+	}
+}
+
+func (v *Create) decode(d *decoder) {
+	v.Size = d.u64()
+	v.BlockSize = d.u32()
+	n := d.count("objects", 2)
+	if n == 0 {
+		return
+	}
+	v.Objects = make([]string, n)
+	for i := range v.Objects {
+		v.Objects[i] = d.str("object", MaxNameLen)
+	}
+}
