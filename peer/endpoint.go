@@ -4,9 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
+	"os"
+	"runtime"
+	"strconv"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/xseg"
@@ -16,6 +20,14 @@ import (
 // in the segment while it waits.
 const recoverEvery = 500 * time.Millisecond
 
+// spinFor is how long an endpoint polls its rings before it sleeps.
+var spinFor = func() time.Duration {
+	if us, err := strconv.Atoi(os.Getenv("ARCHIPELAGO_SPIN_US")); err == nil {
+		return time.Duration(us) * time.Microsecond
+	}
+	return 50 * time.Microsecond
+}()
+
 // endpoint runs the loop of one bound port: it takes the replies to the
 // requests submitted from the port (waking their callers) and, when it
 // serves, the requests queued to the port (handing them to serve).
@@ -24,19 +36,20 @@ const recoverEvery = 500 * time.Millisecond
 type endpoint struct {
 	port *xseg.Port
 
-	mu      sync.Mutex // guards pending
-	pending map[int]chan *xseg.Request
+	// pending[i] is where the reply to the request in slot i goes.
+	pending []atomic.Pointer[chan *xseg.Request]
 
 	// serving side; serve is nil for a pure client.
-	serve    func(r *xseg.Request) // must not block
-	capacity func() int            // how many more requests serve takes now
+	serve    func(rs []*xseg.Request) // must not block
+	capacity func() int               // how many more requests serve takes now
 
 	stopping atomic.Bool
 	done     chan struct{}
 }
 
-func newEndpoint(port *xseg.Port, serve func(*xseg.Request), capacity func() int) *endpoint {
-	e := &endpoint{port: port, pending: map[int]chan *xseg.Request{}, serve: serve, capacity: capacity, done: make(chan struct{})}
+func newEndpoint(port *xseg.Port, serve func([]*xseg.Request), capacity func() int) *endpoint {
+	e := &endpoint{port: port, serve: serve, capacity: capacity, done: make(chan struct{})}
+	e.pending = make([]atomic.Pointer[chan *xseg.Request], port.Segment().Requests())
 	go e.loop()
 	return e
 }
@@ -52,10 +65,27 @@ func (e *endpoint) loop() {
 		if e.serve != nil {
 			free = min(e.capacity(), len(reqs))
 		}
-		e.port.WaitFor(recoverEvery, free > 0)
+		if !e.port.Pending(free > 0) {
+			// Spin a little before sleeping: a reply or request that
+			// arrives within spinFor costs no system call on either side.
+			t0 := time.Now()
+			for i := 1; !e.port.Pending(free > 0); i++ {
+				if i%32 == 0 && time.Since(t0) >= spinFor {
+					break
+				}
+				if i%64 == 0 {
+					// Let other processes' threads have the CPU: on a
+					// small machine the peer we wait for may need it.
+					unix.Syscall(unix.SYS_SCHED_YIELD, 0, 0, 0)
+				} else {
+					runtime.Gosched()
+				}
+			}
+			e.port.WaitFor(recoverEvery, free > 0)
+		}
 		if free > 0 {
-			for _, r := range e.port.Accept(reqs[:free]) {
-				e.serve(r)
+			if rs := e.port.Accept(reqs[:free]); len(rs) > 0 {
+				e.serve(rs)
 			}
 		} else if e.serve == nil && e.port.Queued() > 0 {
 			// Nobody serves requests here: answer them rather than let
@@ -75,16 +105,13 @@ func (e *endpoint) loop() {
 }
 
 func (e *endpoint) deliver(r *xseg.Request) {
-	e.mu.Lock()
-	ch, ok := e.pending[r.Index()]
-	delete(e.pending, r.Index())
-	e.mu.Unlock()
-	if !ok {
+	ch := e.pending[r.Index()].Swap(nil)
+	if ch == nil {
 		// A reply nobody waits for (its caller gave up): drop it.
 		e.port.Put(r)
 		return
 	}
-	ch <- r
+	*ch <- r
 }
 
 // call submits r to port dst and waits for its reply, which replaces r
@@ -92,14 +119,10 @@ func (e *endpoint) deliver(r *xseg.Request) {
 // be released when it comes. On error the request is released.
 func (e *endpoint) call(ctx context.Context, r *xseg.Request, dst int) (*xseg.Request, error) {
 	ch := make(chan *xseg.Request, 1)
-	idx := r.Index()
-	e.mu.Lock()
-	e.pending[idx] = ch
-	e.mu.Unlock()
+	slot := &e.pending[r.Index()]
+	slot.Store(&ch)
 	if err := e.port.Submit(r, dst); err != nil {
-		e.mu.Lock()
-		delete(e.pending, idx)
-		e.mu.Unlock()
+		slot.Store(nil)
 		e.port.Put(r)
 		return nil, err
 	}
@@ -107,11 +130,7 @@ func (e *endpoint) call(ctx context.Context, r *xseg.Request, dst int) (*xseg.Re
 	case rep := <-ch:
 		return rep, nil
 	case <-ctx.Done():
-		e.mu.Lock()
-		_, still := e.pending[idx]
-		delete(e.pending, idx)
-		e.mu.Unlock()
-		if !still { // the reply raced in
+		if slot.Swap(nil) == nil { // the reply raced in
 			e.port.Put(<-ch)
 		}
 		return nil, ctx.Err()

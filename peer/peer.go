@@ -42,6 +42,14 @@ type HandlerFunc func(ctx context.Context, p *Peer, r *xseg.Request) error
 
 func (f HandlerFunc) Serve(ctx context.Context, p *Peer, r *xseg.Request) error { return f(ctx, p, r) }
 
+// InlineHandler is a Handler whose requests never block (no I/O, no
+// calls to other peers): the peer serves them in its port loop, with no
+// hand-off to a worker.
+type InlineHandler interface {
+	Handler
+	ServeInline(r *xseg.Request) error
+}
+
 // Forwarded is returned by a handler that forwarded its request.
 var Forwarded = errors.New("request forwarded")
 
@@ -127,24 +135,35 @@ func Start(opts Options, h Handler) (*Peer, error) {
 	}
 	for _, port := range ports {
 		var ep *endpoint
-		ep = newEndpoint(port, func(r *xseg.Request) { p.accept(ep, r) }, p.capacity)
+		ep = newEndpoint(port, func(rs []*xseg.Request) { p.accept(ep, rs) }, p.capacity)
 		p.eps = append(p.eps, ep)
 	}
 	p.log.Info("peer started", "role", opts.Role, "segment", opts.Segment, "ports", fmt.Sprintf("%d..%d", opts.PortStart, opts.PortEnd), "nr_ops", opts.NrOps, "nr_threads", opts.NrThreads, "pid", os.Getpid())
 	return p, nil
 }
 
-// accept hands a request the endpoint took to the workers. The count goes
-// up before drain is read, so Stop, which sets drain before it waits for the
-// count to reach zero, never misses a request nor closes work under it.
-func (p *Peer) accept(ep *endpoint, r *xseg.Request) {
-	p.ops.Add(1)
-	if p.drain.Load() {
-		ep.port.Respond(r, fmt.Errorf("%s is stopping: %w", p.opts.Role, errs.ErrShutdown))
-		p.ops.Add(-1)
+// accept serves requests the endpoint took inline, or hands them to the
+// workers. The count goes up before drain is read, so Stop, which sets
+// drain before it waits for the count to reach zero, never misses a
+// request nor closes work under it.
+func (p *Peer) accept(ep *endpoint, rs []*xseg.Request) {
+	if ih, ok := p.h.(InlineHandler); ok && !p.drain.Load() {
+		ev := make([]error, len(rs))
+		for i, r := range rs {
+			ev[i] = ih.ServeInline(r)
+		}
+		ep.port.RespondAll(rs, ev)
 		return
 	}
-	p.work <- job{ep, r}
+	for _, r := range rs {
+		p.ops.Add(1)
+		if p.drain.Load() {
+			ep.port.Respond(r, fmt.Errorf("%s is stopping: %w", p.opts.Role, errs.ErrShutdown))
+			p.ops.Add(-1)
+			continue
+		}
+		p.work <- job{ep, r}
+	}
 }
 
 func (p *Peer) capacity() int {
@@ -236,4 +255,16 @@ func (p *Peer) Stop() {
 	}
 	p.seg.Close()
 	p.log.Info("stopped", "role", p.opts.Role)
+}
+
+// Null answers every request at once with success, all bytes serviced.
+var Null InlineHandler = null{}
+
+type null struct{}
+
+func (null) Serve(_ context.Context, _ *Peer, r *xseg.Request) error { return null{}.ServeInline(r) }
+
+func (null) ServeInline(r *xseg.Request) error {
+	r.SetServiced(r.Size())
+	return nil
 }

@@ -119,6 +119,7 @@ func (s *Segment) Bind(no int) (*Port, error) {
 			q.ownerPID.Store(s.pid)
 			q.ownerStart.Store(myStart)
 			q.bindGen.Add(1)
+			q.name = [32]byte{}
 			s.unlockPort(q)
 			return &Port{s: s, no: uint32(no), p: q}, nil
 		}
@@ -129,7 +130,7 @@ func (s *Segment) Bind(no int) (*Port, error) {
 		if attempt > 3 {
 			return nil, fmt.Errorf("port %d of segment %q: could not reclaim it from dead pid %d: %w", no, s.name, pid, errs.ErrPortBusy)
 		}
-		s.reclaimPort(uint32(no), pid, errs.CodePeerDied)
+		s.reclaimPort(uint32(no), pid, errs.ErrPeerDied)
 	}
 }
 
@@ -160,8 +161,8 @@ func (s *Segment) Owner(no int) (pid int, alive bool) {
 
 // reclaimPort unbinds port no if it is still bound to pid (0: whatever it
 // is bound to, or unbound with requests left in its rings), failing its
-// queued requests back with code and releasing undelivered replies.
-func (s *Segment) reclaimPort(no, pid uint32, code errs.Code) {
+// queued requests back with why and releasing undelivered replies.
+func (s *Segment) reclaimPort(no, pid uint32, why error) {
 	var fail, free []uint32
 	q := s.lockPort(no)
 	if cur := q.ownerPID.Load(); pid == 0 || cur == pid {
@@ -171,6 +172,7 @@ func (s *Segment) reclaimPort(no, pid uint32, code errs.Code) {
 		// rebuilds them into a ring again.
 		s.pop(no, ringReq, int(s.nreqs), func(i uint32) {
 			s.req(i).state.Store(packState(stAccepted, s.pid))
+			s.port(s.req(i).dst).inflight.Add(1)
 			fail = append(fail, i)
 		})
 		s.pop(no, ringReply, int(s.nreqs), func(i uint32) {
@@ -179,8 +181,12 @@ func (s *Segment) reclaimPort(no, pid uint32, code errs.Code) {
 		})
 	}
 	s.unlockPort(q)
-	for _, i := range fail {
-		s.respond(s.req(i), i, code)
+	if len(fail) > 0 {
+		rs, ev := make([]*Request, len(fail)), make([]error, len(fail))
+		for k, i := range fail {
+			rs[k], ev[k] = s.handle(i), why
+		}
+		s.respondAll(rs, ev)
 	}
 	for _, i := range free {
 		s.put(s.req(i))
@@ -193,7 +199,7 @@ func (s *Segment) reclaimPort(no, pid uint32, code errs.Code) {
 // Release unbinds the port. Requests still queued to it fail back with
 // errs.ErrNoPeer; replies not yet received are dropped.
 func (p *Port) Release() {
-	p.s.reclaimPort(p.no, p.s.pid, errs.CodeNoPeer)
+	p.s.reclaimPort(p.no, p.s.pid, errs.ErrNoPeer)
 }
 
 // Alloc takes a request from the pool with a buffer of at least dataLen
@@ -312,35 +318,18 @@ func (p *Port) Accept(buf []*Request) []*Request {
 }
 
 // Respond answers a request this process accepted: err nil marks it
-// served, anything else failed (with the error's wire code).
+// served, anything else failed (with the error's wire code). If the source
+// port is gone (unbound, or bound again since the request was submitted)
+// nobody waits for the answer and the request is released.
 func (p *Port) Respond(r *Request, err error) {
-	p.s.port(r.h.dst).inflight.Add(-1)
-	p.s.respond(r.h, r.idx, errs.ToCode(err))
+	rs, ev := [1]*Request{r}, [1]error{err}
+	p.s.respondAll(rs[:], ev[:])
 }
 
-// respond sends request i, accepted by this process, back to its source
-// port. If that port is gone (unbound, or bound again since the request
-// was submitted) nobody waits for the answer and the request is released.
-func (s *Segment) respond(r *reqHdr, i uint32, code errs.Code) {
-	r.errcode = uint32(code)
-	d := s.port(r.dst)
-	d.served.Add(1)
-	if code != errs.CodeOK {
-		d.failed.Add(1)
-	}
-	src := r.src
-	q := s.lockPort(src)
-	if q.ownerPID.Load() == 0 || q.bindGen.Load() != r.srcGen {
-		s.unlockPort(q)
-		s.put(r)
-		s.h.reclaimed.Add(1)
-		return
-	}
-	r.state.Store(packState(stReplied, 0))
-	s.push(src, ringReply, i)
-	s.unlockPort(q)
-	signal(q)
-}
+// RespondAll answers many accepted requests at once: the replies bound for
+// one source port are pushed in one lock round and one wake-up. errv[i]
+// answers rs[i]. rs is cleared.
+func (p *Port) RespondAll(rs []*Request, errv []error) { p.s.respondAll(rs, errv) }
 
 // Forward passes a request this process accepted on to port dst; the
 // reply still goes to the original source. This port is recorded in the
@@ -421,4 +410,86 @@ func (p *Port) SetName(name string) {
 	var b [32]byte
 	copy(b[:], name)
 	p.p.name = b
+}
+
+// PortStat describes one port, for tools.
+type PortStat struct {
+	No        int
+	Name      string // role name the owner set
+	PID       int    // owner, 0 if unbound
+	Alive     bool
+	Queued    int // requests waiting to be accepted
+	Replies   int // replies waiting to be received
+	InFlight  int // accepted, not answered
+	Submitted uint64
+	Served    uint64
+	Failed    uint64
+	Received  uint64
+}
+
+// PortStat reads port no's owner, queue depths and counters.
+func (s *Segment) PortStat(no int) (PortStat, error) {
+	if err := s.checkPortNo(no); err != nil {
+		return PortStat{}, err
+	}
+	q := s.port(uint32(no))
+	pid := q.ownerPID.Load()
+	name := q.name[:]
+	for i, c := range name {
+		if c == 0 {
+			name = name[:i]
+			break
+		}
+	}
+	return PortStat{
+		No: no, Name: string(name), PID: int(pid), Alive: pid != 0 && ownerAlive(pid, q.ownerStart.Load()),
+		Queued: int(q.reqTail.Load() - q.reqHead.Load()), Replies: int(q.repTail.Load() - q.repHead.Load()),
+		InFlight: int(q.inflight.Load()), Submitted: q.submitted.Load(), Served: q.served.Load(),
+		Failed: q.failed.Load(), Received: q.received.Load(),
+	}, nil
+}
+
+// Pending reports whether a reply, or with requests also a request, waits
+// at the port. It takes no lock and makes no system call.
+func (p *Port) Pending(requests bool) bool { return p.pending(requests) }
+
+func (s *Segment) respondAll(rs []*Request, errv []error) {
+	for i, r := range rs {
+		if r == nil {
+			continue
+		}
+		src, gen := r.h.src, r.h.srcGen
+		q := s.lockPort(src)
+		live := q.ownerPID.Load() != 0 && q.bindGen.Load() == gen
+		var drop []*Request
+		for j := i; j < len(rs); j++ {
+			x := rs[j]
+			if x == nil || x.h.src != src {
+				continue
+			}
+			code := errs.ToCode(errv[j])
+			x.h.errcode = uint32(code)
+			d := s.port(x.h.dst)
+			d.inflight.Add(-1)
+			d.served.Add(1)
+			if code != errs.CodeOK {
+				d.failed.Add(1)
+			}
+			if live && x.h.srcGen == gen {
+				x.h.state.Store(packState(stReplied, 0))
+				s.push(src, ringReply, x.idx)
+			} else {
+				drop = append(drop, x)
+			}
+			rs[j] = nil
+		}
+		s.unlockPort(q)
+		if live {
+			signal(q)
+		}
+		for _, x := range drop {
+			s.put(x.h)
+			s.h.reclaimed.Add(1)
+		}
+	}
 }

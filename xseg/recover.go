@@ -42,10 +42,10 @@ func (s *Segment) Recover() int {
 		pid := q.ownerPID.Load()
 		switch {
 		case pid != 0 && pid != s.pid && !ownerAlive(pid, q.ownerStart.Load()):
-			s.reclaimPort(no, pid, errs.CodePeerDied)
+			s.reclaimPort(no, pid, errs.ErrPeerDied)
 		case pid == 0 && (q.reqHead.Load() != q.reqTail.Load() || q.repHead.Load() != q.repTail.Load()):
 			// Left over from a process that died while unbinding.
-			s.reclaimPort(no, 0, errs.CodePeerDied)
+			s.reclaimPort(no, 0, errs.ErrPeerDied)
 		}
 	}
 
@@ -72,8 +72,7 @@ func (s *Segment) Recover() int {
 		if st == stAlloc {
 			s.put(r)
 		} else {
-			s.port(r.dst).inflight.Add(-1)
-			s.respond(r, i, errs.CodePeerDied)
+			s.respondAll([]*Request{s.handle(i)}, []error{errs.ErrPeerDied})
 		}
 	}
 	return int(s.h.reclaimed.Load() - before)

@@ -288,3 +288,6 @@ func (s *Segment) ringSlot(no uint32, kind uint32, j uint32) *atomic.Uint32 {
 func (s *Segment) bitmapWord(i uint32) *uint64 {
 	return (*uint64)(s.at(s.h.bmapOff + uint64(i)*8))
 }
+
+// Requests is the size of the request pool; request indexes are below it.
+func (s *Segment) Requests() int { return int(s.nreqs) }

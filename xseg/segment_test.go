@@ -242,7 +242,10 @@ func TestConcurrentGoroutines(t *testing.T) {
 	s := testSegment(t, 32, 8, 4)
 	srv, _ := s.Bind(0)
 	done := make(chan struct{})
+	stopped := make(chan struct{})
+	defer func() { close(done); <-stopped }()
 	go func() {
+		defer close(stopped)
 		buf := make([]*Request, 32)
 		for {
 			select {
@@ -294,5 +297,4 @@ func TestConcurrentGoroutines(t *testing.T) {
 		}(c)
 	}
 	wg.Wait()
-	close(done)
 }

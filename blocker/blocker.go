@@ -1,0 +1,244 @@
+// Package blocker turns requests from the segment into object-store
+// operations: it is the common part of the file blocker (filed) and the
+// RADOS blocker, which differ only in their store.Store.
+//
+// # Operations
+//
+//	READ      read Size bytes at Offset of object Target into the buffer;
+//	          what lies past the object's end, or a missing object, reads
+//	          as zeros (Serviced = Size).
+//	WRITE     write the buffer's Size bytes at Offset, creating the object.
+//	SYNC      make every write answered so far durable (also FLUSH).
+//	TRUNCATE  set the object's size to Offset.
+//	DELETE    remove the object.
+//	COPY      payload.Copy{Source}: Target becomes a copy of Source.
+//	INFO      answer payload.ObjectInfo{Size}.
+//	ACQUIRE   payload.Lock{Owner} (empty: the blocker's identity): take the
+//	          lock object Target. With NOSYNC try once; otherwise wait until
+//	          it is free. A failure answers ErrLocked and payload.LockReply
+//	          naming the holder.
+//	RELEASE   payload.Lock{Owner}: release; FORCE breaks another owner's lock.
+//	HASH      answer payload.Hash: SHA-256 of the object without its
+//	          trailing zeros; the content is also stored under that name.
+//	PING      answered at once.
+//
+// # Durability
+//
+// A WRITE is on stable storage when it is answered if it carried FUA.
+// Every other WRITE, COPY, TRUNCATE and DELETE is on stable storage once a
+// later SYNC or FLUSH (or a request with the FLUSH flag, which syncs before
+// it is served) has been answered. Locks are durable when ACQUIRE answers.
+package blocker
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/archipelago-go/archipelago/errs"
+	"github.com/archipelago-go/archipelago/peer"
+	"github.com/archipelago-go/archipelago/store"
+	"github.com/archipelago-go/archipelago/xseg"
+	"github.com/archipelago-go/archipelago/xseg/payload"
+)
+
+// Blocker serves object requests from one store.
+type Blocker struct {
+	st    store.Store
+	lk    store.Locker // nil if the store has no locks
+	ident string
+	// LockPoll is how often a waiting ACQUIRE retries.
+	LockPoll time.Duration
+}
+
+var _ peer.Handler = (*Blocker)(nil)
+
+// New returns a blocker over st. ident is the lock owner used when a
+// request names none (default "<hostname>_<pid>").
+func New(st store.Store, ident string) *Blocker {
+	if ident == "" {
+		h, _ := os.Hostname()
+		ident = h + "_" + strconv.Itoa(os.Getpid())
+	}
+	b := &Blocker{st: st, ident: ident, LockPoll: 20 * time.Millisecond}
+	b.lk, _ = st.(store.Locker)
+	return b
+}
+
+// Serve implements peer.Handler.
+func (b *Blocker) Serve(ctx context.Context, _ *peer.Peer, r *xseg.Request) error {
+	err := b.serve(ctx, r)
+	if err != nil {
+		return fmt.Errorf("%s %q: %w", r.Op(), r.Target(), err)
+	}
+	return nil
+}
+
+func (b *Blocker) serve(ctx context.Context, r *xseg.Request) error {
+	if r.Flags()&xseg.FlagFlush != 0 {
+		if err := b.st.Sync(ctx); err != nil {
+			return err
+		}
+	}
+	name := r.Target()
+	switch r.Op() {
+	case xseg.OpPing:
+		return nil
+	case xseg.OpRead:
+		return b.read(ctx, r, name)
+	case xseg.OpWrite:
+		if r.Size() > uint64(len(r.Buffer())) {
+			return fmt.Errorf("size %d beyond the %d-byte buffer: %w", r.Size(), len(r.Buffer()), errs.ErrInvalid)
+		}
+		if err := b.st.WriteAt(ctx, name, r.Data(), int64(r.Offset()), r.Flags()&xseg.FlagFUA != 0); err != nil {
+			return err
+		}
+		r.SetServiced(r.Size())
+		return nil
+	case xseg.OpSync, xseg.OpFlush:
+		return b.st.Sync(ctx)
+	case xseg.OpTruncate:
+		return b.st.Truncate(ctx, name, int64(r.Offset()))
+	case xseg.OpDelete:
+		return b.st.Delete(ctx, name)
+	case xseg.OpCopy:
+		var c payload.Copy
+		if err := c.Unmarshal(r.Data()); err != nil {
+			return err
+		}
+		return b.st.Copy(ctx, c.Source, name)
+	case xseg.OpInfo:
+		n, err := b.st.Stat(ctx, name)
+		if err != nil {
+			return err
+		}
+		return reply(r, &payload.ObjectInfo{Size: uint64(n)})
+	case xseg.OpAcquire:
+		return b.acquire(ctx, r, name)
+	case xseg.OpRelease:
+		if b.lk == nil {
+			return errs.ErrNotSupported
+		}
+		owner, err := b.owner(r)
+		if err != nil {
+			return err
+		}
+		return b.lk.Unlock(ctx, name, owner, r.Flags()&xseg.FlagForce != 0)
+	case xseg.OpHash:
+		return b.hash(ctx, r, name)
+	}
+	return fmt.Errorf("blocker does not serve %s: %w", r.Op(), errs.ErrNotSupported)
+}
+
+// reply encodes v into r's buffer as the answer.
+func reply(r *xseg.Request, v payload.Payload) error {
+	n, err := v.MarshalTo(r.Buffer())
+	if err != nil {
+		return fmt.Errorf("reply of %d bytes in a %d-byte buffer: %w", v.EncodedSize(), len(r.Buffer()), err)
+	}
+	r.SetSize(uint64(n))
+	r.SetServiced(uint64(n))
+	return nil
+}
+
+func (b *Blocker) read(ctx context.Context, r *xseg.Request, name string) error {
+	if r.Size() > uint64(len(r.Buffer())) {
+		return fmt.Errorf("size %d beyond the %d-byte buffer: %w", r.Size(), len(r.Buffer()), errs.ErrInvalid)
+	}
+	p := r.Data()
+	n, err := b.st.ReadAt(ctx, name, p, int64(r.Offset()))
+	if err != nil && !errors.Is(err, errs.ErrNotFound) {
+		return err
+	}
+	clear(p[n:])
+	r.SetServiced(r.Size())
+	return nil
+}
+
+func (b *Blocker) owner(r *xseg.Request) (string, error) {
+	if r.Size() == 0 {
+		return b.ident, nil
+	}
+	var l payload.Lock
+	if err := l.Unmarshal(r.Data()); err != nil {
+		return "", err
+	}
+	if l.Owner == "" {
+		return b.ident, nil
+	}
+	return l.Owner, nil
+}
+
+func (b *Blocker) acquire(ctx context.Context, r *xseg.Request, name string) error {
+	if b.lk == nil {
+		return errs.ErrNotSupported
+	}
+	owner, err := b.owner(r)
+	if err != nil {
+		return err
+	}
+	for {
+		err := b.lk.TryLock(ctx, name, owner)
+		var le *store.LockedError
+		if !errors.As(err, &le) || r.Flags()&xseg.FlagNoSync != 0 {
+			if le != nil && len(r.Buffer()) > 0 {
+				// Tell the caller who holds it; keep the lock error.
+				reply(r, &payload.LockReply{Owner: le.Owner})
+			}
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %v: %w", err, errs.ErrShutdown)
+		case <-time.After(b.LockPoll):
+		}
+	}
+}
+
+// hash computes the content hash of an object (without trailing zeros,
+// so that a block and its zero-padded copy hash alike) and stores the
+// content under that name if it is not there yet.
+func (b *Blocker) hash(ctx context.Context, r *xseg.Request, name string) error {
+	size, err := b.st.Stat(ctx, name)
+	if err != nil {
+		return err
+	}
+	buf := make([]byte, size)
+	n, err := b.st.ReadAt(ctx, name, buf, 0)
+	if err != nil {
+		return err
+	}
+	buf = buf[:n]
+	end := len(buf)
+	for end > 0 && buf[end-1] == 0 {
+		end--
+	}
+	sum := sha256.Sum256(buf[:end])
+	h := hex.EncodeToString(sum[:])
+	if end > 0 { // the zero block is never stored
+		if err := b.storeAs(ctx, h, buf[:end]); err != nil {
+			return err
+		}
+	}
+	return reply(r, &payload.Hash{Hash: h, Size: uint64(end)})
+}
+
+// storeAs stores content under a content-addressed name unless it is there.
+// It writes a temporary object and copies it into place, so a crash never
+// leaves a partial object under the hash.
+func (b *Blocker) storeAs(ctx context.Context, name string, content []byte) error {
+	if _, err := b.st.Stat(ctx, name); !errors.Is(err, errs.ErrNotFound) {
+		return err
+	}
+	tmp := name + ".tmp." + strconv.FormatInt(time.Now().UnixNano(), 36)
+	if err := b.st.WriteAt(ctx, tmp, content, 0, false); err != nil {
+		return err
+	}
+	defer b.st.Delete(ctx, tmp)
+	return b.st.Copy(ctx, tmp, name)
+}

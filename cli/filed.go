@@ -1,0 +1,45 @@
+package cli
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/archipelago-go/archipelago/blocker"
+	"github.com/archipelago-go/archipelago/peer"
+	"github.com/archipelago-go/archipelago/store/filestore"
+)
+
+// Filed is the file blocker daemon: one file per object under archip_dir.
+func Filed() *cobra.Command {
+	var c peer.CommonFlags
+	var o filestore.Options
+	var ident string
+	cmd := &cobra.Command{
+		Use:   "filed",
+		Short: "File blocker: serves objects as files under a directory",
+		Long: `filed binds its ports of the segment and serves READ, WRITE, SYNC, FLUSH,
+TRUNCATE, DELETE, COPY, INFO, ACQUIRE, RELEASE and HASH on files under
+--archip-dir (spread over subdirectories), with persistent locks under
+--lock-dir. A write is durable when answered if it carried FUA, otherwise
+once a later SYNC or FLUSH is answered. Stop it with SIGTERM.`,
+		Example: `  # serve data objects on port 1 of segment "archipelago"
+  filed --portno-start 1 --archip-dir /var/lib/archipelago/data --nr-ops 64 --nr-threads 8`,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := filestore.Open(o)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			return c.RunUntilSignal(blocker.New(st, ident))
+		},
+	}
+	c.Register(cmd.Flags(), "filed")
+	cmd.Flags().StringVar(&o.Dir, "archip-dir", "/var/lib/archipelago/data", "directory holding the objects")
+	cmd.Flags().StringVar(&o.LockDir, "lock-dir", "", "directory holding the locks (default <archip-dir>/locks)")
+	cmd.Flags().IntVar(&o.FDCache, "fdcache", 64, "files kept open at most")
+	cmd.Flags().BoolVar(&o.Direct, "direct", false, "use O_DIRECT for aligned I/O")
+	cmd.Flags().StringVar(&ident, "ident", "", "lock owner when a request names none (default <hostname>_<pid>)")
+	return cmd
+}

@@ -1,0 +1,146 @@
+// Package testbin builds the project's programs for tests and runs them as
+// real processes, so that tests exercise peers the way `archipelago start`
+// runs them: separate processes, killed for real.
+package testbin
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var (
+	once   sync.Once
+	binDir string
+	errB   error
+)
+
+// Dir builds every program under cmd/ once per test process and returns
+// the directory holding them.
+func Dir(t testing.TB) string {
+	t.Helper()
+	once.Do(func() {
+		out, err := exec.Command("go", "env", "GOMOD").Output()
+		if err != nil {
+			errB = fmt.Errorf("go env GOMOD: %v", err)
+			return
+		}
+		root := filepath.Dir(strings.TrimSpace(string(out)))
+		binDir, errB = os.MkdirTemp("", "archipelago-bin-")
+		if errB != nil {
+			return
+		}
+		cmd := exec.Command("go", "build", "-o", binDir+"/", "./cmd/...")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			errB = fmt.Errorf("go build ./cmd/...: %v\n%s", err, out)
+		}
+	})
+	if errB != nil {
+		t.Fatal(errB)
+	}
+	return binDir
+}
+
+// Path returns the path of program name.
+func Path(t testing.TB, name string) string { return filepath.Join(Dir(t), name) }
+
+// Proc is a running program.
+type Proc struct {
+	Cmd    *exec.Cmd
+	name   string
+	out    *syncBuffer
+	exited chan struct{}
+	err    error
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Start runs program name with args. The test's cleanup kills it if it is
+// still running and logs its output if the test failed.
+func Start(t testing.TB, name string, args ...string) *Proc {
+	t.Helper()
+	p := &Proc{Cmd: exec.Command(Path(t, name), args...), name: name, out: &syncBuffer{}, exited: make(chan struct{})}
+	p.Cmd.Stdout, p.Cmd.Stderr = p.out, p.out
+	if err := p.Cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() { p.err = p.Cmd.Wait(); close(p.exited) }()
+	t.Cleanup(func() {
+		p.Kill()
+		if t.Failed() {
+			t.Logf("%s %v output:\n%s", name, args, p.Output())
+		}
+	})
+	return p
+}
+
+// Output is what the program printed so far.
+func (p *Proc) Output() string { return p.out.String() }
+
+// Kill sends SIGKILL and waits for the process to be reaped.
+func (p *Proc) Kill() {
+	p.Cmd.Process.Signal(syscall.SIGKILL)
+	<-p.exited
+}
+
+// Stop sends SIGTERM and waits up to d for the exit; it returns the exit
+// error (nil for status 0) or an error on time-out.
+func (p *Proc) Stop(d time.Duration) error {
+	p.Cmd.Process.Signal(syscall.SIGTERM)
+	return p.Wait(d)
+}
+
+// Wait waits up to d for the program to exit.
+func (p *Proc) Wait(d time.Duration) error {
+	select {
+	case <-p.exited:
+		return p.err
+	case <-time.After(d):
+		return fmt.Errorf("%s did not exit within %v", p.name, d)
+	}
+}
+
+// Exited reports whether the program has exited.
+func (p *Proc) Exited() bool {
+	select {
+	case <-p.exited:
+		return true
+	default:
+		return false
+	}
+}
+
+// WaitFor polls cond every few milliseconds until it holds or d passes.
+func WaitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -1,0 +1,40 @@
+// Package store is the object-store seam of Archipelago: the interfaces that
+// every backend (memory, files, RADOS) implements and that the blockers use.
+//
+// # Objects
+//
+// A Store is a flat namespace of named byte objects. An object is created by
+// its first WriteAt, grows by writes past its end and by Truncate, and is
+// removed by Delete. Reads past the end are short (ReadAt reports how many
+// bytes came from the object) and gaps read as zeros.
+//
+// # Names
+//
+// An object or lock name is 1 to MaxNameLen bytes, holds neither '/' nor a
+// NUL byte and is neither "." nor "..". Anything else is rejected with an
+// error wrapping errs.ErrInvalid (see ValidName). A lock owner is 1 to
+// MaxNameLen bytes without NUL or newline (see ValidOwner).
+//
+// # Durability
+//
+// A write with fua set is on stable storage, and so is the object's
+// existence, when WriteAt returns. Every other change (plain writes, Copy,
+// Truncate, Delete) is durable after the next successful Sync. After a crash
+// a store holds every FUA write and everything synced; changes after the last
+// Sync may be there in whole, in part or not at all, but a store never shows
+// data that nobody wrote. The storetest package checks this with RunCrash.
+//
+// # Locks
+//
+// Locker is an optional ability (assert it with a type assertion): persistent
+// locks that survive the crash of the process that took them. TryLock never
+// waits; a lock held by another owner is reported as a *LockedError, which
+// wraps errs.ErrLocked. Lock names live in their own namespace: a lock and an
+// object may share a name, and List never shows locks.
+//
+// # Implementations
+//
+// The memstore package keeps objects in memory and simulates crashes for
+// tests; the filestore package keeps one file per object for the filed
+// blocker. Every implementation must pass the suites of package storetest.
+package store

@@ -1,0 +1,198 @@
+package filestore
+
+import (
+	"container/list"
+	"errors"
+	"io/fs"
+	"os"
+	"sync"
+)
+
+// handle is an open object: a buffered descriptor and, with Direct, an
+// O_DIRECT one on the same file.
+type handle struct {
+	f  *os.File
+	fd int
+	d  *os.File // nil without Direct
+	dd int
+}
+
+func (h *handle) close() {
+	// Close errors are dropped: durability comes from fdatasync, and
+	// Sync reopens whatever it must flush.
+	h.f.Close()
+	if h.d != nil {
+		h.d.Close()
+	}
+}
+
+// entry is a cached object. name, ready and, once ready is closed, h and
+// err are fixed; the rest is guarded by fileCache.mu.
+type entry struct {
+	name  string
+	ready chan struct{} // closed when the open finished
+	h     *handle       // nil if the open failed
+	err   error
+
+	refs   int           // users between acquire and release
+	elem   *list.Element // in fileCache.idle iff refs == 0 and cached
+	cached bool          // in fileCache.entries
+}
+
+// fileCache keeps at most max objects open, closing the least recently used
+// idle ones. A user acquires an entry and releases it when done; an entry in
+// use is never closed, so the cache may exceed max while all are busy.
+type fileCache struct {
+	max  int
+	open func(name string, create bool) (*handle, error)
+
+	// mu guards everything below and the mutable fields of every entry.
+	// It is never held across I/O.
+	mu      sync.Mutex
+	closed  bool
+	entries map[string]*entry
+	idle    list.List // of *entry; front is the most recently used
+}
+
+func newFileCache(max int, open func(string, bool) (*handle, error)) *fileCache {
+	return &fileCache{max: max, open: open, entries: make(map[string]*entry)}
+}
+
+// acquire returns the open entry of object name, opening the file (and
+// creating it if create) when it is not cached. The caller must release it.
+func (c *fileCache) acquire(name string, create bool) (*entry, error) {
+	for attempt := 0; ; attempt++ {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return nil, errClosed
+		}
+		if e := c.entries[name]; e != nil {
+			e.refs++
+			if e.elem != nil {
+				c.idle.Remove(e.elem)
+				e.elem = nil
+			}
+			c.mu.Unlock()
+			<-e.ready
+			if e.err == nil {
+				return e, nil
+			}
+			c.release(e)
+			// The opener did not create the file; this caller must.
+			if create && errors.Is(e.err, fs.ErrNotExist) && attempt < 3 {
+				continue
+			}
+			return nil, e.err
+		}
+		// Enter the entry before opening, so that an invalidate after a
+		// concurrent unlink or rename finds it.
+		e := &entry{name: name, ready: make(chan struct{}), refs: 1, cached: true}
+		c.entries[name] = e
+		c.mu.Unlock()
+
+		e.h, e.err = c.open(name, create)
+		if e.err != nil {
+			c.mu.Lock()
+			if e.cached {
+				delete(c.entries, name)
+				e.cached = false
+			}
+			c.mu.Unlock()
+			close(e.ready)
+			c.release(e)
+			return nil, e.err
+		}
+		close(e.ready)
+		c.mu.Lock()
+		victims := c.trimLocked()
+		c.mu.Unlock()
+		closeEntries(victims)
+		return e, nil
+	}
+}
+
+// release ends a use of e.
+func (c *fileCache) release(e *entry) {
+	var victims []*entry
+	c.mu.Lock()
+	e.refs--
+	if e.refs == 0 && e.h != nil {
+		if e.cached {
+			e.elem = c.idle.PushFront(e)
+			victims = c.trimLocked()
+		} else {
+			victims = append(victims, e)
+		}
+	}
+	c.mu.Unlock()
+	closeEntries(victims)
+}
+
+// invalidate drops the cached file of name, which was unlinked or replaced:
+// the next acquire opens the path anew. Users of the old file finish with it.
+func (c *fileCache) invalidate(name string) {
+	c.mu.Lock()
+	e := c.entries[name]
+	if e == nil {
+		c.mu.Unlock()
+		return
+	}
+	delete(c.entries, name)
+	e.cached = false
+	var victims []*entry
+	if e.elem != nil {
+		c.idle.Remove(e.elem)
+		e.elem = nil
+		victims = append(victims, e)
+	}
+	c.mu.Unlock()
+	closeEntries(victims)
+}
+
+// trimLocked removes idle entries, least recently used first, while more than
+// max are cached, and returns them for closing.
+func (c *fileCache) trimLocked() []*entry {
+	var victims []*entry
+	for len(c.entries) > c.max && c.idle.Len() > 0 {
+		e := c.idle.Remove(c.idle.Back()).(*entry)
+		e.elem = nil
+		delete(c.entries, e.name)
+		e.cached = false
+		victims = append(victims, e)
+	}
+	return victims
+}
+
+// close closes every idle file and fails later acquires; files in use close
+// on release.
+func (c *fileCache) close() {
+	c.mu.Lock()
+	c.closed = true
+	var victims []*entry
+	for el := c.idle.Front(); el != nil; el = el.Next() {
+		e := el.Value.(*entry)
+		e.elem = nil
+		victims = append(victims, e)
+	}
+	c.idle.Init()
+	for _, e := range c.entries {
+		e.cached = false
+	}
+	clear(c.entries)
+	c.mu.Unlock()
+	closeEntries(victims)
+}
+
+// size returns the number of cached objects.
+func (c *fileCache) size() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.entries)
+}
+
+func closeEntries(es []*entry) {
+	for _, e := range es {
+		e.h.close()
+	}
+}

@@ -1,0 +1,301 @@
+package filestore
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/archipelago-go/archipelago/errs"
+)
+
+const (
+	formatFile    = "FORMAT"
+	formatMagic   = "archipelago-filestore"
+	formatVersion = 1
+	tempMaxAge    = time.Hour
+)
+
+// placement is where an object or lock lives: root/AA/BB/name.
+type placement struct {
+	root, mid, leaf, file string
+}
+
+const hexDigits = "0123456789abcdef"
+
+// place spreads name under root by the first two bytes of its 32-bit FNV-1a
+// hash.
+func (s *Store) place(root, name string) placement {
+	h := uint32(2166136261)
+	for i := 0; i < len(name); i++ {
+		h ^= uint32(name[i])
+		h *= 16777619
+	}
+	a := string([]byte{hexDigits[h>>28], hexDigits[h>>24&0xf]})
+	b := string([]byte{hexDigits[h>>20&0xf], hexDigits[h>>16&0xf]})
+	mid := root + "/" + a
+	leaf := mid + "/" + b
+	return placement{root: root, mid: mid, leaf: leaf, file: leaf + "/" + name}
+}
+
+// isSpreadName reports whether a directory entry is an AA or BB level.
+func isSpreadName(name string) bool {
+	return len(name) == 2 && strings.IndexByte(hexDigits, name[0]) >= 0 && strings.IndexByte(hexDigits, name[1]) >= 0
+}
+
+// makeLeaf makes the AA and BB directories of p, recording each parent whose
+// entries changed.
+func (s *Store) makeLeaf(p placement) error {
+	for _, d := range [...]struct{ parent, dir string }{{p.root, p.mid}, {p.mid, p.leaf}} {
+		err := os.Mkdir(d.dir, dirPerm)
+		switch {
+		case err == nil:
+			s.dirChanged(d.parent)
+		case !errors.Is(err, fs.ErrExist):
+			return err
+		}
+	}
+	return nil
+}
+
+// openObject opens (with create, creating) the file of object name for the
+// cache.
+func (s *Store) openObject(name string, create bool) (*handle, error) {
+	p := s.place(s.dir, name)
+	f, err := s.openFile(p, create)
+	if err != nil {
+		return nil, err
+	}
+	h := &handle{f: f, fd: int(f.Fd())}
+	if s.direct {
+		// Reopen the very file, not the path, which may have changed.
+		d, err := os.OpenFile("/proc/self/fd/"+strconv.Itoa(h.fd), os.O_RDWR|syscall.O_DIRECT, 0)
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("reopen %s with O_DIRECT: %w", p.file, err)
+		}
+		h.d, h.dd = d, int(d.Fd())
+	}
+	s.stats.opens.Add(1)
+	return h, nil
+}
+
+func (s *Store) openFile(p placement, create bool) (*os.File, error) {
+	for range 10 {
+		f, err := os.OpenFile(p.file, os.O_RDWR, 0)
+		if err == nil || !create || !errors.Is(err, fs.ErrNotExist) {
+			return f, err
+		}
+		f, err = os.OpenFile(p.file, os.O_RDWR|os.O_CREATE|os.O_EXCL, filePerm)
+		switch {
+		case err == nil:
+			// Recorded before anyone can see the file as open, so a
+			// FUA write through it finds the directory to fsync.
+			s.dirChanged(p.leaf)
+			return f, nil
+		case errors.Is(err, fs.ErrNotExist):
+			if err := s.makeLeaf(p); err != nil {
+				return nil, err
+			}
+		case errors.Is(err, fs.ErrExist):
+			// Created meanwhile: open it.
+		default:
+			return nil, err
+		}
+	}
+	return nil, fmt.Errorf("create %s: raced with deletes too often", p.file)
+}
+
+// dirState tracks the durability of a directory's entries with generations:
+// gen counts changes, synced is the gen that the last successful fsync
+// covered.
+type dirState struct {
+	path string
+	gen  atomic.Uint64 // bumped after each change of the entries
+
+	mu     sync.Mutex // held across the fsync
+	synced uint64     // guarded by mu
+}
+
+// dirChanged records a change (create, delete, rename) of the entries of
+// directory path, after it happened.
+func (s *Store) dirChanged(path string) {
+	s.dirsMu.Lock()
+	d := s.dirs[path]
+	if d == nil {
+		d = &dirState{path: path}
+		s.dirs[path] = d
+	}
+	d.gen.Add(1)
+	s.dirtyDirs[path] = d
+	s.dirsMu.Unlock()
+}
+
+// fileChanged records a write or truncate of object name, after it happened.
+func (s *Store) fileChanged(name string) {
+	s.dirtyMu.Lock()
+	s.dirtyFiles[name] = struct{}{}
+	s.dirtyMu.Unlock()
+}
+
+// syncDir fsyncs d if it changed since its last fsync. A caller that finds
+// an fsync in flight waits for it, so a change recorded before the call is
+// durable when syncDir returns nil.
+func (s *Store) syncDir(d *dirState) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	gen := d.gen.Load()
+	if gen == d.synced {
+		return nil
+	}
+	if s.fault != nil {
+		if err := s.fault("fsync", d.path); err != nil {
+			return &fs.PathError{Op: "fsync", Path: d.path, Err: err}
+		}
+	}
+	if err := fsyncPath(d.path); err != nil {
+		return err
+	}
+	d.synced = gen
+	s.stats.dirSyncs.Add(1)
+	return nil
+}
+
+// syncDirs syncs each of the directories that this Store changed.
+func (s *Store) syncDirs(paths ...string) error {
+	for _, path := range paths {
+		s.dirsMu.Lock()
+		d := s.dirs[path]
+		s.dirsMu.Unlock()
+		if d == nil {
+			continue
+		}
+		if err := s.syncDir(d); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// fsyncPath fsyncs a directory (or file) by path.
+func fsyncPath(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
+}
+
+// mkdirDurable makes dir and its missing parents, and fsyncs the parent of
+// each directory it made.
+func mkdirDurable(dir string) error {
+	var missing []string
+	for d := dir; ; d = filepath.Dir(d) {
+		if _, err := os.Stat(d); err == nil {
+			break
+		} else if !errors.Is(err, fs.ErrNotExist) {
+			return err
+		}
+		missing = append(missing, d)
+		if d == filepath.Dir(d) {
+			break
+		}
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		if err := os.Mkdir(missing[i], dirPerm); err != nil && !errors.Is(err, fs.ErrExist) {
+			return err
+		}
+		if err := fsyncPath(filepath.Dir(missing[i])); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// createTemp creates a new file in dir.
+func createTemp(dir string) (*os.File, error) {
+	for range 100 {
+		path := filepath.Join(dir, strconv.FormatUint(rand.Uint64(), 36))
+		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, filePerm)
+		if !errors.Is(err, fs.ErrExist) {
+			return f, err
+		}
+	}
+	return nil, fmt.Errorf("create a temporary file in %s: too many collisions", dir)
+}
+
+// cleanTemp removes the files in dir older than tempMaxAge: leftovers of a
+// crash, not files of a copy or lock in flight.
+func cleanTemp(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		fi, err := e.Info()
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return err
+		}
+		if time.Since(fi.ModTime()) > tempMaxAge {
+			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// checkFormat checks Dir/FORMAT, writing it into a new store.
+func (s *Store) checkFormat() error {
+	path := filepath.Join(s.dir, formatFile)
+	want := fmt.Sprintf("%s %d\n", formatMagic, formatVersion)
+	data, err := os.ReadFile(path)
+	switch {
+	case err == nil && string(data) == want:
+		return nil
+	case err == nil:
+		var v int
+		if n, _ := fmt.Sscanf(string(data), formatMagic+" %d\n", &v); n == 1 {
+			return fmt.Errorf("filestore: %s: format version %d, this is version %d: %w",
+				s.dir, v, formatVersion, errs.ErrVersion)
+		}
+		return fmt.Errorf("filestore: %s holds %.40q, not a filestore format: %w", path, data, errs.ErrCorrupt)
+	case !errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("filestore: open: %w", ioErr(err))
+	}
+	// A new store: write the file whole, then rename it in place.
+	tmp, err := createTemp(s.tmpDir)
+	if err != nil {
+		return fmt.Errorf("filestore: open: %w", ioErr(err))
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.WriteString(want)
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err == nil {
+		err = fsyncPath(s.dir)
+	}
+	if err != nil {
+		return fmt.Errorf("filestore: open: write %s: %w", path, ioErr(err))
+	}
+	return nil
+}

@@ -1,0 +1,144 @@
+package filestore
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"strings"
+
+	"github.com/archipelago-go/archipelago/errs"
+	"github.com/archipelago-go/archipelago/store"
+)
+
+// TryLock implements store.Locker.
+func (s *Store) TryLock(ctx context.Context, name, owner string) error {
+	if err := store.ValidOwner(owner); err != nil {
+		return fmt.Errorf("filestore: lock %q: %w", name, err)
+	}
+	if err := s.begin(ctx, "lock", name); err != nil {
+		return err
+	}
+	p := s.place(s.lockDir, name)
+	// Look first: a held lock costs no temporary file.
+	if done, err := s.heldBy(p, name, owner); done {
+		return err
+	}
+	tmp, err := createTemp(s.lockTmpDir)
+	if err != nil {
+		return lockErr("lock", name, err)
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.WriteString(owner + "\n")
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return lockErr("lock", name, err)
+	}
+	for range 10 {
+		err := os.Link(tmp.Name(), p.file)
+		switch {
+		case err == nil:
+			s.dirChanged(p.leaf)
+			if err := s.syncDirs(p.leaf, p.mid, p.root); err != nil {
+				return lockErr("lock", name, err)
+			}
+			return nil
+		case errors.Is(err, fs.ErrNotExist):
+			if err := s.makeLeaf(p); err != nil {
+				return lockErr("lock", name, err)
+			}
+		case errors.Is(err, fs.ErrExist):
+			if done, err := s.heldBy(p, name, owner); done {
+				return err
+			}
+			// Released meanwhile: try again.
+		default:
+			return lockErr("lock", name, err)
+		}
+	}
+	return fmt.Errorf("filestore: lock %q: raced with unlocks too often: %w", name, errs.ErrBusy)
+}
+
+// heldBy reports whether lock p is held, and if so the answer of TryLock
+// for owner: nil (durably) if owner holds it, a *store.LockedError if
+// another does.
+func (s *Store) heldBy(p placement, name, owner string) (bool, error) {
+	holder, err := readLock(p.file)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return false, nil
+	case err != nil:
+		return true, lockErr("lock", name, err)
+	case holder != owner:
+		return true, fmt.Errorf("filestore: %w", &store.LockedError{Name: name, Owner: holder})
+	}
+	// Re-entrant: make sure that the earlier take is durable.
+	if err := s.syncDirs(p.leaf, p.mid, p.root); err != nil {
+		return true, lockErr("lock", name, err)
+	}
+	return true, nil
+}
+
+// Unlock implements store.Locker.
+func (s *Store) Unlock(ctx context.Context, name, owner string, force bool) error {
+	if err := store.ValidOwner(owner); err != nil {
+		return fmt.Errorf("filestore: unlock %q: %w", name, err)
+	}
+	if err := s.begin(ctx, "unlock", name); err != nil {
+		return err
+	}
+	p := s.place(s.lockDir, name)
+	s.unlockMu.Lock()
+	defer s.unlockMu.Unlock()
+	holder, err := readLock(p.file)
+	switch {
+	case err != nil && !(force && errors.Is(err, errs.ErrCorrupt)):
+		return lockErr("unlock", name, err)
+	case err == nil && holder != owner && !force:
+		return fmt.Errorf("filestore: unlock %q by %q: held by %q: %w", name, owner, holder, errs.ErrNotOwner)
+	}
+	if err := unlink(p.file); err != nil {
+		return lockErr("unlock", name, err)
+	}
+	s.dirChanged(p.leaf)
+	if err := s.syncDirs(p.leaf); err != nil {
+		return lockErr("unlock", name, err)
+	}
+	return nil
+}
+
+// LockOwner implements store.Locker.
+func (s *Store) LockOwner(ctx context.Context, name string) (string, error) {
+	if err := s.begin(ctx, "lock owner", name); err != nil {
+		return "", err
+	}
+	holder, err := readLock(s.place(s.lockDir, name).file)
+	if err != nil {
+		return "", lockErr("lock owner", name, err)
+	}
+	return holder, nil
+}
+
+// readLock returns the owner written in a lock file: the owner and a
+// newline. A lock file of any other form is corrupt.
+func readLock(path string) (string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	owner, ok := strings.CutSuffix(string(data), "\n")
+	if !ok || store.ValidOwner(owner) != nil {
+		return "", fmt.Errorf("lock file %s holds %.60q: %w", path, data, errs.ErrCorrupt)
+	}
+	return owner, nil
+}
+
+func lockErr(op, name string, err error) error {
+	return fmt.Errorf("filestore: %s %q: %w", op, name, ioErr(err))
+}
