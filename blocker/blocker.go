@@ -5,8 +5,9 @@
 // # Operations
 //
 //	READ      read Size bytes at Offset of object Target into the buffer;
-//	          what lies past the object's end, or a missing object, reads
-//	          as zeros (Serviced = Size).
+//	          what lies past the object's end reads as zeros, and Serviced
+//	          says how many bytes came from the object. A missing object
+//	          fails with ErrNotFound (vlmcd reads it as zeros).
 //	WRITE     write the buffer's Size bytes at Offset, creating the object.
 //	SYNC      make every write answered so far durable (also FLUSH).
 //	TRUNCATE  set the object's size to Offset.
@@ -20,6 +21,10 @@
 //	RELEASE   payload.Lock{Owner}: release; FORCE breaks another owner's lock.
 //	HASH      answer payload.Hash: SHA-256 of the object without its
 //	          trailing zeros; the content is also stored under that name.
+//	LIST      payload.List{Prefix, After}: answer payload.Names, the names
+//	          after After in byte order, as many as the buffer holds.
+//	LOCKOWNER answer payload.LockReply naming the holder of lock Target
+//	          (ErrNotFound if it is free).
 //	PING      answered at once.
 //
 // # Durability
@@ -37,6 +42,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sort"
 	"strconv"
 	"time"
 
@@ -131,6 +137,17 @@ func (b *Blocker) serve(ctx context.Context, r *xseg.Request) error {
 		return b.lk.Unlock(ctx, name, owner, r.Flags()&xseg.FlagForce != 0)
 	case xseg.OpHash:
 		return b.hash(ctx, r, name)
+	case xseg.OpList:
+		return b.list(ctx, r)
+	case xseg.OpLockOwner:
+		if b.lk == nil {
+			return errs.ErrNotSupported
+		}
+		owner, err := b.lk.LockOwner(ctx, name)
+		if err != nil {
+			return err
+		}
+		return reply(r, &payload.LockReply{Owner: owner})
 	}
 	return fmt.Errorf("blocker does not serve %s: %w", r.Op(), errs.ErrNotSupported)
 }
@@ -152,11 +169,11 @@ func (b *Blocker) read(ctx context.Context, r *xseg.Request, name string) error 
 	}
 	p := r.Data()
 	n, err := b.st.ReadAt(ctx, name, p, int64(r.Offset()))
-	if err != nil && !errors.Is(err, errs.ErrNotFound) {
+	if err != nil {
 		return err
 	}
 	clear(p[n:])
-	r.SetServiced(r.Size())
+	r.SetServiced(uint64(n))
 	return nil
 }
 
@@ -241,4 +258,38 @@ func (b *Blocker) storeAs(ctx context.Context, name string, content []byte) erro
 	}
 	defer b.st.Delete(ctx, tmp)
 	return b.st.Copy(ctx, tmp, name)
+}
+
+// list answers a page of object names, sorted, after l.After.
+func (b *Blocker) list(ctx context.Context, r *xseg.Request) error {
+	var l payload.List
+	if err := l.Unmarshal(r.Data()); err != nil {
+		return err
+	}
+	var names []string
+	err := b.st.List(ctx, l.Prefix, func(name string) error {
+		if name > l.After {
+			names = append(names, name)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	sort.Strings(names)
+	out := payload.Names{}
+	room := len(r.Buffer()) - (&payload.Names{}).EncodedSize()
+	for i, n := range names {
+		need := 2 + len(n)
+		if need > room {
+			out.More = true
+			break
+		}
+		room -= need
+		out.Names = names[:i+1]
+	}
+	if len(names) > 0 && len(out.Names) == 0 {
+		return fmt.Errorf("a %d-byte buffer holds no name: %w", len(r.Buffer()), errs.ErrNoSpace)
+	}
+	return reply(r, &out)
 }

@@ -28,7 +28,9 @@ const (
 	OpRename
 	OpFlush
 	OpUpdate
-	OpPing // answered at once; for tests and benchmarks
+	OpPing      // answered at once; for tests and benchmarks
+	OpList      // names of objects (blocker) or volumes (mapper); payload.List -> payload.Names
+	OpLockOwner // who holds a lock (blocker): payload.LockReply, ErrNotFound if free
 	opMax
 )
 
@@ -39,6 +41,7 @@ var opNames = [...]string{
 	OpMapR: "MAPR", OpMapW: "MAPW", OpOpen: "OPEN", OpClose: "CLOSE",
 	OpSnapshot: "SNAPSHOT", OpHash: "HASH", OpCreate: "CREATE",
 	OpRename: "RENAME", OpFlush: "FLUSH", OpUpdate: "UPDATE", OpPing: "PING",
+	OpList: "LIST", OpLockOwner: "LOCKOWNER",
 }
 
 func (o Op) String() string {

@@ -48,6 +48,8 @@
 //	| 10   | LockReply  | ACQUIRE failure reply  | owner str                                                      |
 //	| 11   | Resize     | TRUNCATE (mapper)      | size u64, force bool, owner str                                |
 //	| 12   | Create     | CREATE request         | size u64, block size u32, count u32, then per object: name str |
+//	| 13   | List       | LIST request           | prefix str, after str |
+//	| 14   | Names      | LIST reply             | count u32, then per name: name str; more u8 |
 //
 // For example, Clone{Parent: "snap01", Size: 4096, Owner: "h_1"} is
 //

@@ -59,6 +59,10 @@ var samples = []struct {
 	{"create", &Create{Size: 10<<20 + 1, BlockSize: 4 << 20,
 		Objects: []string{zeroHash, "", "img_0000000000000000_0000000000000002"}}},
 	{"create/long", &Create{Size: 1, BlockSize: 1, Objects: []string{longName}}},
+	{"list", &List{Prefix: "vol", After: "vol_0001"}},
+	{"list/empty", &List{}},
+	{"names", &Names{Names: []string{"a", longName}, More: true}},
+	{"names/empty", &Names{}},
 }
 
 func TestRoundTrip(t *testing.T) {
@@ -365,6 +369,8 @@ func TestGolden(t *testing.T) {
 		{&LockReply{Owner: "h"}, "a70a0100 000168"},
 		{&Resize{Size: 7, Force: true, Owner: "o"}, "a70b0100 0000000000000007 01 00016f"},
 		{&Create{Size: 9, BlockSize: 4, Objects: []string{"a", "", "b"}}, "a70c0100 0000000000000009 00000004 00000003 000161 0000 000162"},
+		{&List{Prefix: "p", After: "a"}, "a70d0100 000170 000161"},
+		{&Names{Names: []string{"x", "y"}, More: true}, "a70e0100 00000002 000178 000179 01"},
 	} {
 		want, err := hex.DecodeString(strings.ReplaceAll(tc.hex, " ", ""))
 		if err != nil {

@@ -1,0 +1,105 @@
+package payload
+
+import (
+	"fmt"
+)
+
+// List asks a blocker for the names of objects starting with Prefix, in
+// byte order, after After ("" from the start). The answer is Names.
+type List struct {
+	Prefix string
+	After  string
+}
+
+func (v *List) Kind() Kind                      { return KindList }
+func (v *List) EncodedSize() int                { return size(v) }
+func (v *List) MarshalTo(b []byte) (int, error) { return marshalTo(v, b) }
+func (v *List) Marshal() []byte                 { return marshal(v) }
+
+func (v *List) Unmarshal(b []byte) error {
+	var t List
+	if err := unmarshal(&t, b); err != nil {
+		return err
+	}
+	*v = t
+	return nil
+}
+
+func (v *List) validate() error {
+	if err := checkString("prefix", v.Prefix, MaxNameLen); err != nil {
+		return err
+	}
+	return checkString("after", v.After, MaxNameLen)
+}
+
+func (v *List) bodySize() int { return strSize(v.Prefix) + strSize(v.After) }
+
+func (v *List) encode(e *encoder) {
+	e.str(v.Prefix)
+	e.str(v.After)
+}
+
+func (v *List) decode(d *decoder) {
+	v.Prefix = d.str("prefix", MaxNameLen)
+	v.After = d.str("after", MaxNameLen)
+}
+
+// Names answers List: a page of names in byte order; More says whether
+// names follow the last one (ask again with After set to it).
+type Names struct {
+	Names []string
+	More  bool
+}
+
+func (v *Names) Kind() Kind                      { return KindNames }
+func (v *Names) EncodedSize() int                { return size(v) }
+func (v *Names) MarshalTo(b []byte) (int, error) { return marshalTo(v, b) }
+func (v *Names) Marshal() []byte                 { return marshal(v) }
+
+func (v *Names) Unmarshal(b []byte) error {
+	var t Names
+	if err := unmarshal(&t, b); err != nil {
+		return err
+	}
+	*v = t
+	return nil
+}
+
+func (v *Names) validate() error {
+	if err := checkCount("names", len(v.Names)); err != nil {
+		return err
+	}
+	for i, n := range v.Names {
+		if err := checkString(fmt.Sprintf("name %d", i), n, MaxNameLen); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (v *Names) bodySize() int {
+	n := 4 + 1
+	for _, s := range v.Names {
+		n += strSize(s)
+	}
+	return n
+}
+
+func (v *Names) encode(e *encoder) {
+	e.u32(uint32(len(v.Names)))
+	for _, s := range v.Names {
+		e.str(s)
+	}
+	e.bool(v.More)
+}
+
+func (v *Names) decode(d *decoder) {
+	n := d.count("names", 2)
+	if n > 0 {
+		v.Names = make([]string, n)
+		for i := range v.Names {
+			v.Names[i] = d.str("name", MaxNameLen)
+		}
+	}
+	v.More = d.bool("more")
+}
