@@ -35,7 +35,7 @@ type LoadStats struct {
 // reply whose serviced count is wrong, ends the run with that error.
 func RunLoad(ctx context.Context, c *peer.Client, dst int, op xseg.Op, depth, size int, n uint64) (LoadStats, error) {
 	var st LoadStats
-	var done, failed atomic.Uint64
+	var issued, done, failed atomic.Uint64
 	var mu sync.Mutex
 	var lat []time.Duration
 	var firstErr error
@@ -49,10 +49,14 @@ func RunLoad(ctx context.Context, c *peer.Client, dst int, op xseg.Op, depth, si
 			defer wg.Done()
 			var mine []time.Duration
 			defer func() { mu.Lock(); lat = append(lat, mine...); mu.Unlock() }()
-			for ctx.Err() == nil && (n == 0 || done.Load() < n) {
+			for ctx.Err() == nil {
+				if n > 0 && issued.Add(1) > n {
+					return
+				}
 				r, err := c.Alloc(size)
 				if err != nil {
 					if errors.Is(err, errs.ErrNoSpace) {
+						issued.Add(^uint64(0))
 						time.Sleep(time.Millisecond)
 						continue
 					}
@@ -84,6 +88,7 @@ func RunLoad(ctx context.Context, c *peer.Client, dst int, op xseg.Op, depth, si
 					return
 				case errors.Is(err, errs.ErrPeerDied) || errors.Is(err, errs.ErrNoPeer) || errors.Is(err, errs.ErrShutdown):
 					failed.Add(1)
+					issued.Add(^uint64(0)) // to be sent again
 					time.Sleep(2 * time.Millisecond)
 				default:
 					mu.Lock()
