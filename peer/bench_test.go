@@ -122,7 +122,12 @@ func sockLoad(b *testing.B, path string, depth, n int) (rate float64, median tim
 // both rates, medians and their ratio. Run with -benchtime=200000x.
 func BenchmarkRoundTrip(b *testing.B) {
 	s := newSegment(b, 64)
-	testbin.Start(b, "nulld", "--segment", s.Name(), "--portno-start", "1", "--nr-ops", "64", "--nr-threads", "1", "--log-level", "0")
+	args := []string{"--segment", s.Name(), "--portno-start", "1", "--nr-ops", "64", "--nr-threads", "1", "--log-level", "0"}
+	if p := os.Getenv("ARCHIPELAGO_NULLD_PROFILE"); p != "" {
+		args = append(args, "--cpuprofile", p)
+	}
+	nulld := testbin.Start(b, "nulld", args...)
+	b.Cleanup(func() { nulld.Stop(10 * time.Second) })
 	waitBound(b, s, 1)
 	sock := startSockEcho(b)
 	c, err := peer.NewClient(s)

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/spf13/pflag"
@@ -29,7 +30,8 @@ func NewLogger(level int, w io.Writer) *slog.Logger {
 // CommonFlags are the command-line forms of the options every peer takes.
 type CommonFlags struct {
 	Options
-	LogLevel int
+	LogLevel   int
+	CPUProfile string
 }
 
 // Register adds the common flags to fs, with role's defaults.
@@ -42,6 +44,7 @@ func (c *CommonFlags) Register(fs *pflag.FlagSet, role string) {
 	fs.IntVar(&c.NrThreads, "nr-threads", 4, "workers serving requests")
 	fs.IntVar(&c.LogLevel, "log-level", 2, "0 errors, 1 warnings, 2 info, 3 debug")
 	fs.StringVar(&c.PidFile, "pidfile", "", "write the pid here while running")
+	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write a CPU profile (pprof) here until the peer stops")
 }
 
 // RunUntilSignal starts a peer with the flags' options and serves until
@@ -52,6 +55,16 @@ func (c *CommonFlags) RunUntilSignal(h Handler) error {
 		opts.PortEnd = opts.PortStart
 	}
 	opts.Logger = NewLogger(c.LogLevel, os.Stderr)
+	if c.CPUProfile != "" {
+		f, err := os.Create(c.CPUProfile)
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer func() { pprof.StopCPUProfile(); f.Close() }()
+	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	p, err := Start(opts, h)
