@@ -57,12 +57,7 @@ func XsegTool() *cobra.Command {
 		Example: "  xseg info --segment archipelago\n  xseg info --all   # unbound ports too",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := xseg.Join(name)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			return printInfo(cmd, s, all)
+			return withSegment(name, func(s *xseg.Segment) error { return printInfo(cmd, s, all) })
 		},
 	}
 	info.Flags().BoolVar(&all, "all", false, "list unbound ports too")
@@ -73,16 +68,13 @@ func XsegTool() *cobra.Command {
 		Example: "  xseg check --segment archipelago",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := xseg.Join(name)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			if err := s.Check(); err != nil {
-				return err
-			}
-			fmt.Fprintln(cmd.OutOrStdout(), "ok")
-			return nil
+			return withSegment(name, func(s *xseg.Segment) error {
+				if err := s.Check(); err != nil {
+					return err
+				}
+				fmt.Fprintln(cmd.OutOrStdout(), "ok")
+				return nil
+			})
 		},
 	}
 
@@ -92,13 +84,10 @@ func XsegTool() *cobra.Command {
 		Example: "  xseg recover --segment archipelago",
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			s, err := xseg.Join(name)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			fmt.Fprintf(cmd.OutOrStdout(), "reclaimed %d requests\n", s.Recover())
-			return nil
+			return withSegment(name, func(s *xseg.Segment) error {
+				fmt.Fprintf(cmd.OutOrStdout(), "reclaimed %d requests\n", s.Recover())
+				return nil
+			})
 		},
 	}
 	root.AddCommand(create, destroy, info, check, recover, xsegLoad(&name))
@@ -131,4 +120,14 @@ func printInfo(cmd *cobra.Command, s *xseg.Segment, all bool) error {
 		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", no, ps.Name, ps.PID, state, ps.Queued, ps.Replies, ps.InFlight, ps.Submitted, ps.Served, ps.Failed)
 	}
 	return tw.Flush()
+}
+
+// withSegment joins the named segment for the length of fn.
+func withSegment(name string, fn func(s *xseg.Segment) error) error {
+	s, err := xseg.Join(name)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	return fn(s)
 }

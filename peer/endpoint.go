@@ -114,16 +114,27 @@ func (e *endpoint) deliver(r *xseg.Request) {
 	*ch <- r
 }
 
-// call submits r to port dst and waits for its reply, which replaces r
-// (same slot). If ctx ends first the request is abandoned: its reply will
-// be released when it comes. On error the request is released.
-func (e *endpoint) call(ctx context.Context, r *xseg.Request, dst int) (*xseg.Request, error) {
+// submit submits r to port dst and returns the channel its reply will come
+// on. On error the request is released.
+func (e *endpoint) submit(r *xseg.Request, dst int) (<-chan *xseg.Request, error) {
 	ch := make(chan *xseg.Request, 1)
 	slot := &e.pending[r.Index()]
 	slot.Store(&ch)
 	if err := e.port.Submit(r, dst); err != nil {
 		slot.Store(nil)
 		e.port.Put(r)
+		return nil, err
+	}
+	return ch, nil
+}
+
+// call submits r to port dst and waits for its reply, which replaces r
+// (same slot). If ctx ends first the request is abandoned: its reply will
+// be released when it comes. On error the request is released.
+func (e *endpoint) call(ctx context.Context, r *xseg.Request, dst int) (*xseg.Request, error) {
+	slot := &e.pending[r.Index()]
+	ch, err := e.submit(r, dst)
+	if err != nil {
 		return nil, err
 	}
 	select {

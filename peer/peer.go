@@ -218,6 +218,14 @@ func (p *Peer) Call(ctx context.Context, r *xseg.Request, dst int) (*xseg.Reques
 	return p.eps[0].call(ctx, r, dst)
 }
 
+// Submit submits r to dst from the peer's first port and returns the
+// channel on which its reply (the same slot) will come; the caller must
+// receive it and Put it. On error the request has been released. Use it to
+// have many requests in flight from one goroutine.
+func (p *Peer) Submit(r *xseg.Request, dst int) (<-chan *xseg.Request, error) {
+	return p.eps[0].submit(r, dst)
+}
+
 // Forward passes an accepted request on to port dst; the handler then
 // returns Forwarded.
 func (p *Peer) Forward(r *xseg.Request, dst int) error {

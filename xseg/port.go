@@ -301,18 +301,24 @@ func (s *Segment) enqueue(r *reqHdr, i, dst uint32, from uint64) error {
 // round, and returns them (buf[:n]). The caller serves each and answers it
 // with Respond or passes it on with Forward.
 func (p *Port) Accept(buf []*Request) []*Request {
-	s := p.s
-	n := 0
-	if p.p.reqHead.Load() == p.p.reqTail.Load() {
+	rs := p.take(ringReq, stAccepted, buf)
+	p.p.inflight.Add(int32(len(rs)))
+	return rs
+}
+
+// take pops up to len(buf) requests from one of the port's rings under one
+// lock round, handing them to this process in state st.
+func (p *Port) take(kind, st uint32, buf []*Request) []*Request {
+	if !p.pendingIn(kind) {
 		return buf[:0]
 	}
+	s, n := p.s, 0
 	s.lockPort(p.no)
-	s.pop(p.no, ringReq, len(buf), func(i uint32) {
-		s.req(i).state.Store(packState(stAccepted, s.pid))
+	s.pop(p.no, kind, len(buf), func(i uint32) {
+		s.req(i).state.Store(packState(st, s.pid))
 		buf[n] = s.handle(i)
 		n++
 	})
-	p.p.inflight.Add(int32(n))
 	s.unlockPort(p.p)
 	return buf[:n]
 }
@@ -340,13 +346,14 @@ func (p *Port) Forward(r *Request, dst int) error {
 	if err := s.checkPortNo(dst); err != nil {
 		return err
 	}
-	if r.h.pathLen < MaxPath {
-		r.h.path[r.h.pathLen] = p.no
+	pathLen := r.h.pathLen
+	if pathLen < MaxPath {
+		r.h.path[pathLen] = p.no
 		r.h.pathLen++
 	}
 	from := r.h.dst
 	if err := s.enqueue(r.h, r.idx, uint32(dst), packState(stAccepted, s.pid)); err != nil {
-		r.h.pathLen--
+		r.h.pathLen = pathLen
 		return err
 	}
 	s.port(from).inflight.Add(-1)
@@ -357,27 +364,24 @@ func (p *Port) Forward(r *Request, dst int) error {
 // them (buf[:n]); the process holds them until it calls Put or submits
 // them again.
 func (p *Port) Receive(buf []*Request) []*Request {
-	s := p.s
-	n := 0
-	if p.p.repHead.Load() == p.p.repTail.Load() {
-		return buf[:0]
+	rs := p.take(ringReply, stAlloc, buf)
+	p.p.received.Add(uint64(len(rs)))
+	return rs
+}
+
+// pendingIn reports whether ring kind of the port holds something.
+func (p *Port) pendingIn(kind uint32) bool {
+	q := p.p
+	if kind == ringReply {
+		return q.repHead.Load() != q.repTail.Load()
 	}
-	s.lockPort(p.no)
-	s.pop(p.no, ringReply, len(buf), func(i uint32) {
-		s.req(i).state.Store(packState(stAlloc, s.pid))
-		buf[n] = s.handle(i)
-		n++
-	})
-	p.p.received.Add(uint64(n))
-	s.unlockPort(p.p)
-	return buf[:n]
+	return q.reqHead.Load() != q.reqTail.Load()
 }
 
 // pending reports whether the reply ring, or with requests also the
 // request ring, of the port holds something.
 func (p *Port) pending(requests bool) bool {
-	q := p.p
-	return (requests && q.reqHead.Load() != q.reqTail.Load()) || q.repHead.Load() != q.repTail.Load()
+	return (requests && p.pendingIn(ringReq)) || p.pendingIn(ringReply)
 }
 
 // Wait sleeps until a request or reply arrives at the port, Wake is

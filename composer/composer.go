@@ -1,0 +1,288 @@
+// Package composer is the volume composer (vlmcd): it serves volume READ
+// and WRITE by asking the mapper which objects cover the range (MAPR or
+// MAPW) and sending one request per object to the data blocker, all in
+// parallel, each pointing into the caller's buffer (no copy). It answers
+// when every part is done; the first failing part fails the request.
+//
+// FLUSH (and SYNC) is a barrier for the volume: it waits for the writes in
+// flight on it, then makes everything written durable at the data blocker.
+// A WRITE with FUA is durable when answered (the flag goes with each part).
+// SNAPSHOT waits for the writes in flight on the volume and holds new ones
+// back until the mapper has answered, so a snapshot never misses a write
+// that was answered before it, nor sees half of one in flight. Every other
+// op (INFO, OPEN, CLOSE, DELETE, CLONE, RENAME, TRUNCATE, LIST, ACQUIRE,
+// RELEASE, ...) is forwarded to the mapper unchanged; its reply goes straight
+// back to the caller.
+package composer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/archipelago-go/archipelago/errs"
+	"github.com/archipelago-go/archipelago/peer"
+	"github.com/archipelago-go/archipelago/xseg"
+	"github.com/archipelago-go/archipelago/xseg/payload"
+)
+
+// Composer is vlmcd's request handler.
+type Composer struct {
+	mapper, blocker int
+
+	mu   sync.Mutex // guards vols
+	vols map[string]*volume
+}
+
+// volume is what the composer keeps of a volume while requests use it.
+type volume struct {
+	refs int
+	// gate: writes hold it shared while in flight; FLUSH and SNAPSHOT take
+	// it exclusively to wait for them (and hold new ones back).
+	gate sync.RWMutex
+}
+
+var _ peer.Handler = (*Composer)(nil)
+
+// New returns a composer that asks the mapper at mapperPort and sends data
+// I/O to the blocker at blockerPort.
+func New(mapperPort, blockerPort int) *Composer {
+	return &Composer{mapper: mapperPort, blocker: blockerPort, vols: map[string]*volume{}}
+}
+
+func (c *Composer) get(name string) *volume {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	v := c.vols[name]
+	if v == nil {
+		v = &volume{}
+		c.vols[name] = v
+	}
+	v.refs++
+	return v
+}
+
+func (c *Composer) put(name string, v *volume) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if v.refs--; v.refs == 0 {
+		delete(c.vols, name)
+	}
+}
+
+// Serve implements peer.Handler.
+func (c *Composer) Serve(ctx context.Context, p *peer.Peer, r *xseg.Request) error {
+	switch r.Op() {
+	case xseg.OpRead, xseg.OpWrite:
+		name := r.Target()
+		v := c.get(name)
+		defer c.put(name, v)
+		if r.Op() == xseg.OpWrite {
+			v.gate.RLock()
+			defer v.gate.RUnlock()
+		}
+		if err := c.io(ctx, p, r); err != nil {
+			return fmt.Errorf("%s volume %q [%d,+%d): %w", r.Op(), name, r.Offset(), r.Size(), err)
+		}
+		return nil
+	case xseg.OpFlush, xseg.OpSync:
+		return c.flush(ctx, p, r)
+	case xseg.OpSnapshot:
+		return c.snapshot(ctx, p, r)
+	case xseg.OpPing:
+		return nil
+	}
+	if err := p.Forward(r, c.mapper); err != nil {
+		return fmt.Errorf("%s %q to the mapper: %w", r.Op(), r.Target(), err)
+	}
+	return peer.Forwarded
+}
+
+// mapReplySize guesses the buffer a MAPR/MAPW reply for n bytes needs: one
+// segment per block, assuming blocks of at least 64 KiB. A mapper that
+// needs more answers ErrNoSpace and the composer asks again with room for
+// 4 KiB blocks.
+func mapReplySize(n uint64, minBlock uint64) int {
+	const perSeg = 2 + payload.MaxNameLen + 8 + 8 + 4
+	return int(64 + (n/minBlock+2)*perSeg)
+}
+
+// mapRange asks the mapper for the segments covering [off, off+n).
+func (c *Composer) mapRange(ctx context.Context, p *peer.Peer, op xseg.Op, name string, off, n uint64) ([]payload.MapSegment, error) {
+	for _, minBlock := range []uint64{64 << 10, 4 << 10} {
+		r, err := p.Alloc(mapReplySize(n, minBlock))
+		if err != nil {
+			return nil, err
+		}
+		r.SetOp(op)
+		if err := r.SetTarget(name); err != nil {
+			p.Put(r)
+			return nil, err
+		}
+		r.SetOffset(off)
+		r.SetSize(n)
+		rep, err := p.Call(context.WithoutCancel(ctx), r, c.mapper)
+		if err != nil {
+			return nil, err
+		}
+		var mr payload.MapReply
+		err = rep.Err()
+		if err == nil {
+			err = mr.Unmarshal(rep.Data())
+		}
+		p.Put(rep)
+		if errors.Is(err, errs.ErrNoSpace) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		var sum uint64
+		for _, s := range mr.Segments {
+			sum += s.Size
+		}
+		if sum != n {
+			return nil, fmt.Errorf("mapper mapped %d of %d bytes: %w", sum, n, errs.ErrCorrupt)
+		}
+		return mr.Segments, nil
+	}
+	return nil, fmt.Errorf("map reply for %d bytes does not fit: %w", n, errs.ErrNoSpace)
+}
+
+// io serves a READ or WRITE. The parts borrow the caller's buffer, so io
+// waits for every part it submitted, even when one fails or ctx ends.
+func (c *Composer) io(ctx context.Context, p *peer.Peer, r *xseg.Request) error {
+	n := r.Size()
+	if n > uint64(len(r.Buffer())) {
+		return fmt.Errorf("size %d beyond the %d-byte buffer: %w", n, len(r.Buffer()), errs.ErrInvalid)
+	}
+	if n == 0 {
+		return nil
+	}
+	op, mapOp := xseg.OpRead, xseg.OpMapR
+	if r.Op() == xseg.OpWrite {
+		op, mapOp = xseg.OpWrite, xseg.OpMapW
+	}
+	segs, err := c.mapRange(ctx, p, mapOp, r.Target(), r.Offset(), n)
+	if err != nil {
+		return err
+	}
+	buf := r.Buffer()
+	type part struct {
+		ch  <-chan *xseg.Request
+		off uint64 // in the caller's buffer
+		n   uint64
+	}
+	parts := make([]part, 0, len(segs))
+	var first error
+	var at uint64
+	for _, s := range segs {
+		pos := at
+		at += s.Size
+		if s.Flags&payload.SegZero != 0 {
+			if op == xseg.OpRead {
+				clear(buf[pos : pos+s.Size])
+				continue
+			}
+			first = fmt.Errorf("mapper answered a zero block for a write at %d: %w", r.Offset()+pos, errs.ErrCorrupt)
+			break
+		}
+		sub, err := p.Alloc(0)
+		if err == nil {
+			err = sub.Borrow(r, pos, s.Size)
+			if err == nil {
+				err = sub.SetTarget(s.Object)
+			}
+			if err != nil {
+				p.Put(sub)
+			}
+		}
+		if err != nil {
+			first = err
+			break
+		}
+		sub.SetOp(op)
+		sub.SetOffset(s.Offset)
+		sub.SetSize(s.Size)
+		sub.SetFlags(r.Flags() & xseg.FlagFUA)
+		ch, err := p.Submit(sub, c.blocker)
+		if err != nil {
+			first = err
+			break
+		}
+		parts = append(parts, part{ch, pos, s.Size})
+	}
+	for _, pt := range parts {
+		rep := <-pt.ch
+		err := rep.Err()
+		switch {
+		case err == nil && op == xseg.OpRead && rep.Serviced() < pt.n:
+			// The blocker zero-filled past the object's end.
+		case errors.Is(err, errs.ErrNotFound) && op == xseg.OpRead:
+			// Mapped but never written: zeros.
+			clear(buf[pt.off : pt.off+pt.n])
+		case err != nil && first == nil:
+			first = fmt.Errorf("%s object %q: %w", op, rep.Target(), err)
+		}
+		p.Put(rep)
+	}
+	if first != nil {
+		return first
+	}
+	r.SetServiced(n)
+	return nil
+}
+
+// flush waits for the volume's writes in flight, then syncs the data
+// blocker. A FLUSH with no target syncs without a barrier.
+func (c *Composer) flush(ctx context.Context, p *peer.Peer, r *xseg.Request) error {
+	if name := r.Target(); name != "" {
+		v := c.get(name)
+		v.gate.Lock()
+		v.gate.Unlock() // a barrier: only the wait matters
+		c.put(name, v)
+	}
+	s, err := p.Alloc(0)
+	if err != nil {
+		return err
+	}
+	s.SetOp(xseg.OpSync)
+	rep, err := p.Call(context.WithoutCancel(ctx), s, c.blocker)
+	if err != nil {
+		return err
+	}
+	defer p.Put(rep)
+	if err := rep.Err(); err != nil {
+		return fmt.Errorf("flush %q: %w", r.Target(), err)
+	}
+	return nil
+}
+
+// snapshot holds the volume's writes back while the mapper takes the
+// snapshot.
+func (c *Composer) snapshot(ctx context.Context, p *peer.Peer, r *xseg.Request) error {
+	name := r.Target()
+	v := c.get(name)
+	defer c.put(name, v)
+	v.gate.Lock()
+	defer v.gate.Unlock()
+	s, err := p.Alloc(len(r.Data()))
+	if err != nil {
+		return err
+	}
+	s.SetOp(xseg.OpSnapshot)
+	s.SetFlags(r.Flags())
+	if err := s.SetTarget(name); err != nil {
+		p.Put(s)
+		return err
+	}
+	copy(s.Buffer(), r.Data())
+	s.SetSize(r.Size())
+	rep, err := p.Call(context.WithoutCancel(ctx), s, c.mapper)
+	if err != nil {
+		return err
+	}
+	defer p.Put(rep)
+	return rep.Err()
+}
