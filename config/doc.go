@@ -1,0 +1,73 @@
+// Package config reads Archipelago's configuration: the INI file
+// /etc/archipelago/archipelago.conf, in the layout of the original's later
+// versions, merged over a built-in default.
+//
+// # Layers
+//
+// Every key has a default, so a machine runs with no file at all, and a
+// file holds only the keys it changes. A value is taken from, in order:
+//
+//  1. the file (Load's path, else $ARCHIPELAGO_CONFIG, else DefaultPath);
+//  2. the built-in default, DefaultText (printed by
+//     `archipelago config --default`), for the section of the same name;
+//     for a role whose file section changes its type, only the common keys;
+//  3. the per-type defaults, for roles of one's own: a role section that
+//     is not in the default needs only `type`;
+//  4. values derived from others: HOST_ID is the hostname, lock_dir is
+//     <archip_dir>/locks, socket is <RUN_DIR>/<role>.sock, pool is the
+//     role name, a role without ports gets the first free static one (a
+//     block endpoint: the first free one of XSEGBD_START..XSEGBD_END), and
+//     blockerb_port, blockerm_port, blocker_port, mapper_port and
+//     vlmcd_port point at the first port of the role of the right type
+//     named blockerb, blockerm, mapperd or vlmcd, else the first (for
+//     blockerm_port the second) role of that type in ORDER. Moving
+//     portno_start alone keeps the range's width.
+//
+// ROLES in a file replaces the default's list; ORDER then follows ROLES
+// unless given. Config.Format prints the effective result, every key
+// spelled out, and Parse reads it back to the same Config.
+//
+// # Sections and keys
+//
+//	[ARCHIPELAGO]  HOST_ID, RUN_DIR, LOG_DIR
+//	[XSEG]         SEGMENT_NAME, SEGMENT_PORTS, SEGMENT_DYNPORTS,
+//	               SEGMENT_SIZE (MiB), XSEGBD_START, XSEGBD_END,
+//	               VTOOL_START, VTOOL_END
+//	[PEERS]        ROLES, ORDER (names separated by spaces or commas)
+//	[<role>]       type, portno_start, portno_end, log_level (0-3),
+//	               nr_ops, nr_threads, and per type:
+//	  file_blocker   archip_dir, lock_dir, fdcache, direct
+//	  rados_blocker  pool, ceph_conf, ceph_id
+//	  mapperd        blockerb_port, blockerm_port
+//	  vlmcd          blocker_port, mapper_port
+//	  nbd_endpoint   vlmcd_port, mapper_port, socket, listen
+//
+// Section and role names are case-sensitive, keys are not.
+//
+// # Checks
+//
+// Parse reports every problem at once (errors.Join), in file order, each as
+// "FILE:LINE: [SECTION] KEY = VALUE: what is wrong" and each wrapping
+// errs.ErrInvalid. A value that came from the default is marked
+// "(default)" and blamed on its section's line in the file, if any. It
+// checks: syntax, duplicate sections and keys, unknown sections and keys
+// (per type), values (numbers, ranges, booleans true/false/yes/no/1/0,
+// log levels, absolute paths, addresses), ROLES against the sections and
+// ORDER as a permutation of ROLES, port ranges inside the segment and
+// below SEGMENT_DYNPORTS, no overlap between roles, with XSEGBD (where the
+// block endpoints, and only they, bind) or with VTOOL, the *_port keys
+// pointing at a role of the right type, sockets and listen addresses not
+// shared, and a rough rule for SEGMENT_SIZE after the xseg package's
+// layout (rings, ports and request pool leave at least half the segment
+// for buffers; the pool holds the sum of the roles' nr_ops).
+//
+// # The reader
+//
+// The INI reader is our own, about a hundred lines: `[section]` headers,
+// `key = value` lines, whole-line comments starting with # or ;, values
+// taken verbatim (no inline comments, quoting, continuation lines or
+// interpolation). gopkg.in/ini.v1 is well kept and served, but it keeps
+// no line numbers for keys, so its errors could not name the line, and it
+// merges duplicate keys and sections silently where we want to refuse
+// them.
+package config
