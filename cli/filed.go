@@ -4,6 +4,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/archipelago-go/archipelago/blocker"
+	"github.com/archipelago-go/archipelago/config"
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/store/filestore"
 )
@@ -22,11 +23,32 @@ TRUNCATE, DELETE, COPY, INFO, ACQUIRE, RELEASE and HASH on files under
 --lock-dir. A write is durable when answered if it carried FUA, otherwise
 once a later SYNC or FLUSH is answered. Stop it with SIGTERM.`,
 		Example: `  # serve data objects on port 1 of segment "archipelago"
-  filed --portno-start 1 --archip-dir /var/lib/archipelago/data --nr-ops 64 --nr-threads 8`,
+  filed --portno-start 1 --archip-dir /var/lib/archipelago/data --nr-ops 64 --nr-threads 8
+  # serve role blockerb of /etc/archipelago/archipelago.conf (as archipelago start does)
+  filed --role blockerb`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			_, r, err := c.FromConfig(cmd.Flags(), config.TypeFileBlocker)
+			if err != nil {
+				return err
+			}
+			if r != nil {
+				fs := cmd.Flags()
+				if !fs.Changed("archip-dir") {
+					o.Dir = r.ArchipDir
+				}
+				if !fs.Changed("lock-dir") {
+					o.LockDir = r.LockDir
+				}
+				if !fs.Changed("fdcache") {
+					o.FDCache = r.FDCache
+				}
+				if !fs.Changed("direct") {
+					o.Direct = r.Direct
+				}
+			}
 			st, err := filestore.Open(o)
 			if err != nil {
 				return err

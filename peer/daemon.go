@@ -10,6 +10,9 @@ import (
 	"syscall"
 
 	"github.com/spf13/pflag"
+
+	"github.com/archipelago-go/archipelago/config"
+	"github.com/archipelago-go/archipelago/errs"
 )
 
 // NewLogger returns a text logger at one of the seed's log levels:
@@ -32,11 +35,56 @@ type CommonFlags struct {
 	Options
 	LogLevel   int
 	CPUProfile string
+	ConfigPath string // --config
+	RoleName   string // --role: take the options from this role of the config
+}
+
+// FromConfig loads the configuration when --role is given and fills the
+// common options from the role and the [XSEG] section, except those set
+// on the command line. It returns the config and the role (nil, nil
+// without --role). want is the role type the program serves.
+func (c *CommonFlags) FromConfig(fs *pflag.FlagSet, want string) (*config.Config, *config.Role, error) {
+	if c.RoleName == "" {
+		return nil, nil, nil
+	}
+	cfg, err := config.Load(c.ConfigPath)
+	if err != nil {
+		return nil, nil, err
+	}
+	r, ok := cfg.Role(c.RoleName)
+	if !ok {
+		return nil, nil, fmt.Errorf("%s: no role %q in the configuration: %w", cfg.Path, c.RoleName, errs.ErrNotFound)
+	}
+	if r.Type != want {
+		return nil, nil, fmt.Errorf("%s: role %q is of type %s, this program serves %s: %w", cfg.Path, r.Name, r.Type, want, errs.ErrInvalid)
+	}
+	set := func(flag string, dst *int, v int) {
+		if !fs.Changed(flag) {
+			*dst = v
+		}
+	}
+	if !fs.Changed("segment") {
+		c.Segment = cfg.XSEG.Name
+	}
+	c.Role = r.Name
+	set("portno-start", &c.PortStart, r.PortStart)
+	set("portno-end", &c.PortEnd, r.PortEnd)
+	set("nr-ops", &c.NrOps, r.NrOps)
+	if r.NrThreads > 0 {
+		set("nr-threads", &c.NrThreads, r.NrThreads)
+	}
+	set("log-level", &c.LogLevel, r.LogLevel)
+	if !fs.Changed("pidfile") {
+		c.PidFile = cfg.PidFile(r.Name)
+	}
+	return cfg, r, nil
 }
 
 // Register adds the common flags to fs, with role's defaults.
 func (c *CommonFlags) Register(fs *pflag.FlagSet, role string) {
-	fs.StringVar(&c.Role, "role", role, "role name shown by tools")
+	c.Role = role
+	fs.StringVar(&c.RoleName, "role", "", "take the options from this role of the configuration")
+	fs.StringVar(&c.ConfigPath, "config", "", "configuration file (default $ARCHIPELAGO_CONFIG or /etc/archipelago/archipelago.conf, else built in)")
 	fs.StringVar(&c.Segment, "segment", "archipelago", "segment name (under /dev/shm)")
 	fs.IntVar(&c.PortStart, "portno-start", 0, "first port to bind")
 	fs.IntVar(&c.PortEnd, "portno-end", -1, "last port to bind (default: portno-start)")

@@ -1,0 +1,65 @@
+package peer
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/archipelago-go/archipelago/errs"
+	"github.com/archipelago-go/archipelago/store"
+	"github.com/archipelago-go/archipelago/xseg"
+	"github.com/archipelago-go/archipelago/xseg/payload"
+)
+
+// Reply encodes v into r's buffer as its answer (Size and Serviced become
+// the payload's length).
+func Reply(r *xseg.Request, v payload.Payload) error {
+	n, err := v.MarshalTo(r.Buffer())
+	if err != nil {
+		return fmt.Errorf("reply of %d bytes in a %d-byte buffer: %w", v.EncodedSize(), len(r.Buffer()), err)
+	}
+	r.SetSize(uint64(n))
+	r.SetServiced(uint64(n))
+	return nil
+}
+
+// ReplyLockOwner puts a payload.LockReply naming the holder into r when
+// err says a lock is held by another owner, so that the submitter can say
+// who holds it. Other errors leave r as it is.
+func ReplyLockOwner(r *xseg.Request, err error) {
+	var le *store.LockedError
+	if errors.As(err, &le) {
+		Reply(r, &payload.LockReply{Owner: le.Owner})
+	}
+}
+
+// LockOwnerOf returns the holder named in a failed reply, "" if none.
+func LockOwnerOf(r *xseg.Request) string {
+	if !errors.Is(r.Err(), errs.ErrLocked) {
+		return ""
+	}
+	var lr payload.LockReply
+	if lr.Unmarshal(r.Data()) != nil {
+		return ""
+	}
+	return lr.Owner
+}
+
+// ReplyNames answers a LIST with the first page of sorted names that fits
+// r's buffer; More says whether names were left out.
+func ReplyNames(r *xseg.Request, names []string) error {
+	out := payload.Names{}
+	room := len(r.Buffer()) - (&payload.Names{}).EncodedSize()
+	for i, n := range names {
+		need := 2 + len(n)
+		if need > room {
+			out.More = true
+			break
+		}
+		room -= need
+		out.Names = names[:i+1]
+	}
+	if len(names) > 0 && len(out.Names) == 0 {
+		return fmt.Errorf("a %d-byte buffer holds no name: %w", len(r.Buffer()), errs.ErrNoSpace)
+	}
+	return Reply(r, &out)
+}
