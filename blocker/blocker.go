@@ -20,7 +20,9 @@
 //	          naming the holder.
 //	RELEASE   payload.Lock{Owner}: release; FORCE breaks another owner's lock.
 //	HASH      answer payload.Hash: SHA-256 of the object without its
-//	          trailing zeros; the content is also stored under that name.
+//	          trailing zeros; the content is also stored under that name,
+//	          durably when HASH answers. The object is hashed in memory:
+//	          one larger than MaxHashSize fails with ErrTooLarge.
 //	LIST      payload.List{Prefix, After}: answer payload.Names, the names
 //	          after After in byte order, as many as the buffer holds.
 //	LOCKOWNER answer payload.LockReply naming the holder of lock Target
@@ -32,7 +34,9 @@
 // A WRITE is on stable storage when it is answered if it carried FUA.
 // Every other WRITE, COPY, TRUNCATE and DELETE is on stable storage once a
 // later SYNC or FLUSH (or a request with the FLUSH flag, which syncs before
-// it is served) has been answered. Locks are durable when ACQUIRE answers.
+// it is served) has been answered. Locks are durable when ACQUIRE answers,
+// and the content object that HASH names when HASH answers (a map may
+// point at it at once).
 package blocker
 
 import (
@@ -60,7 +64,13 @@ type Blocker struct {
 	ident string
 	// LockPoll is how often a waiting ACQUIRE retries.
 	LockPoll time.Duration
+	// MaxHashSize is the largest object HASH reads (into memory).
+	MaxHashSize int64
 }
+
+// DefaultMaxHashSize is MaxHashSize unless set: the largest block of a
+// volume.
+const DefaultMaxHashSize = 64 << 20
 
 var _ peer.Handler = (*Blocker)(nil)
 
@@ -71,7 +81,7 @@ func New(st store.Store, ident string) *Blocker {
 		h, _ := os.Hostname()
 		ident = h + "_" + strconv.Itoa(os.Getpid())
 	}
-	b := &Blocker{st: st, ident: ident, LockPoll: 20 * time.Millisecond}
+	b := &Blocker{st: st, ident: ident, LockPoll: 20 * time.Millisecond, MaxHashSize: DefaultMaxHashSize}
 	b.lk, _ = st.(store.Locker)
 	return b
 }
@@ -219,11 +229,17 @@ func (b *Blocker) acquire(ctx context.Context, r *xseg.Request, name string) err
 
 // hash computes the content hash of an object (without trailing zeros,
 // so that a block and its zero-padded copy hash alike) and stores the
-// content under that name if it is not there yet.
+// content under that name if it is not there yet. The content object is
+// durable when hash returns.
 func (b *Blocker) hash(ctx context.Context, r *xseg.Request, name string) error {
 	size, err := b.st.Stat(ctx, name)
 	if err != nil {
 		return err
+	}
+	// The size is the client's to choose (one byte written far out makes
+	// a sparse object of any size): read no more than a block.
+	if size > b.MaxHashSize {
+		return fmt.Errorf("object of %d bytes, HASH reads at most %d: %w", size, b.MaxHashSize, errs.ErrTooLarge)
 	}
 	buf := make([]byte, size)
 	n, err := b.st.ReadAt(ctx, name, buf, 0)
@@ -239,6 +255,11 @@ func (b *Blocker) hash(ctx context.Context, r *xseg.Request, name string) error 
 	h := hex.EncodeToString(sum[:])
 	if end > 0 { // the zero block is never stored
 		if err := b.storeAs(ctx, h, buf[:end]); err != nil {
+			return err
+		}
+		// Sync even if the object was there: whoever stored it may not
+		// have synced yet (a HASH in flight, or a plain WRITE).
+		if err := b.st.Sync(ctx); err != nil {
 			return err
 		}
 	}

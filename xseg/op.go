@@ -31,6 +31,8 @@ const (
 	OpPing      // answered at once; for tests and benchmarks
 	OpList      // names of objects (blocker) or volumes (mapper); payload.List -> payload.Names
 	OpLockOwner // who holds a lock (blocker): payload.LockReply, ErrNotFound if free
+	OpTrim      // whole blocks of [Offset, +Size) become zero blocks (mapper)
+	OpAllocated // allocated ranges of [Offset, +Size) (mapper): payload.Extents
 	opMax
 )
 
@@ -41,7 +43,7 @@ var opNames = [...]string{
 	OpMapR: "MAPR", OpMapW: "MAPW", OpOpen: "OPEN", OpClose: "CLOSE",
 	OpSnapshot: "SNAPSHOT", OpHash: "HASH", OpCreate: "CREATE",
 	OpRename: "RENAME", OpFlush: "FLUSH", OpUpdate: "UPDATE", OpPing: "PING",
-	OpList: "LIST", OpLockOwner: "LOCKOWNER",
+	OpList: "LIST", OpLockOwner: "LOCKOWNER", OpTrim: "TRIM", OpAllocated: "ALLOCATED",
 }
 
 func (o Op) String() string {

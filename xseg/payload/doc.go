@@ -50,6 +50,7 @@
 //	| 12   | Create     | CREATE request         | size u64, block size u32, count u32, then per object: name str |
 //	| 13   | List       | LIST request           | prefix str, after str |
 //	| 14   | Names      | LIST reply             | count u32, then per name: name str; more u8 |
+//	| 15   | Extents    | ALLOCATED reply        | count u32, then per extent: offset u64, size u64 |
 //
 // For example, Clone{Parent: "snap01", Size: 4096, Owner: "h_1"} is
 //

@@ -2,6 +2,8 @@ package payload
 
 import (
 	"fmt"
+
+	"github.com/archipelago-go/archipelago/errs"
 )
 
 // List asks a blocker for the names of objects starting with Prefix, in
@@ -102,4 +104,62 @@ func (v *Names) decode(d *decoder) {
 		}
 	}
 	v.More = d.bool("more")
+}
+
+// Extents answers ALLOCATED: the allocated (non-zero-block) ranges of the
+// requested volume range, in order.
+type Extents struct {
+	Extents []Extent
+}
+
+// Extent is a byte range of a volume.
+type Extent struct {
+	Offset, Size uint64
+}
+
+func (v *Extents) Kind() Kind                      { return KindExtents }
+func (v *Extents) EncodedSize() int                { return size(v) }
+func (v *Extents) MarshalTo(b []byte) (int, error) { return marshalTo(v, b) }
+func (v *Extents) Marshal() []byte                 { return marshal(v) }
+
+func (v *Extents) Unmarshal(b []byte) error {
+	var t Extents
+	if err := unmarshal(&t, b); err != nil {
+		return err
+	}
+	*v = t
+	return nil
+}
+
+func (v *Extents) validate() error {
+	if err := checkCount("extents", len(v.Extents)); err != nil {
+		return err
+	}
+	for i, e := range v.Extents {
+		if e.Offset+e.Size < e.Offset {
+			return fmt.Errorf("extent %d: offset %d + size %d overflows: %w", i, e.Offset, e.Size, errs.ErrInvalid)
+		}
+	}
+	return nil
+}
+
+func (v *Extents) bodySize() int { return 4 + 16*len(v.Extents) }
+
+func (v *Extents) encode(e *encoder) {
+	e.u32(uint32(len(v.Extents)))
+	for _, x := range v.Extents {
+		e.u64(x.Offset)
+		e.u64(x.Size)
+	}
+}
+
+func (v *Extents) decode(d *decoder) {
+	n := d.count("extents", 16)
+	if n > 0 {
+		v.Extents = make([]Extent, n)
+		for i := range v.Extents {
+			v.Extents[i].Offset = d.u64()
+			v.Extents[i].Size = d.u64()
+		}
+	}
 }

@@ -63,6 +63,8 @@ var samples = []struct {
 	{"list/empty", &List{}},
 	{"names", &Names{Names: []string{"a", longName}, More: true}},
 	{"names/empty", &Names{}},
+	{"extents", &Extents{Extents: []Extent{{0, 4 << 20}, {12 << 20, 1}}}},
+	{"extents/empty", &Extents{}},
 }
 
 func TestRoundTrip(t *testing.T) {
@@ -371,6 +373,7 @@ func TestGolden(t *testing.T) {
 		{&Create{Size: 9, BlockSize: 4, Objects: []string{"a", "", "b"}}, "a70c0100 0000000000000009 00000004 00000003 000161 0000 000162"},
 		{&List{Prefix: "p", After: "a"}, "a70d0100 000170 000161"},
 		{&Names{Names: []string{"x", "y"}, More: true}, "a70e0100 00000002 000178 000179 01"},
+		{&Extents{Extents: []Extent{{1, 2}}}, "a70f0100 00000001 0000000000000001 0000000000000002"},
 	} {
 		want, err := hex.DecodeString(strings.ReplaceAll(tc.hex, " ", ""))
 		if err != nil {

@@ -1,0 +1,167 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/archipelago-go/archipelago/config"
+	"github.com/archipelago-go/archipelago/endpoint"
+	"github.com/archipelago-go/archipelago/errs"
+	"github.com/archipelago-go/archipelago/nbd"
+	"github.com/archipelago-go/archipelago/peer"
+	"github.com/archipelago-go/archipelago/volclient"
+	"github.com/archipelago-go/archipelago/xseg"
+)
+
+// Nbdd is the block endpoint daemon: every volume over NBD.
+func Nbdd() *cobra.Command {
+	var c peer.CommonFlags
+	var vlmcd int
+	var socket, listen, clientsFile string
+	cmd := &cobra.Command{
+		Use:   "nbdd",
+		Short: "Block endpoint: serves every volume by name over NBD",
+		Long: `nbdd binds its ports of the segment (XSEGBD_START..XSEGBD_END) and serves every
+volume over NBD on a Unix socket (and on a TCP address with --listen): the
+export name is the volume's name; snapshots are read-only; block status shows
+unwritten ranges as holes. QEMU reaches a volume at the URI that
+'vlmc uri NAME' prints. It keeps the number of connected clients in
+--clients-file so that 'archipelago stop' can refuse to stop under them.`,
+		Example: `  nbdd --portno-start 0 --portno-end 15 --vlmcd-port 503 --socket /run/archipelago/nbd.sock
+  nbdd --role nbd        # options from the configuration
+  qemu-io -f raw nbd+unix:///vm1-disk?socket=/run/archipelago/nbd.sock -c 'read -P 0 0 4k'`,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, r, err := c.FromConfig(cmd.Flags(), config.TypeNBDEndpoint)
+			if err != nil {
+				return err
+			}
+			if r != nil {
+				fs := cmd.Flags()
+				if !fs.Changed("vlmcd-port") {
+					vlmcd = r.VlmcdPort
+				}
+				if !fs.Changed("socket") {
+					socket = r.Socket
+				}
+				if !fs.Changed("listen") {
+					listen = r.Listen
+				}
+				if !fs.Changed("clients-file") {
+					clientsFile = filepath.Join(cfg.RunDir, r.Name+".clients")
+				}
+			}
+			return runNbdd(&c, vlmcd, socket, listen, clientsFile)
+		},
+	}
+	c.Register(cmd.Flags(), "nbdd")
+	cmd.Flags().IntVar(&vlmcd, "vlmcd-port", 503, "port of vlmcd")
+	cmd.Flags().StringVar(&socket, "socket", "/run/archipelago/nbd.sock", "Unix socket to serve NBD on")
+	cmd.Flags().StringVar(&listen, "listen", "", "also serve NBD on this TCP address (host:port)")
+	cmd.Flags().StringVar(&clientsFile, "clients-file", "", "keep the number of connected clients in this file")
+	return cmd
+}
+
+// refuse answers requests sent to the endpoint's ports: it serves NBD, not
+// the segment.
+var refuse = peer.HandlerFunc(func(_ context.Context, _ *peer.Peer, r *xseg.Request) error {
+	return fmt.Errorf("the block endpoint serves no %s: %w", r.Op(), errs.ErrNotSupported)
+})
+
+func runNbdd(c *peer.CommonFlags, vlmcd int, socket, listen, clientsFile string) error {
+	opts := c.Options
+	if opts.PortEnd < 0 {
+		opts.PortEnd = opts.PortStart
+	}
+	opts.Logger = peer.NewLogger(c.LogLevel, os.Stderr)
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	p, err := peer.Start(opts, refuse)
+	if err != nil {
+		return err
+	}
+	defer p.Stop()
+	if err := os.MkdirAll(filepath.Dir(socket), 0o755); err != nil {
+		return err
+	}
+	// A socket left by a crash: remove it if nobody answers on it.
+	if conn, err := net.Dial("unix", socket); err == nil {
+		conn.Close()
+		return fmt.Errorf("socket %s is served by another process: %w", socket, errs.ErrBusy)
+	}
+	os.Remove(socket)
+	var ls []net.Listener
+	ul, err := net.Listen("unix", socket)
+	if err != nil {
+		return err
+	}
+	os.Chmod(socket, 0o660)
+	ls = append(ls, ul)
+	if listen != "" {
+		tl, err := net.Listen("tcp", listen)
+		if err != nil {
+			ul.Close()
+			return err
+		}
+		ls = append(ls, tl)
+	}
+	srv := nbd.NewServer(endpoint.New(volclient.New(p, vlmcd)), nbd.Options{MaxPayload: endpoint.MaxIO, Logger: p.Logger()})
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, len(ls))
+	for _, l := range ls {
+		go func(l net.Listener) { errc <- srv.Serve(ctx, l) }(l)
+		p.Logger().Info("serving NBD", "address", l.Addr().String())
+	}
+	if clientsFile != "" {
+		go keepCount(ctx, srv, clientsFile)
+		defer os.Remove(clientsFile)
+	}
+	got := 0
+	select {
+	case s := <-sig:
+		p.Logger().Info("signal", "signal", s.String())
+	case err = <-errc:
+		got++
+	}
+	cancel()
+	for ; got < len(ls); got++ {
+		if e := <-errc; err == nil {
+			err = e
+		}
+	}
+	os.Remove(socket)
+	return err
+}
+
+// keepCount writes the number of connected clients to path whenever it
+// changes.
+func keepCount(ctx context.Context, srv *nbd.Server, path string) {
+	last := -1
+	t := time.NewTicker(100 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if n := srv.Clients(); n != last {
+			tmp := path + ".tmp"
+			if err := os.WriteFile(tmp, []byte(strconv.Itoa(n)+"\n"), 0o644); err == nil {
+				os.Rename(tmp, path)
+				last = n
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}

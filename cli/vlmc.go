@@ -1,0 +1,357 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/archipelago-go/archipelago/config"
+	"github.com/archipelago-go/archipelago/errs"
+	"github.com/archipelago-go/archipelago/nbd"
+	"github.com/archipelago-go/archipelago/peer"
+	"github.com/archipelago-go/archipelago/volclient"
+	"github.com/archipelago-go/archipelago/xseg"
+	"github.com/archipelago-go/archipelago/xseg/payload"
+)
+
+// vlmcEnv is what every vlmc command shares: the configuration and, once
+// dialled, a client port on the segment.
+type vlmcEnv struct {
+	cfgPath string
+	timeout time.Duration
+	cfg     *config.Config
+	c       *peer.Client
+	vc      *volclient.Client
+}
+
+func (v *vlmcEnv) dial() error {
+	cfg, err := config.Load(v.cfgPath)
+	if err != nil {
+		return err
+	}
+	v.cfg = cfg
+	rs := cfg.RolesOfType(config.TypeVlmcd)
+	if len(rs) == 0 {
+		return fmt.Errorf("%s has no vlmcd role: %w", cfg.Path, errs.ErrNotFound)
+	}
+	port := rs[0].PortStart
+	c, err := peer.Dial(cfg.XSEG.Name)
+	if err != nil {
+		return err
+	}
+	if _, alive := c.Segment().Owner(port); !alive {
+		c.Close()
+		return fmt.Errorf("vlmcd (port %d of segment %q) is not running: start it with `archipelago start`: %w", port, cfg.XSEG.Name, errs.ErrNoPeer)
+	}
+	v.c, v.vc = c, volclient.New(c, port)
+	return nil
+}
+
+func (v *vlmcEnv) close() {
+	if v.c != nil {
+		v.c.Close()
+	}
+}
+
+// call sends one request about volume name to vlmcd, with an optional
+// payload; got reads a successful reply.
+func (v *vlmcEnv) call(name string, op xseg.Op, flags xseg.Flags, req payload.Payload, bufLen int, got func(r *xseg.Request) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), v.timeout)
+	defer cancel()
+	return v.vc.Do(ctx, volclient.Call{Op: op, Target: name, Flags: flags, Payload: req, BufLen: max(bufLen, 1024), Got: got})
+}
+
+// ParseSize reads a size: a plain number is MiB (as in the original), or a
+// number with a unit K, M, G, T, P (powers of 1024, optional "iB"/"B").
+func ParseSize(s string) (uint64, error) {
+	t := strings.TrimSpace(strings.ToUpper(s))
+	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "I")
+	mult := uint64(1 << 20)
+	if t != "" {
+		switch t[len(t)-1] {
+		case 'K':
+			mult = 1 << 10
+		case 'M':
+			mult = 1 << 20
+		case 'G':
+			mult = 1 << 30
+		case 'T':
+			mult = 1 << 40
+		case 'P':
+			mult = 1 << 50
+		}
+		if t[len(t)-1] >= 'A' {
+			t = t[:len(t)-1]
+		}
+	}
+	n, err := strconv.ParseUint(t, 10, 64)
+	if err != nil || n == 0 {
+		return 0, fmt.Errorf("size %q: want a positive number of MiB, or with a unit (512M, 10G, 1T): %w", s, errs.ErrInvalid)
+	}
+	if n > (1<<63)/mult {
+		return 0, fmt.Errorf("size %q: too large: %w", s, errs.ErrTooLarge)
+	}
+	return n * mult, nil
+}
+
+// FormatSize prints bytes in the largest binary unit that divides them.
+func FormatSize(n uint64) string {
+	for _, u := range []struct {
+		s string
+		b uint64
+	}{{"P", 1 << 50}, {"T", 1 << 40}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}} {
+		if n >= u.b && n%u.b == 0 {
+			return strconv.FormatUint(n/u.b, 10) + u.s
+		}
+	}
+	return strconv.FormatUint(n, 10)
+}
+
+// VolumeJSON is what `vlmc info --json` and `vlmc list --json` print.
+type VolumeJSON struct {
+	Name      string `json:"name"`
+	Size      uint64 `json:"size"`
+	ReadOnly  bool   `json:"readonly"`
+	Parent    string `json:"parent"`
+	LockOwner string `json:"lock_owner"`
+	BlockSize uint32 `json:"block_size"`
+	Epoch     uint64 `json:"epoch"`
+}
+
+func (v *vlmcEnv) info(name string) (VolumeJSON, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), v.timeout)
+	defer cancel()
+	vi, err := v.vc.Info(ctx, name)
+	return VolumeJSON{Name: name, Size: vi.Size, ReadOnly: vi.Flags&payload.VolReadOnly != 0, Parent: vi.Parent,
+		LockOwner: vi.LockOwner, BlockSize: vi.BlockSize, Epoch: vi.Epoch}, err
+}
+
+func (v *vlmcEnv) list() ([]string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), v.timeout)
+	defer cancel()
+	return v.vc.List(ctx)
+}
+
+// Vlmc is the `vlmc` command: volumes for the operator.
+func Vlmc() *cobra.Command {
+	env := &vlmcEnv{}
+	root := &cobra.Command{
+		Use:   "vlmc",
+		Short: "Create, snapshot, clone, inspect, lock and map Archipelago volumes",
+		Long: `vlmc talks to the running peers (see archipelago start) through the segment.
+Sizes are in MiB as in the original, or with a unit: 512M, 10G, 1T.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.PersistentFlags().StringVar(&env.cfgPath, "config", "", "configuration file")
+	root.PersistentFlags().DurationVar(&env.timeout, "timeout", 5*time.Minute, "give up on an answer after this long")
+	with := func(fn func(cmd *cobra.Command, args []string) error) func(cmd *cobra.Command, args []string) error {
+		return func(cmd *cobra.Command, args []string) error {
+			if err := env.dial(); err != nil {
+				return err
+			}
+			defer env.close()
+			return fn(cmd, args)
+		}
+	}
+
+	var size, snap string
+	create := &cobra.Command{
+		Use:   "create NAME [--size SIZE] [--snap SNAP]",
+		Short: "Create a blank volume, or a clone of a snapshot",
+		Long: `create makes NAME: blank of --size, or a clone of the snapshot --snap (of its
+size, or larger with --size; never smaller). At least one of them is needed.`,
+		Example: `  vlmc create vm1-disk --size 10G
+  vlmc create vm2-disk --snap debian-12-image
+  vlmc create vm3-disk --snap debian-12-image --size 20480   # MiB`,
+		Args: cobra.ExactArgs(1),
+		RunE: with(func(cmd *cobra.Command, args []string) error {
+			if size == "" && snap == "" {
+				return fmt.Errorf("volume %q: give --size, --snap or both: %w", args[0], errs.ErrInvalid)
+			}
+			var n uint64
+			if size != "" {
+				var err error
+				if n, err = ParseSize(size); err != nil {
+					return fmt.Errorf("volume %q: %w", args[0], err)
+				}
+			}
+			return env.call(args[0], xseg.OpClone, 0, &payload.Clone{Parent: snap, Size: n}, 0, nil)
+		}),
+	}
+	create.Flags().StringVar(&size, "size", "", "size (MiB, or 512M, 10G, 1T)")
+	create.Flags().StringVar(&snap, "snap", "", "snapshot to clone")
+
+	snapshot := &cobra.Command{
+		Use:     "snapshot VOLUME SNAPSHOT",
+		Short:   "Take a read-only snapshot of a volume",
+		Example: "  vlmc snapshot vm1-disk vm1-disk-2026-11-25",
+		Args:    cobra.ExactArgs(2),
+		RunE: with(func(cmd *cobra.Command, args []string) error {
+			return env.call(args[0], xseg.OpSnapshot, 0, &payload.Snapshot{Name: args[1]}, 0, nil)
+		}),
+	}
+	remove := &cobra.Command{
+		Use:     "remove NAME",
+		Short:   "Remove a volume or snapshot (data shared with others stays)",
+		Example: "  vlmc remove vm1-disk",
+		Args:    cobra.ExactArgs(1),
+		RunE: with(func(cmd *cobra.Command, args []string) error {
+			return env.call(args[0], xseg.OpDelete, 0, nil, 0, nil)
+		}),
+	}
+	var asJSON bool
+	list := &cobra.Command{
+		Use:     "list [--json]",
+		Short:   "List volumes and snapshots, one name per line",
+		Example: "  vlmc list\n  vlmc list --json | jq '.[] | select(.readonly)'",
+		Args:    cobra.NoArgs,
+		RunE: with(func(cmd *cobra.Command, args []string) error {
+			names, err := env.list()
+			if err != nil {
+				return err
+			}
+			if !asJSON {
+				for _, n := range names {
+					fmt.Fprintln(cmd.OutOrStdout(), n)
+				}
+				return nil
+			}
+			out := []VolumeJSON{}
+			for _, n := range names {
+				vi, err := env.info(n)
+				if errors.Is(err, errs.ErrNotFound) {
+					continue // removed meanwhile
+				}
+				if err != nil {
+					return err
+				}
+				out = append(out, vi)
+			}
+			return printJSON(cmd.OutOrStdout(), out)
+		}),
+	}
+	list.Flags().BoolVar(&asJSON, "json", false, "print JSON with name, size, readonly, parent, lock_owner")
+	info := &cobra.Command{
+		Use:     "info NAME [--json]",
+		Short:   "Show a volume's size, kind, parent, epoch and lock owner",
+		Example: "  vlmc info vm1-disk\n  vlmc info --json vm1-disk",
+		Args:    cobra.ExactArgs(1),
+		RunE: with(func(cmd *cobra.Command, args []string) error {
+			vi, err := env.info(args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), vi)
+			}
+			kind := "volume (read-write)"
+			if vi.ReadOnly {
+				kind = "snapshot (read-only)"
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "name:       %s\n", vi.Name)
+			fmt.Fprintf(w, "size:       %s (%d bytes)\n", FormatSize(vi.Size), vi.Size)
+			fmt.Fprintf(w, "kind:       %s\n", kind)
+			fmt.Fprintf(w, "parent:     %s\n", orNone(vi.Parent))
+			fmt.Fprintf(w, "block size: %s\n", FormatSize(uint64(vi.BlockSize)))
+			fmt.Fprintf(w, "epoch:      %d\n", vi.Epoch)
+			fmt.Fprintf(w, "locked by:  %s\n", orNone(vi.LockOwner))
+			return nil
+		}),
+	}
+	info.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+
+	simple := func(use, short, example string, op xseg.Op, flags func() xseg.Flags) *cobra.Command {
+		return &cobra.Command{
+			Use: use, Short: short, Example: example, Args: cobra.ExactArgs(1),
+			RunE: with(func(cmd *cobra.Command, args []string) error {
+				return env.call(args[0], op, flags(), nil, 0, nil)
+			}),
+		}
+	}
+	none := func() xseg.Flags { return 0 }
+	open := simple("open NAME", "Open a volume on this host: take its lock (succeeds if already ours)", "  vlmc open vm1-disk", xseg.OpOpen, none)
+	closeCmd := simple("close NAME", "Close a volume: release its lock", "  vlmc close vm1-disk", xseg.OpClose, none)
+	lock := simple("lock NAME", "Lock a volume for this host (idempotent for the holder)", "  vlmc lock vm1-disk", xseg.OpAcquire, func() xseg.Flags { return xseg.FlagNoSync })
+	var forceUnlock bool
+	unlock := simple("unlock [-f] NAME", "Unlock a volume; -f breaks another host's lock", "  vlmc unlock vm1-disk\n  vlmc unlock -f vm1-disk   # after the holder crashed for good", xseg.OpRelease, func() xseg.Flags {
+		if forceUnlock {
+			return xseg.FlagForce
+		}
+		return 0
+	})
+	unlock.Flags().BoolVarP(&forceUnlock, "force", "f", false, "break a lock held by another owner")
+
+	rename := &cobra.Command{
+		Use:     "rename NAME NEWNAME",
+		Short:   "Rename a volume or snapshot",
+		Example: "  vlmc rename vm1-disk vm1-old",
+		Args:    cobra.ExactArgs(2),
+		RunE: with(func(cmd *cobra.Command, args []string) error {
+			return env.call(args[0], xseg.OpRename, 0, &payload.Rename{NewName: args[1]}, 0, nil)
+		}),
+	}
+	var forceShrink bool
+	resize := &cobra.Command{
+		Use:     "resize NAME --size SIZE [--force]",
+		Short:   "Grow a volume (shrink only with --force: data past the end is lost)",
+		Example: "  vlmc resize vm1-disk --size 20G",
+		Args:    cobra.ExactArgs(1),
+		RunE: with(func(cmd *cobra.Command, args []string) error {
+			if size == "" {
+				return fmt.Errorf("volume %q: --size is required: %w", args[0], errs.ErrInvalid)
+			}
+			n, err := ParseSize(size)
+			if err != nil {
+				return fmt.Errorf("volume %q: %w", args[0], err)
+			}
+			return env.call(args[0], xseg.OpTruncate, 0, &payload.Resize{Size: n, Force: forceShrink}, 0, nil)
+		}),
+	}
+	resize.Flags().StringVar(&size, "size", "", "new size (MiB, or 512M, 10G, 1T)")
+	resize.Flags().BoolVar(&forceShrink, "force", false, "allow shrinking")
+
+	uri := &cobra.Command{
+		Use:   "uri NAME",
+		Short: "Print the NBD URI under which QEMU and NBD clients reach the volume",
+		Long: `uri prints the volume's NBD URI on the block endpoint's Unix socket; it stays
+the same across archipelago restart, so a VM's QEMU reconnects to it.`,
+		Example: `  vlmc uri vm1-disk
+  qemu-system-x86_64 -drive file=$(vlmc uri vm1-disk),format=raw,cache=none ...`,
+		Args: cobra.ExactArgs(1),
+		RunE: with(func(cmd *cobra.Command, args []string) error {
+			if _, err := env.info(args[0]); err != nil {
+				return err
+			}
+			eps := env.cfg.RolesOfType(config.TypeNBDEndpoint)
+			if len(eps) == 0 {
+				return fmt.Errorf("%s has no nbd_endpoint role: %w", env.cfg.Path, errs.ErrNotFound)
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), nbd.URI(eps[0].Socket, args[0]))
+			return nil
+		}),
+	}
+	root.AddCommand(create, snapshot, remove, list, info, open, closeCmd, lock, unlock, rename, resize, uri)
+	return root
+}
+
+func orNone(s string) string {
+	if s == "" {
+		return "-"
+	}
+	return s
+}
+
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

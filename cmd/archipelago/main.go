@@ -1,0 +1,13 @@
+// Command archipelago starts, stops and inspects the peers: see cli.Archipelago.
+package main
+
+import (
+	"github.com/archipelago-go/archipelago/cli"
+	"github.com/archipelago-go/archipelago/peer"
+)
+
+func main() {
+	if err := cli.Archipelago().Execute(); err != nil {
+		peer.Fatal(err)
+	}
+}

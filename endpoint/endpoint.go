@@ -1,0 +1,119 @@
+// Package endpoint is the block endpoint (nbdd): it serves every volume by
+// name over NBD, turning NBD requests into volume requests to vlmcd
+// through the segment. Snapshots are exported read-only. Block status
+// comes from the volume's map: unwritten ranges are holes that read as
+// zeros.
+package endpoint
+
+import (
+	"context"
+
+	"github.com/archipelago-go/archipelago/nbd"
+	"github.com/archipelago-go/archipelago/volclient"
+)
+
+// MaxIO is the largest NBD READ or WRITE the endpoint takes (advertised
+// as the maximum block size).
+const MaxIO = volclient.MaxIO
+
+// Backend exports the volumes vlmcd serves.
+type Backend struct {
+	vc *volclient.Client
+}
+
+var _ nbd.Backend = (*Backend)(nil)
+
+// New returns a backend over a volume client.
+func New(vc *volclient.Client) *Backend { return &Backend{vc: vc} }
+
+// Open implements nbd.Backend: the export is the volume of that name.
+func (b *Backend) Open(ctx context.Context, name string) (nbd.Export, error) {
+	v, err := b.vc.Open(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return &export{v: v, vc: b.vc}, nil
+}
+
+// List implements nbd.Backend: every volume and snapshot.
+func (b *Backend) List(ctx context.Context) ([]string, error) { return b.vc.List(ctx) }
+
+// export is one volume opened for NBD.
+type export struct {
+	v  *volclient.Volume
+	vc *volclient.Client
+}
+
+var (
+	_ nbd.Export     = (*export)(nil)
+	_ nbd.Trimmer    = (*export)(nil)
+	_ nbd.Mapper     = (*export)(nil)
+	_ nbd.BlockSizer = (*export)(nil)
+	_ nbd.BufferPool = (*export)(nil)
+)
+
+func (e *export) Size() uint64   { return e.v.Size }
+func (e *export) ReadOnly() bool { return e.v.ReadOnly }
+func (e *export) Close() error   { return nil }
+
+func (e *export) ReadAt(ctx context.Context, p []byte, off uint64) error {
+	return e.v.ReadAt(ctx, p, off)
+}
+
+func (e *export) WriteAt(ctx context.Context, p []byte, off uint64, fua bool) error {
+	return e.v.WriteAt(ctx, p, off, fua)
+}
+
+func (e *export) Flush(ctx context.Context) error { return e.v.Flush(ctx) }
+
+// Trim frees the whole blocks of the range (partial blocks keep their
+// data, which NBD allows: trimmed content is unspecified).
+func (e *export) Trim(ctx context.Context, off, n uint64) error { return e.v.Trim(ctx, off, n) }
+
+// BlockSize: any byte range works; 4 KiB is what the maps like; one
+// request carries at most MaxIO.
+func (e *export) BlockSize() (min, preferred, max uint32) { return 1, 4096, MaxIO }
+
+// maxStatus bounds the range one block status answer covers, so that its
+// extents fit a reply even for volumes of small blocks.
+const maxStatus = 64 << 20
+
+// Extents implements nbd.Mapper from the volume's map.
+func (e *export) Extents(ctx context.Context, off, n uint64) ([]nbd.Extent, error) {
+	n = min(n, maxStatus)
+	alloc, err := e.v.Allocated(ctx, off, n)
+	if err != nil {
+		return nil, err
+	}
+	var out []nbd.Extent
+	at := off
+	for _, a := range alloc {
+		if a.Offset > at {
+			out = append(out, nbd.Extent{Length: a.Offset - at, Hole: true})
+		}
+		out = append(out, nbd.Extent{Length: a.Size})
+		at = a.Offset + a.Size
+	}
+	if end := off + n; at < end {
+		out = append(out, nbd.Extent{Length: end - at, Hole: true})
+	}
+	return out, nil
+}
+
+// Get implements nbd.BufferPool: payloads land in segment buffers, which
+// vlmcd and the blocker then use in place.
+func (e *export) Get(n int) nbd.Buffer {
+	b, err := e.vc.Lend(n)
+	if err != nil {
+		return nil // the server uses its own memory
+	}
+	return &lent{b: b, vc: e.vc}
+}
+
+type lent struct {
+	b  []byte
+	vc *volclient.Client
+}
+
+func (l *lent) Bytes() []byte { return l.b }
+func (l *lent) Release()      { l.vc.Unlend(l.b) }

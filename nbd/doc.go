@@ -1,0 +1,73 @@
+// Package nbd is an NBD (Network Block Device) server: it serves the
+// exports of a Backend to QEMU, libnbd tools (nbdinfo, nbdcopy), fio's nbd
+// engine and the kernel client, over a Unix socket or TCP.
+//
+// # Using it
+//
+//	srv := nbd.NewServer(backend, nbd.Options{})
+//	l, _ := net.Listen("unix", "/run/archipelago/nbd.sock")
+//	err := srv.Serve(ctx, l) // returns after ctx ends and clients drained
+//
+// Clients reach an export by the URI that URI returns, for example
+// nbd+unix:///vol1?socket=/run/archipelago/nbd.sock. Server.Clients counts
+// the connections open, so that an operator's tool can refuse to stop
+// while clients are connected.
+//
+// # Protocol
+//
+// The server speaks the fixed newstyle handshake (NBD_FLAG_FIXED_NEWSTYLE,
+// NBD_FLAG_NO_ZEROES) with the options NBD_OPT_GO, NBD_OPT_INFO
+// (NBD_INFO_EXPORT, NBD_INFO_BLOCK_SIZE always, NBD_INFO_NAME and
+// NBD_INFO_DESCRIPTION on request), NBD_OPT_LIST, NBD_OPT_EXPORT_NAME,
+// NBD_OPT_ABORT, NBD_OPT_STRUCTURED_REPLY and NBD_OPT_{LIST,SET}_META_CONTEXT
+// with the one context base:allocation. Other options (TLS, extended
+// headers) get NBD_REP_ERR_UNSUP; an unknown export NBD_REP_ERR_UNKNOWN.
+//
+// In transmission it serves READ (with structured replies, holes reported
+// by a SparseReader go out as NBD_REPLY_TYPE_OFFSET_HOLE chunks; with
+// NBD_CMD_FLAG_DF one data chunk), WRITE (with FUA), FLUSH, TRIM,
+// WRITE_ZEROES (with NO_HOLE), BLOCK_STATUS (holes as
+// NBD_STATE_HOLE|NBD_STATE_ZERO, REQ_ONE honoured) and DISC. CACHE and
+// FAST_ZERO are not offered. Transmission flags: HAS_FLAGS, SEND_FLUSH,
+// SEND_FUA, CAN_MULTI_CONN, SEND_DF with structured replies, SEND_TRIM
+// when the export is a Trimmer, SEND_WRITE_ZEROES, and READ_ONLY for
+// read-only exports.
+//
+// # Requests in flight
+//
+// Each connection has one reader goroutine, a goroutine per request (at
+// most Options.MaxInFlight, 64 by default, and 128 MiB of payload,
+// including replies waiting to be sent) and one writer goroutine that owns the socket's write side and
+// sends queued replies in batches. Replies go out in completion order, not
+// request order. Several connections to the same export are served
+// concurrently (multi-conn); the Export contract makes flushes on one
+// visible to all.
+//
+// # Errors
+//
+// A request the server cannot serve gets an NBD error reply and the
+// connection goes on: beyond the end (EINVAL, or ENOSPC for writes), above
+// the maximum payload (EINVAL; EOVERFLOW for a structured READ), misaligned
+// to the advertised minimum block size (EINVAL), unknown command or flag
+// (EINVAL), a write to a read-only export (EPERM). A refused WRITE's
+// payload is still read, so the stream stays in sync. Only an unparsable
+// stream (a bad request magic) closes the connection. Backend errors map
+// by errors.Is on the sentinels of package errs: ErrReadOnly to EPERM,
+// ErrInvalid to EINVAL, ErrNoSpace to ENOSPC, ErrShutdown to ESHUTDOWN,
+// anything else to EIO. With structured replies, errors carry the error's
+// text.
+//
+// # Shutdown
+//
+// When Serve's context ends the server stops accepting, stops reading
+// requests, lets requests in flight complete (their context is not
+// cancelled) and send their replies, then closes every connection and
+// closes the export handles.
+//
+// # Backends
+//
+// A Backend opens Exports by name. An Export reads, writes and flushes;
+// optional abilities are separate interfaces (Trimmer, ZeroWriter, Mapper,
+// SparseReader, BlockSizer, Describer, BufferPool). MemBackend is an
+// in-memory, sparse reference implementation of all of them.
+package nbd

@@ -1,0 +1,293 @@
+// Package volclient is the client side of volumes: the calls a tool or a
+// block endpoint makes to vlmcd through the segment (READ, WRITE, FLUSH,
+// TRIM, ALLOCATED, and the management ops vlmcd passes to the mapper).
+package volclient
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"unsafe"
+
+	"github.com/archipelago-go/archipelago/errs"
+	"github.com/archipelago-go/archipelago/peer"
+	"github.com/archipelago-go/archipelago/xseg"
+	"github.com/archipelago-go/archipelago/xseg/payload"
+)
+
+// MaxIO is the largest READ or WRITE one request carries; larger calls are
+// split.
+const MaxIO = 4 << 20
+
+// Caller submits requests through the segment: a *peer.Client (tools) or
+// a *peer.Peer (the block endpoint, which binds ports of its own).
+type Caller interface {
+	Alloc(n int) (*xseg.Request, error)
+	Call(ctx context.Context, r *xseg.Request, dst int) (*xseg.Request, error)
+	Put(r *xseg.Request)
+}
+
+// Client sends volume requests to the vlmcd at one port.
+type Client struct {
+	pc    Caller
+	vlmcd int
+
+	mu   sync.Mutex // guards lent
+	lent map[uintptr]*xseg.Request
+}
+
+// New returns a client of the vlmcd at port vlmcd, through pc.
+func New(pc Caller, vlmcd int) *Client {
+	return &Client{pc: pc, vlmcd: vlmcd, lent: map[uintptr]*xseg.Request{}}
+}
+
+// Call is one request. Fill prepares it (op, target and flags are set
+// already); Got reads a successful reply before the request goes back to
+// the pool.
+type Call struct {
+	Op      xseg.Op
+	Target  string
+	Flags   xseg.Flags
+	Offset  uint64
+	Size    uint64          // for READ/WRITE; else the payload's length
+	Payload payload.Payload // encoded into the buffer, if set
+	BufLen  int             // buffer size (at least the payload's)
+	Fill    func(r *xseg.Request)
+	Got     func(r *xseg.Request) error
+}
+
+// Do sends a call to vlmcd and waits for the answer. Errors name the
+// target; a lock held by another host reads "locked by <owner>".
+func (c *Client) Do(ctx context.Context, k Call) error {
+	n := k.BufLen
+	if k.Payload != nil {
+		n = max(n, k.Payload.EncodedSize())
+	}
+	r, err := c.pc.Alloc(n)
+	if err != nil {
+		return err
+	}
+	return c.do(ctx, r, k, true)
+}
+
+// do sends r (filled per k) and, if put, releases it after.
+func (c *Client) do(ctx context.Context, r *xseg.Request, k Call, put bool) error {
+	r.SetOp(k.Op)
+	r.SetFlags(k.Flags)
+	r.SetOffset(k.Offset)
+	r.SetSize(k.Size)
+	if err := r.SetTarget(k.Target); err != nil {
+		if put {
+			c.pc.Put(r)
+		}
+		return fmt.Errorf("volume %.40q: name too long: %w", k.Target, errs.ErrInvalid)
+	}
+	if k.Payload != nil {
+		m, err := k.Payload.MarshalTo(r.Buffer())
+		if err != nil {
+			if put {
+				c.pc.Put(r)
+			}
+			return fmt.Errorf("volume %q: %w", k.Target, err)
+		}
+		r.SetSize(uint64(m))
+	}
+	if k.Fill != nil {
+		k.Fill(r)
+	}
+	if !put {
+		// A lent request goes back to its lender only after its reply
+		// came: never abandon it.
+		ctx = context.WithoutCancel(ctx)
+	}
+	rep, err := c.pc.Call(ctx, r, c.vlmcd)
+	if err != nil {
+		if !put { // the client is closing: the request is lost with it
+			c.forget(r)
+		}
+		return fmt.Errorf("volume %q: %w", k.Target, err)
+	}
+	if put {
+		defer c.pc.Put(rep)
+	}
+	if err := rep.Err(); err != nil {
+		if owner := peer.LockOwnerOf(rep); owner != "" {
+			return fmt.Errorf("volume %q: locked by %s: %w", k.Target, owner, err)
+		}
+		return fmt.Errorf("volume %q: %w", k.Target, err)
+	}
+	if k.Got != nil {
+		return k.Got(rep)
+	}
+	return nil
+}
+
+// Info returns a volume's info.
+func (c *Client) Info(ctx context.Context, name string) (payload.VolumeInfo, error) {
+	var vi payload.VolumeInfo
+	err := c.Do(ctx, Call{Op: xseg.OpInfo, Target: name, BufLen: 4096, Got: func(r *xseg.Request) error {
+		return vi.Unmarshal(r.Data())
+	}})
+	return vi, err
+}
+
+// List returns the names of every volume and snapshot, sorted.
+func (c *Client) List(ctx context.Context) ([]string, error) {
+	var names []string
+	after := ""
+	for {
+		var page payload.Names
+		err := c.Do(ctx, Call{Op: xseg.OpList, Payload: &payload.List{After: after}, BufLen: 64 << 10, Got: func(r *xseg.Request) error {
+			return page.Unmarshal(r.Data())
+		}})
+		if err != nil {
+			return nil, err
+		}
+		names = append(names, page.Names...)
+		if !page.More || len(page.Names) == 0 {
+			return names, nil
+		}
+		after = page.Names[len(page.Names)-1]
+	}
+}
+
+// Volume is an open volume: its name, size and kind, for I/O.
+type Volume struct {
+	c        *Client
+	Name     string
+	Size     uint64
+	ReadOnly bool
+}
+
+// Open looks a volume up for I/O.
+func (c *Client) Open(ctx context.Context, name string) (*Volume, error) {
+	vi, err := c.Info(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	return &Volume{c: c, Name: name, Size: vi.Size, ReadOnly: vi.Flags&payload.VolReadOnly != 0}, nil
+}
+
+func (v *Volume) check(off uint64, n int) error {
+	if off+uint64(n) > v.Size || off+uint64(n) < off {
+		return fmt.Errorf("volume %q: range [%d,+%d) beyond its %d bytes: %w", v.Name, off, n, v.Size, errs.ErrInvalid)
+	}
+	return nil
+}
+
+// ReadAt reads len(p) bytes at off.
+func (v *Volume) ReadAt(ctx context.Context, p []byte, off uint64) error {
+	if err := v.check(off, len(p)); err != nil {
+		return err
+	}
+	if r := v.c.lender(p); r != nil { // p is a segment buffer: no copy
+		return v.c.do(ctx, r, Call{Op: xseg.OpRead, Target: v.Name, Offset: off, Size: uint64(len(p))}, false)
+	}
+	for done := 0; done < len(p); {
+		n := min(len(p)-done, MaxIO)
+		err := v.c.Do(ctx, Call{Op: xseg.OpRead, Target: v.Name, Offset: off + uint64(done), Size: uint64(n), BufLen: n,
+			Got: func(r *xseg.Request) error { copy(p[done:done+n], r.Data()); return nil }})
+		if err != nil {
+			return err
+		}
+		done += n
+	}
+	return nil
+}
+
+// WriteAt writes p at off; with fua it is durable when WriteAt returns.
+func (v *Volume) WriteAt(ctx context.Context, p []byte, off uint64, fua bool) error {
+	if err := v.check(off, len(p)); err != nil {
+		return err
+	}
+	var fl xseg.Flags
+	if fua {
+		fl = xseg.FlagFUA
+	}
+	if r := v.c.lender(p); r != nil {
+		return v.c.do(ctx, r, Call{Op: xseg.OpWrite, Target: v.Name, Flags: fl, Offset: off, Size: uint64(len(p))}, false)
+	}
+	for done := 0; done < len(p); {
+		n := min(len(p)-done, MaxIO)
+		err := v.c.Do(ctx, Call{Op: xseg.OpWrite, Target: v.Name, Flags: fl, Offset: off + uint64(done), Size: uint64(n), BufLen: n,
+			Fill: func(r *xseg.Request) { copy(r.Buffer(), p[done:done+n]) }})
+		if err != nil {
+			return err
+		}
+		done += n
+	}
+	return nil
+}
+
+// Flush makes every write answered so far durable.
+func (v *Volume) Flush(ctx context.Context) error {
+	return v.c.Do(ctx, Call{Op: xseg.OpFlush, Target: v.Name})
+}
+
+// Trim makes the whole blocks of [off, off+n) zero blocks.
+func (v *Volume) Trim(ctx context.Context, off, n uint64) error {
+	return v.c.Do(ctx, Call{Op: xseg.OpTrim, Target: v.Name, Offset: off, Size: n})
+}
+
+// Allocated returns the allocated ranges of [off, off+n), in order.
+func (v *Volume) Allocated(ctx context.Context, off, n uint64) ([]payload.Extent, error) {
+	var out payload.Extents
+	// One extent per block at worst; ask for a range a reply can describe.
+	err := v.c.Do(ctx, Call{Op: xseg.OpAllocated, Target: v.Name, Offset: off, Size: n, BufLen: 256 << 10,
+		Got: func(r *xseg.Request) error { return out.Unmarshal(r.Data()) }})
+	return out.Extents, err
+}
+
+// Lend returns a request whose buffer holds n bytes, for a caller that
+// wants to fill or read it in place and then pass its bytes to ReadAt or
+// WriteAt (which then send that very request: no copy). Return it with
+// Unlend.
+func (c *Client) Lend(n int) ([]byte, error) {
+	r, err := c.pc.Alloc(n)
+	if err != nil {
+		return nil, err
+	}
+	b := r.Buffer()[:n]
+	c.mu.Lock()
+	c.lent[uintptr(unsafe.Pointer(unsafe.SliceData(b)))] = r
+	c.mu.Unlock()
+	return b, nil
+}
+
+// Unlend gives back a buffer from Lend.
+func (c *Client) Unlend(b []byte) {
+	k := uintptr(unsafe.Pointer(unsafe.SliceData(b)))
+	c.mu.Lock()
+	r := c.lent[k]
+	delete(c.lent, k)
+	c.mu.Unlock()
+	if r != nil {
+		c.pc.Put(r)
+	}
+}
+
+// forget drops a lent request that can no longer be given back.
+func (c *Client) forget(r *xseg.Request) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for k, x := range c.lent {
+		if x.Index() == r.Index() {
+			delete(c.lent, k)
+		}
+	}
+}
+
+// lender returns the request behind a lent buffer whose bytes are exactly
+// p, nil if p is not such a buffer.
+func (c *Client) lender(p []byte) *xseg.Request {
+	if len(p) == 0 {
+		return nil
+	}
+	c.mu.Lock()
+	r := c.lent[uintptr(unsafe.Pointer(unsafe.SliceData(p)))]
+	c.mu.Unlock()
+	if r == nil || uint64(len(p)) > uint64(len(r.Buffer())) {
+		return nil
+	}
+	return r
+}
