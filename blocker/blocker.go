@@ -87,15 +87,15 @@ func New(st store.Store, ident string) *Blocker {
 }
 
 // Serve implements peer.Handler.
-func (b *Blocker) Serve(ctx context.Context, _ *peer.Peer, r *xseg.Request) error {
-	err := b.serve(ctx, r)
+func (b *Blocker) Serve(ctx context.Context, p *peer.Peer, r *xseg.Request) error {
+	err := b.serve(ctx, p, r)
 	if err != nil {
 		return fmt.Errorf("%s %q: %w", r.Op(), r.Target(), err)
 	}
 	return nil
 }
 
-func (b *Blocker) serve(ctx context.Context, r *xseg.Request) error {
+func (b *Blocker) serve(ctx context.Context, p *peer.Peer, r *xseg.Request) error {
 	if r.Flags()&xseg.FlagFlush != 0 {
 		if err := b.st.Sync(ctx); err != nil {
 			return err
@@ -135,7 +135,7 @@ func (b *Blocker) serve(ctx context.Context, r *xseg.Request) error {
 		}
 		return reply(r, &payload.ObjectInfo{Size: uint64(n)})
 	case xseg.OpAcquire:
-		return b.acquire(ctx, r, name)
+		return b.acquire(ctx, p, r, name)
 	case xseg.OpRelease:
 		if b.lk == nil {
 			return errs.ErrNotSupported
@@ -201,7 +201,7 @@ func (b *Blocker) owner(r *xseg.Request) (string, error) {
 	return l.Owner, nil
 }
 
-func (b *Blocker) acquire(ctx context.Context, r *xseg.Request, name string) error {
+func (b *Blocker) acquire(ctx context.Context, p *peer.Peer, r *xseg.Request, name string) error {
 	if b.lk == nil {
 		return errs.ErrNotSupported
 	}
@@ -209,22 +209,39 @@ func (b *Blocker) acquire(ctx context.Context, r *xseg.Request, name string) err
 	if err != nil {
 		return err
 	}
-	for {
+	try := func() (error, bool) {
 		err := b.lk.TryLock(ctx, name, owner)
 		var le *store.LockedError
-		if !errors.As(err, &le) || r.Flags()&xseg.FlagNoSync != 0 {
-			if le != nil && len(r.Buffer()) > 0 {
-				// Tell the caller who holds it; keep the lock error.
-				reply(r, &payload.LockReply{Owner: le.Owner})
-			}
-			return err
+		if errors.As(err, &le) && len(r.Buffer()) > 0 {
+			// Tell the caller who holds it; keep the lock error.
+			reply(r, &payload.LockReply{Owner: le.Owner})
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for %v: %w", err, errs.ErrShutdown)
-		case <-time.After(b.LockPoll):
-		}
+		return err, le != nil
 	}
+	err, held := try()
+	if !held || r.Flags()&xseg.FlagNoSync != 0 || p == nil {
+		return err
+	}
+	// Wait for the lock without holding a worker: the answer comes from
+	// this goroutine once the lock is ours, or fails at shutdown.
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				p.Answer(r, fmt.Errorf("%s %q: waiting for the lock: %w", r.Op(), name, errs.ErrShutdown))
+				return
+			case <-time.After(b.LockPoll):
+			}
+			if err, held := try(); !held {
+				if err != nil {
+					err = fmt.Errorf("%s %q: %w", r.Op(), name, err)
+				}
+				p.Answer(r, err)
+				return
+			}
+		}
+	}()
+	return peer.Deferred
 }
 
 // hash computes the content hash of an object (without trailing zeros,

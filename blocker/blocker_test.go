@@ -906,3 +906,40 @@ func cachedPages(t testing.TB, path string) (cached, total int) {
 	}
 	return cached, len(vec)
 }
+
+// Waiting ACQUIREs hold no worker: with a single worker, four of them wait
+// while the holder's RELEASE and ordinary I/O are still served.
+func TestWaitingAcquiresHoldNoWorker(t *testing.T) {
+	f := startFiled(t, "", "--nr-threads", "1", "--nr-ops", "16")
+	const vol = "volume-busy"
+	if rep := f.lock(xseg.OpAcquire, vol, "A", xseg.FlagNoSync); rep.err != nil {
+		t.Fatal(rep.err)
+	}
+	waiting := make(chan error, 4)
+	for _, owner := range []string{"B", "C", "D", "E"} {
+		go func() {
+			rep, err := f.send(context.Background(), req{op: xseg.OpAcquire, target: vol, p: &payload.Lock{Owner: owner}})
+			if err == nil {
+				err = rep.err
+			}
+			waiting <- err
+		}()
+	}
+	time.Sleep(200 * time.Millisecond)
+	f.write("data-object", 0, []byte("served while four ACQUIREs wait"))
+	if rep := f.lock(xseg.OpRelease, vol, "A", 0); rep.err != nil {
+		t.Fatalf("RELEASE while others wait: %v", rep.err)
+	}
+	// One waiter gets the lock; release it in turn until all had it.
+	for i := 0; i < 4; i++ {
+		select {
+		case err := <-waiting:
+			if err != nil {
+				t.Fatalf("waiting ACQUIRE: %v", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("waiter %d not answered", i)
+		}
+		f.ok(req{op: xseg.OpRelease, target: vol, flags: xseg.FlagForce, p: &payload.Lock{Owner: "admin"}})
+	}
+}

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/archipelago-go/archipelago/blocker"
 	"github.com/archipelago-go/archipelago/errs"
@@ -64,33 +63,8 @@ func startInProcess(t *testing.T, st *memstore.Store) *inProcess {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	handshake(t, p, c.Port())
 	ip.filed = &filed{t: t, seg: s, c: c}
 	return ip
-}
-
-// handshake works around a data race in peer.Start: the loop of a port
-// reads the variable that Start assigns its endpoint to only after the
-// loop started, so the first request the port serves races with Start
-// (the race detector reports it; in a real process the window is tiny).
-// A call from the peer's port to the client's port, which answers at once
-// because a client serves nothing, orders Start before the loop's next
-// steps: the loop takes the reply from the pending slot that this
-// goroutine filled after Start returned.
-func handshake(t *testing.T, p *peer.Peer, dst int) {
-	t.Helper()
-	r, err := p.Alloc(0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.SetOp(xseg.OpPing)
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	rep, err := p.Call(ctx, r, dst)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.Put(rep)
 }
 
 // content returns the object as a crash left it, or nil if it is missing.

@@ -52,7 +52,9 @@ func typeDefaults(name, typ string) map[string]string {
 		d["nr_ops"], d["nr_threads"] = "64", "8"
 		d["pool"], d["ceph_conf"], d["ceph_id"] = name, "/etc/ceph/ceph.conf", "admin"
 	case TypeMapperd, TypeVlmcd:
-		d["nr_ops"], d["nr_threads"] = "512", "4"
+		// Their workers mostly wait (for locks, for the blockers), so
+		// they have many.
+		d["nr_ops"], d["nr_threads"] = "512", "128"
 	case TypeNBDEndpoint:
 		d["nr_ops"], d["nr_threads"] = "256", "4"
 		d["listen"] = ""

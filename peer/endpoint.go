@@ -50,9 +50,11 @@ type endpoint struct {
 func newEndpoint(port *xseg.Port, serve func([]*xseg.Request), capacity func() int) *endpoint {
 	e := &endpoint{port: port, serve: serve, capacity: capacity, done: make(chan struct{})}
 	e.pending = make([]atomic.Pointer[chan *xseg.Request], port.Segment().Requests())
-	go e.loop()
 	return e
 }
+
+// start runs the endpoint's loop.
+func (e *endpoint) start() { go e.loop() }
 
 func (e *endpoint) loop() {
 	defer close(e.done)
@@ -150,10 +152,19 @@ func (e *endpoint) call(ctx context.Context, r *xseg.Request, dst int) (*xseg.Re
 	}
 }
 
+// stop ends the loop. A wake-up that lands while the loop spins, before
+// it reads the wake word, would be lost; so it is repeated until the loop
+// has ended.
 func (e *endpoint) stop() {
 	e.stopping.Store(true)
-	e.port.Wake()
-	<-e.done
+	for {
+		e.port.Wake()
+		select {
+		case <-e.done:
+			return
+		case <-time.After(time.Millisecond):
+		}
+	}
 }
 
 // Client submits requests to peers through a dynamic port of a segment.
@@ -189,7 +200,9 @@ func NewClient(seg *xseg.Segment) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Client{seg: seg, ep: newEndpoint(p, nil, nil)}, nil
+	ep := newEndpoint(p, nil, nil)
+	ep.start()
+	return &Client{seg: seg, ep: ep}, nil
 }
 
 // Port is the client's port number.

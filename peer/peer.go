@@ -53,6 +53,12 @@ type InlineHandler interface {
 // Forwarded is returned by a handler that forwarded its request.
 var Forwarded = errors.New("request forwarded")
 
+// Deferred is returned by a handler that will answer its request later,
+// from another goroutine, with Peer.Answer: a request that waits (for a
+// lock, say) then holds no worker. It still counts against nr_ops until
+// answered, and Stop waits for it (its ctx ends after DrainTimeout).
+var Deferred = errors.New("answer deferred")
+
 // Peer is a running peer: its ports, workers and the requests in flight.
 type Peer struct {
 	opts    Options
@@ -138,6 +144,9 @@ func Start(opts Options, h Handler) (*Peer, error) {
 		ep = newEndpoint(port, func(rs []*xseg.Request) { p.accept(ep, rs) }, p.capacity)
 		p.eps = append(p.eps, ep)
 	}
+	for _, ep := range p.eps {
+		ep.start()
+	}
 	p.log.Info("peer started", "role", opts.Role, "segment", opts.Segment, "ports", fmt.Sprintf("%d..%d", opts.PortStart, opts.PortEnd), "nr_ops", opts.NrOps, "nr_threads", opts.NrThreads, "pid", os.Getpid())
 	return p, nil
 }
@@ -180,17 +189,31 @@ func (p *Peer) worker() {
 		if p.log.Enabled(p.ctx, slog.LevelDebug) {
 			p.log.Debug("serve", "req", r.String())
 		}
-		err := p.h.Serve(p.ctx, p, r)
-		if err != Forwarded {
-			if err != nil && p.log.Enabled(p.ctx, slog.LevelDebug) {
-				p.log.Debug("failed", "req", r.String(), "err", err)
-			}
-			j.ep.port.Respond(r, err)
+		switch err := p.h.Serve(p.ctx, p, r); {
+		case errors.Is(err, Deferred):
+		case errors.Is(err, Forwarded):
+			p.done()
+		default:
+			p.Answer(r, err)
 		}
-		if p.ops.Add(-1) == int32(p.opts.NrOps-1) {
-			for _, ep := range p.eps { // they may have stopped taking requests
-				ep.port.Wake()
-			}
+	}
+}
+
+// Answer answers a request whose handler returned Deferred (the worker
+// answers the others).
+func (p *Peer) Answer(r *xseg.Request, err error) {
+	if err != nil && p.log.Enabled(p.ctx, slog.LevelDebug) {
+		p.log.Debug("failed", "req", r.String(), "err", err)
+	}
+	p.eps[0].port.Respond(r, err)
+	p.done()
+}
+
+// done counts a request as answered.
+func (p *Peer) done() {
+	if p.ops.Add(-1) == int32(p.opts.NrOps-1) {
+		for _, ep := range p.eps { // they may have stopped taking requests
+			ep.port.Wake()
 		}
 	}
 }

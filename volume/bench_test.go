@@ -201,7 +201,7 @@ func benchFirstWrite(b *testing.B, kind, target string) {
 		counts.Writes += c.Writes
 		counts.Syncs += c.Syncs
 		counts.Reads += c.Reads
-		if err := e.Close(ctx, vol); err != nil {
+		if err := e.Remove(ctx, vol); err != nil { // frees the copied object
 			b.Fatal(err)
 		}
 		b.StartTimer()

@@ -257,7 +257,7 @@ const (
 	flagSnapshot = 1 << iota // read-only volume
 	flagPending              // renamed from link; visible only once link is gone
 	flagRenaming             // a rename to link was started
-	knownFlags               = flagSnapshot | flagPending | flagRenaming
+	knownFlags   = flagSnapshot | flagPending | flagRenaming
 )
 
 // span is a range of epochs of one prefix whose objects belong to the
@@ -395,10 +395,10 @@ func (d *decoder) take(n int) []byte {
 	return v
 }
 
-func (d *decoder) u16() uint16    { return binary.BigEndian.Uint16(d.take(2)) }
-func (d *decoder) u32() uint32    { return binary.BigEndian.Uint32(d.take(4)) }
-func (d *decoder) u64() uint64    { return binary.BigEndian.Uint64(d.take(8)) }
-func (d *decoder) str() string    { return string(d.take(int(d.u16()))) }
+func (d *decoder) u16() uint16 { return binary.BigEndian.Uint16(d.take(2)) }
+func (d *decoder) u32() uint32 { return binary.BigEndian.Uint32(d.take(4)) }
+func (d *decoder) u64() uint64 { return binary.BigEndian.Uint64(d.take(8)) }
+func (d *decoder) str() string { return string(d.take(int(d.u16()))) }
 func corruptHeader(why string) error {
 	return fmt.Errorf("volume header: %s: %w", why, errs.ErrCorrupt)
 }

@@ -188,7 +188,9 @@ func (e *Engine) clone(ctx context.Context, parent, name string, size uint64) (e
 // Snapshot makes snap a read-only copy of volume vol as it is now, in a
 // time independent of the volume's size: vol moves to a new epoch, so
 // that everything it has becomes shared with snap and is copied on the
-// next write. It needs vol's lock (tried once).
+// next write. It syncs the data store first. No data write into vol's
+// objects may be in flight (the volume composer drains the volume before
+// it forwards a snapshot). It needs vol's lock (tried once).
 func (e *Engine) Snapshot(ctx context.Context, vol, snap string) error {
 	if err := e.snapshot(ctx, vol, snap); err != nil {
 		return fmt.Errorf("snapshot: %w", err)
@@ -228,6 +230,11 @@ func (e *Engine) snapshot(ctx context.Context, name, snap string) (err error) {
 	}
 	if err := e.exists(ctx, snap); err != nil {
 		return err
+	}
+	// Data written before the snapshot (without FUA) becomes durable, so
+	// that it is in the snapshot after a crash too.
+	if err := e.dataSync.sync(ctx); err != nil {
+		return fmt.Errorf("volume %q: %w", name, err)
 	}
 	// First the origin leaves the shared epoch (durably), then the
 	// snapshot appears: a crash between leaves no snapshot and an origin
@@ -307,6 +314,12 @@ func (e *Engine) remove(ctx context.Context, name string) (err error) {
 	removed := false
 	defer func() { e.release(ctx, v, was && !removed) }()
 	h, err := e.heldHeader(ctx, v)
+	if errors.Is(err, errs.ErrCorrupt) {
+		// An unreadable header can still be removed; what it pointed at is
+		// left for the garbage collector.
+		removed, err = e.deleteHeader(ctx, name)
+		return err
+	}
 	if err != nil {
 		return err
 	}

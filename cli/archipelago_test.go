@@ -1,0 +1,100 @@
+package cli_test
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/archipelago-go/archipelago/internal/clitest"
+)
+
+func TestArchipelagoStartStatusStop(t *testing.T) {
+	e := clitest.New(t, "host-a", "")
+	if out, err := e.Run("archipelago", "status"); err == nil {
+		t.Fatalf("status exits 0 with nothing running:\n%s", out)
+	}
+	e.Start()
+	out := e.Must("archipelago", "status")
+	for _, role := range []string{"blockerb", "blockerm", "mapperd", "vlmcd", "nbd"} {
+		if !strings.Contains(out, role) {
+			t.Errorf("status lacks %s:\n%s", role, out)
+		}
+	}
+	if strings.Count(out, "running") != 5 {
+		t.Errorf("status:\n%s", out)
+	}
+	// Idempotent.
+	if out := e.Must("archipelago", "start"); strings.Count(out, "already running") != 5 {
+		t.Errorf("second start:\n%s", out)
+	}
+	for _, r := range e.Cfg.Roles {
+		if _, err := os.Stat(e.Cfg.PidFile(r.Name)); err != nil {
+			t.Errorf("pidfile of %s: %v", r.Name, err)
+		}
+		if _, err := os.Stat(e.Cfg.LogFile(r.Name)); err != nil {
+			t.Errorf("log of %s: %v", r.Name, err)
+		}
+	}
+	// One role.
+	e.Must("archipelago", "stop", "vlmcd")
+	if out, err := e.Run("archipelago", "status"); err == nil || !strings.Contains(out, "stopped") {
+		t.Errorf("status with vlmcd stopped exits 0 or says nothing:\n%s", out)
+	}
+	e.Must("archipelago", "start", "vlmcd")
+	e.Must("archipelago", "restart")
+	e.Must("archipelago", "status")
+	out = e.Must("archipelago", "stop")
+	if !strings.Contains(out, "segment") {
+		t.Errorf("stop did not remove the segment:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join("/dev/shm", e.Cfg.XSEG.Name)); !os.IsNotExist(err) {
+		t.Errorf("segment left behind: %v", err)
+	}
+}
+
+func TestArchipelagoStartCleansStaleSegment(t *testing.T) {
+	e := clitest.New(t, "host-a", "")
+	e.Start()
+	// A crash: every peer killed, the segment left behind.
+	for _, r := range e.Cfg.Roles {
+		b, _ := os.ReadFile(e.Cfg.PidFile(r.Name))
+		if pid := strings.TrimSpace(string(b)); pid != "" {
+			if p, err := os.FindProcess(atoi(pid)); err == nil {
+				p.Kill()
+			}
+		}
+	}
+	out := e.Must("archipelago", "start")
+	if !strings.Contains(out, "stale") {
+		t.Errorf("start after a crash did not clean the segment:\n%s", out)
+	}
+	e.Must("archipelago", "status")
+}
+
+func TestArchipelagoErrors(t *testing.T) {
+	e := clitest.New(t, "host-a", "")
+	if out, err := e.Run("archipelago", "start", "nosuchrole"); err == nil || !strings.Contains(out, `no role "nosuchrole"`) {
+		t.Errorf("start of an unknown role: %v\n%s", err, out)
+	}
+	bad := filepath.Join(e.Dir, "bad.conf")
+	os.WriteFile(bad, []byte("[XSEG]\nSEGMENT_PORTS = lots\n"), 0o644)
+	out, err := e.Run("archipelago", "--config", bad, "status")
+	if err == nil || !strings.Contains(out, "bad.conf:2") || !strings.Contains(out, "SEGMENT_PORTS") {
+		t.Errorf("bad config: %v\n%s", err, out)
+	}
+	if out := e.Must("archipelago", "config"); !strings.Contains(out, "SEGMENT_NAME = "+e.Cfg.XSEG.Name) {
+		t.Errorf("config does not print the effective config:\n%s", out)
+	}
+	if out := e.Must("archipelago", "config", "--default"); !strings.Contains(out, "[PEERS]") {
+		t.Errorf("config --default:\n%s", out)
+	}
+}
+
+func atoi(s string) int {
+	n := 0
+	for _, c := range s {
+		n = n*10 + int(c-'0')
+	}
+	return n
+}
