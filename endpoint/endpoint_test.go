@@ -1,0 +1,245 @@
+package endpoint_test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/archipelago-go/archipelago/internal/stacktest"
+)
+
+// Tests with real NBD clients (qemu-io, qemu-img, nbdinfo, nbdcopy from
+// Debian's qemu-utils and libnbd-bin) against nbdd on the whole stack.
+
+func need(t *testing.T, progs ...string) {
+	t.Helper()
+	for _, p := range progs {
+		if _, err := exec.LookPath(p); err != nil {
+			t.Skipf("%s not installed (apt-get install qemu-utils libnbd-bin): %v", p, err)
+		}
+	}
+}
+
+func run(t *testing.T, prog string, args ...string) string {
+	t.Helper()
+	out, err := exec.Command(prog, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %s: %v\n%s", prog, strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func qemuIO(t *testing.T, uri string, cmds ...string) string {
+	t.Helper()
+	return qemuIOArgs(t, []string{"-f", "raw", uri}, cmds...)
+}
+
+// qemuIOArgs runs qemu-io with args and commands.
+func qemuIOArgs(t *testing.T, args []string, cmds ...string) string {
+	t.Helper()
+	for _, c := range cmds {
+		args = append(args, "-c", c)
+	}
+	out := run(t, "qemu-io", args...)
+	if strings.Contains(out, "Pattern verification failed") || strings.Contains(out, "failed:") {
+		t.Fatalf("qemu-io %v:\n%s", cmds, out)
+	}
+	return out
+}
+
+func TestQemuIOPatterns(t *testing.T) {
+	need(t, "qemu-io")
+	s := stacktest.Start(t, stacktest.Options{NBD: true})
+	if err := s.Create("qemuvol", 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	uri := s.URI("qemuvol")
+	qemuIO(t, uri,
+		"write -P 0x11 0 64k",
+		"write -P 0x22 4190208 8k", // across the 4 MiB block boundary
+		"write -P 0x33 12345 777",  // unaligned
+		"aio_write -P 0x44 20M 1M", "aio_write -P 0x45 21M 1M", "aio_write -P 0x46 30M 4M", "aio_flush",
+		"write -P 0x55 -f 40M 64k", // FUA
+		"flush")
+	qemuIO(t, uri,
+		"read -P 0x11 0 12345", "read -P 0x33 12345 777", "read -P 0x11 13122 52414",
+		"read -P 0x22 4190208 8k",
+		"read -P 0x44 20M 1M", "read -P 0x45 21M 1M", "read -P 0x46 30M 4M",
+		"read -P 0x55 40M 64k",
+		"read -P 0 50M 1M")
+	// Discard whole blocks: they read as zeros; write -z likewise.
+	qemuIO(t, uri, "discard 28M 8M", "read -P 0 28M 8M", "write -z 20M 64k", "read -P 0 20M 64k", "read -P 0x44 21037056 64k")
+}
+
+func TestMapShowsHoles(t *testing.T) {
+	need(t, "qemu-io", "nbdinfo")
+	s := stacktest.Start(t, stacktest.Options{NBD: true})
+	s.Create("sparsevol", 64<<20)
+	qemuIO(t, s.URI("sparsevol"), "write -P 1 8M 4k", "write -P 2 40M 4k")
+	out := run(t, "nbdinfo", "--map", s.URI("sparsevol"))
+	// 4 MiB blocks: data at [8M,12M) and [40M,44M), holes elsewhere.
+	want := []string{
+		"0     8388608    3  hole,zero",
+		"8388608     4194304    0  data",
+		"12582912    29360128    3  hole,zero",
+		"41943040     4194304    0  data",
+		"46137344    20971520    3  hole,zero",
+	}
+	fields := strings.Fields(out)
+	got := strings.Join(fields, " ")
+	for _, w := range want {
+		if !strings.Contains(got, strings.Join(strings.Fields(w), " ")) {
+			t.Errorf("nbdinfo --map lacks %q:\n%s", w, out)
+		}
+	}
+}
+
+func writeRandomFile(t *testing.T, path string, size int64, seed uint64) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r := rand.NewChaCha8([32]byte{byte(seed)})
+	buf := make([]byte, 1<<20)
+	for n := int64(0); n < size; n += int64(len(buf)) {
+		r.Read(buf)
+		if n/(1<<20)%7 == 3 { // some holes, so that sparseness shows too
+			clear(buf)
+		}
+		if _, err := f.Write(buf); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func sum(t *testing.T, path string) string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	io.Copy(h, f)
+	return fmt.Sprintf("%x", h.Sum(nil))
+}
+
+func TestNbdcopyRoundTrip(t *testing.T) {
+	need(t, "nbdcopy", "qemu-img")
+	size := int64(1 << 30)
+	if testing.Short() {
+		size = 128 << 20
+	}
+	s := stacktest.Start(t, stacktest.Options{NBD: true})
+	if err := s.Create("bigvol", uint64(size)); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	in, out, out2 := filepath.Join(dir, "in.img"), filepath.Join(dir, "out.img"), filepath.Join(dir, "out2.img")
+	writeRandomFile(t, in, size, 7)
+	run(t, "nbdcopy", "--connections=4", "--threads=4", in, s.URI("bigvol"))
+	run(t, "nbdcopy", "--connections=4", "--threads=4", s.URI("bigvol"), out)
+	if a, b := sum(t, in), sum(t, out); a != b {
+		t.Fatalf("nbdcopy in and out: sha256 %s != %s", a, b)
+	}
+	run(t, "qemu-img", "convert", "-f", "raw", "-O", "raw", s.URI("bigvol"), out2)
+	if a, b := sum(t, in), sum(t, out2); a != b {
+		t.Fatalf("qemu-img convert out: sha256 %s != %s", a, b)
+	}
+}
+
+// A snapshot taken while a writer runs holds exactly the writes answered
+// before it (the writer writes chunks in order, so the snapshot is the new
+// pattern up to some chunk and the old one after); a clone of it starts
+// from that, and writes to the clone leak nowhere.
+func TestSnapshotUnderWritesAndClone(t *testing.T) {
+	need(t, "qemu-io")
+	s := stacktest.Start(t, stacktest.Options{NBD: true})
+	const size = 32 << 20
+	s.Create("busyvol", size)
+	uri := s.URI("busyvol")
+	qemuIO(t, uri, fmt.Sprintf("write -P 0xaa 0 %d", size))
+	var cmds []string
+	for off := 0; off < size; off += 256 << 10 {
+		cmds = append(cmds, fmt.Sprintf("write -P 0xbb %d 256k", off))
+	}
+	args := []string{"-f", "raw", uri}
+	for _, c := range cmds {
+		args = append(args, "-c", c)
+	}
+	writer := exec.Command("qemu-io", args...)
+	if err := writer.Start(); err != nil {
+		t.Fatal(err)
+	}
+	snapErr := s.Snapshot("busyvol", "busyvol-snap")
+	if err := writer.Wait(); err != nil {
+		t.Fatalf("writer: %v", err)
+	}
+	if snapErr != nil {
+		t.Fatal(snapErr)
+	}
+	snap, err := s.Read("busyvol-snap", 0, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := bytes.IndexByte(snap, 0xaa)
+	if k < 0 {
+		k = size
+	}
+	if k%(256<<10) != 0 || bytes.Count(snap[:k], []byte{0xbb}) != k || bytes.Count(snap[k:], []byte{0xaa}) != size-k {
+		t.Fatalf("snapshot is not a prefix of whole writes: new pattern up to %d", k)
+	}
+	t.Logf("snapshot caught %d of %d chunks", k/(256<<10), size/(256<<10))
+	qemuIO(t, uri, fmt.Sprintf("read -P 0xbb 0 %d", size))
+	if err := s.Clone("busyvol-snap", "busyclone", 0); err != nil {
+		t.Fatal(err)
+	}
+	qemuIO(t, s.URI("busyclone"), "write -P 0xcc 1M 1M", "read -P 0xcc 1M 1M")
+	if got, _ := s.Read("busyvol-snap", 0, size); !bytes.Equal(got, snap) {
+		t.Fatal("the snapshot changed after writes to its clone")
+	}
+	qemuIO(t, uri, "read -P 0xbb 1M 1M")
+}
+
+func TestSnapshotExportIsReadOnly(t *testing.T) {
+	need(t, "qemu-io", "nbdinfo")
+	s := stacktest.Start(t, stacktest.Options{NBD: true})
+	if err := s.Create("rovolume", 8<<20); err != nil {
+		t.Fatal(err)
+	}
+	qemuIO(t, s.URI("rovolume"), "write -P 7 0 1M")
+	s.Snapshot("rovolume", "rovolume-snap")
+	if out := run(t, "nbdinfo", s.URI("rovolume-snap")); !strings.Contains(out, "is_read_only: true") {
+		t.Errorf("snapshot export not read-only:\n%s", out)
+	}
+	ro := []string{"-r", "-f", "raw", s.URI("rovolume-snap")}
+	qemuIOArgs(t, ro, "read -P 7 0 1M")
+	out, err := exec.Command("qemu-io", "-f", "raw", s.URI("rovolume-snap"), "-c", "write -P 8 0 4k").CombinedOutput()
+	if err == nil && !strings.Contains(string(out), "failed") && !strings.Contains(string(out), "read-only") && !strings.Contains(string(out), "Operation not permitted") {
+		t.Fatalf("write to a snapshot export went through:\n%s", out)
+	}
+	qemuIOArgs(t, ro, "read -P 7 0 1M")
+}
+
+func TestUnknownExport(t *testing.T) {
+	need(t, "nbdinfo")
+	s := stacktest.Start(t, stacktest.Options{NBD: true})
+	out, err := exec.Command("nbdinfo", s.URI("no-such-volume")).CombinedOutput()
+	if err == nil {
+		t.Fatalf("nbdinfo of a missing volume succeeded:\n%s", out)
+	}
+	s.Create("listed1", 1<<20)
+	s.Create("listed2", 1<<20)
+	if out := run(t, "nbdinfo", "--list", "nbd+unix://?socket="+s.Socket); !strings.Contains(out, `"listed1"`) || !strings.Contains(out, `"listed2"`) {
+		t.Errorf("nbdinfo --list:\n%s", out)
+	}
+}
