@@ -284,5 +284,12 @@ func (c *Composer) snapshot(ctx context.Context, p *peer.Peer, r *xseg.Request) 
 		return err
 	}
 	defer p.Put(rep)
-	return rep.Err()
+	if err := peer.ReplyErr(rep); err != nil {
+		// Pass the mapper's explanation (who holds the lock, the message)
+		// on to the caller.
+		n := copy(r.Buffer(), rep.Data())
+		r.SetSize(uint64(n))
+		return err
+	}
+	return nil
 }

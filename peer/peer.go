@@ -202,8 +202,11 @@ func (p *Peer) worker() {
 // Answer answers a request whose handler returned Deferred (the worker
 // answers the others).
 func (p *Peer) Answer(r *xseg.Request, err error) {
-	if err != nil && p.log.Enabled(p.ctx, slog.LevelDebug) {
-		p.log.Debug("failed", "req", r.String(), "err", err)
+	if err != nil {
+		if p.log.Enabled(p.ctx, slog.LevelDebug) {
+			p.log.Debug("failed", "req", r.String(), "err", err)
+		}
+		ReplyErrorText(r, err)
 	}
 	p.eps[0].port.Respond(r, err)
 	p.done()

@@ -32,6 +32,51 @@ func ReplyLockOwner(r *xseg.Request, err error) {
 	}
 }
 
+// ReplyErrorText puts err's message into a failed reply, so that the
+// submitter can show the cause, unless the op's buffer is the caller's
+// data (READ, WRITE) or already holds a LockReply.
+func ReplyErrorText(r *xseg.Request, err error) {
+	if op := r.Op(); op == xseg.OpRead || op == xseg.OpWrite {
+		return
+	}
+	if k, _ := payload.PeekKind(r.Data()); k == payload.KindLockReply {
+		return
+	}
+	msg := err.Error()
+	room := len(r.Buffer()) - (&payload.ErrorText{}).EncodedSize()
+	if room <= 0 {
+		return
+	}
+	if len(msg) > min(room, payload.MaxErrorLen) {
+		msg = msg[:min(room, payload.MaxErrorLen)]
+	}
+	Reply(r, &payload.ErrorText{Message: msg})
+}
+
+// RemoteError is the error of a failed reply: the server's message (when
+// it sent one) wrapping the sentinel of the reply's code.
+type RemoteError struct {
+	Msg string
+	Err error
+}
+
+func (e *RemoteError) Error() string { return e.Msg }
+func (e *RemoteError) Unwrap() error { return e.Err }
+
+// ReplyErr returns a failed reply's error with the server's message, if it
+// sent one; nil for a successful reply.
+func ReplyErr(r *xseg.Request) error {
+	err := r.Err()
+	if err == nil {
+		return nil
+	}
+	var et payload.ErrorText
+	if et.Unmarshal(r.Data()) == nil && et.Message != "" {
+		return &RemoteError{Msg: et.Message, Err: err}
+	}
+	return err
+}
+
 // LockOwnerOf returns the holder named in a failed reply, "" if none.
 func LockOwnerOf(r *xseg.Request) string {
 	if !errors.Is(r.Err(), errs.ErrLocked) {

@@ -5,6 +5,7 @@ package volclient
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 	"unsafe"
@@ -113,6 +114,11 @@ func (c *Client) do(ctx context.Context, r *xseg.Request, k Call, put bool) erro
 	if err := rep.Err(); err != nil {
 		if owner := peer.LockOwnerOf(rep); owner != "" {
 			return fmt.Errorf("volume %q: locked by %s: %w", k.Target, owner, err)
+		}
+		var re *peer.RemoteError
+		if err := peer.ReplyErr(rep); errors.As(err, &re) {
+			// The server's message names the volume already.
+			return err
 		}
 		return fmt.Errorf("volume %q: %w", k.Target, err)
 	}

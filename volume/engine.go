@@ -192,12 +192,23 @@ func lockedErr(op, name string, err error) error {
 
 // tryLock takes v's store lock once. It returns whether v was held before
 // (then nothing was taken). Caller holds v.gate exclusively.
+//
+// Management operations are rare, so even when v is held it asks the
+// store (the lock is re-entrant for us): another host may have broken the
+// lock with force since, and then the cache is dropped and op fails.
 func (e *Engine) tryLock(ctx context.Context, op string, v *vol) (was bool, err error) {
-	if v.isHeld() {
-		return true, nil
-	}
+	was = v.isHeld()
 	if err := e.locker.TryLock(ctx, lockName(v.name), e.owner); err != nil {
+		if was {
+			v.mu.Lock()
+			v.held = false
+			v.forget()
+			v.mu.Unlock()
+		}
 		return false, lockedErr(op, v.name, err)
+	}
+	if was {
+		return true, nil
 	}
 	v.mu.Lock()
 	v.held = true

@@ -35,7 +35,29 @@ var serial atomic.Int32
 // stops everything it started.
 func New(t testing.TB, hostID string, extra string) *Env {
 	t.Helper()
+	return NewWith(t, Options{HostID: hostID, Extra: extra})
+}
+
+// Options of NewWith.
+type Options struct {
+	HostID          string
+	DataDir, MapDir string // shared storage; default below the Env's Dir
+	Extra           string // INI text appended to the file
+}
+
+// NewWith is New with storage directories of the caller's: two Envs with
+// the same directories and different HOST_IDs are two hosts on one shared
+// storage.
+func NewWith(t testing.TB, o Options) *Env {
+	t.Helper()
 	dir := t.TempDir()
+	if o.DataDir == "" {
+		o.DataDir = dir + "/data"
+	}
+	if o.MapDir == "" {
+		o.MapDir = dir + "/maps"
+	}
+	hostID, extra := o.HostID, o.Extra
 	seg := fmt.Sprintf("clitest-%d-%d", os.Getpid(), serial.Add(1))
 	text := fmt.Sprintf(`[ARCHIPELAGO]
 HOST_ID = %s
@@ -47,11 +69,11 @@ SEGMENT_NAME = %s
 SEGMENT_SIZE = 256
 
 [blockerb]
-archip_dir = %s/data
+archip_dir = %s
 
 [blockerm]
-archip_dir = %s/maps
-%s`, hostID, dir, dir, seg, dir, dir, extra)
+archip_dir = %s
+%s`, hostID, dir, dir, seg, o.DataDir, o.MapDir, extra)
 	path := filepath.Join(dir, "archipelago.conf")
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		t.Fatal(err)

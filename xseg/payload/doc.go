@@ -51,6 +51,7 @@
 //	| 13   | List       | LIST request           | prefix str, after str |
 //	| 14   | Names      | LIST reply             | count u32, then per name: name str; more u8 |
 //	| 15   | Extents    | ALLOCATED reply        | count u32, then per extent: offset u64, size u64 |
+//	| 16   | ErrorText  | any failed reply but READ/WRITE | message str (at most 1024 bytes) |
 //
 // For example, Clone{Parent: "snap01", Size: 4096, Owner: "h_1"} is
 //

@@ -163,3 +163,32 @@ func (v *Extents) decode(d *decoder) {
 		}
 	}
 }
+
+// MaxErrorLen is the longest ErrorText message.
+const MaxErrorLen = 1024
+
+// ErrorText goes with a failed reply (of any op but READ and WRITE, whose
+// buffer is the caller's data): the server's error message, so that a tool
+// can show the cause and not just the error code.
+type ErrorText struct {
+	Message string
+}
+
+func (v *ErrorText) Kind() Kind                      { return KindErrorText }
+func (v *ErrorText) EncodedSize() int                { return size(v) }
+func (v *ErrorText) MarshalTo(b []byte) (int, error) { return marshalTo(v, b) }
+func (v *ErrorText) Marshal() []byte                 { return marshal(v) }
+
+func (v *ErrorText) Unmarshal(b []byte) error {
+	var t ErrorText
+	if err := unmarshal(&t, b); err != nil {
+		return err
+	}
+	*v = t
+	return nil
+}
+
+func (v *ErrorText) validate() error   { return checkString("message", v.Message, MaxErrorLen) }
+func (v *ErrorText) bodySize() int     { return strSize(v.Message) }
+func (v *ErrorText) encode(e *encoder) { e.str(v.Message) }
+func (v *ErrorText) decode(d *decoder) { v.Message = d.str("message", MaxErrorLen) }

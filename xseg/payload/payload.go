@@ -35,22 +35,23 @@ type Kind uint8
 
 // Kinds. The zero Kind is never valid.
 const (
-	KindMapReply   Kind = 1               // MapReply: answer to MAPR/MAPW
-	KindClone      Kind = 2               // Clone: CLONE request
-	KindSnapshot   Kind = 3               // Snapshot: SNAPSHOT request
-	KindRename     Kind = 4               // Rename: RENAME request
-	KindCopy       Kind = 5               // Copy: COPY request
-	KindHash       Kind = 6               // Hash: HASH reply
-	KindObjectInfo Kind = 7               // ObjectInfo: INFO reply of a blocker
-	KindVolumeInfo Kind = 8               // VolumeInfo: INFO reply of the mapper
-	KindLock       Kind = 9               // Lock: ACQUIRE/RELEASE request
-	KindLockReply  Kind = 10              // LockReply: who holds a lock ACQUIRE failed on
-	KindResize     Kind = 11              // Resize: TRUNCATE request to the mapper
-	KindCreate     Kind = 12              // Create: CREATE request
-	KindList       Kind = 13              // List: LIST request to a blocker
-	KindNames      Kind = 14              // Names: LIST reply
-	KindExtents    Kind = 15              // Extents: ALLOCATED reply
-	kindMax             = KindExtents + 1 // one past the last kind
+	KindMapReply   Kind = 1                 // MapReply: answer to MAPR/MAPW
+	KindClone      Kind = 2                 // Clone: CLONE request
+	KindSnapshot   Kind = 3                 // Snapshot: SNAPSHOT request
+	KindRename     Kind = 4                 // Rename: RENAME request
+	KindCopy       Kind = 5                 // Copy: COPY request
+	KindHash       Kind = 6                 // Hash: HASH reply
+	KindObjectInfo Kind = 7                 // ObjectInfo: INFO reply of a blocker
+	KindVolumeInfo Kind = 8                 // VolumeInfo: INFO reply of the mapper
+	KindLock       Kind = 9                 // Lock: ACQUIRE/RELEASE request
+	KindLockReply  Kind = 10                // LockReply: who holds a lock ACQUIRE failed on
+	KindResize     Kind = 11                // Resize: TRUNCATE request to the mapper
+	KindCreate     Kind = 12                // Create: CREATE request
+	KindList       Kind = 13                // List: LIST request to a blocker
+	KindNames      Kind = 14                // Names: LIST reply
+	KindExtents    Kind = 15                // Extents: ALLOCATED reply
+	KindErrorText  Kind = 16                // ErrorText: the message of a failed reply
+	kindMax             = KindErrorText + 1 // one past the last kind
 )
 
 var kindNames = [...]string{
@@ -58,7 +59,7 @@ var kindNames = [...]string{
 	KindRename: "Rename", KindCopy: "Copy", KindHash: "Hash",
 	KindObjectInfo: "ObjectInfo", KindVolumeInfo: "VolumeInfo",
 	KindLock: "Lock", KindLockReply: "LockReply", KindResize: "Resize",
-	KindCreate: "Create", KindList: "List", KindNames: "Names", KindExtents: "Extents",
+	KindCreate: "Create", KindList: "List", KindNames: "Names", KindExtents: "Extents", KindErrorText: "ErrorText",
 }
 
 // Valid reports whether k is a kind this package knows.
@@ -155,6 +156,8 @@ func New(k Kind) Payload {
 		return new(Names)
 	case KindExtents:
 		return new(Extents)
+	case KindErrorText:
+		return new(ErrorText)
 	}
 	return nil
 }

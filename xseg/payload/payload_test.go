@@ -65,6 +65,7 @@ var samples = []struct {
 	{"names/empty", &Names{}},
 	{"extents", &Extents{Extents: []Extent{{0, 4 << 20}, {12 << 20, 1}}}},
 	{"extents/empty", &Extents{}},
+	{"errortext", &ErrorText{Message: `volume name "ab" is shorter than 6 bytes: invalid argument`}},
 }
 
 func TestRoundTrip(t *testing.T) {
@@ -374,6 +375,7 @@ func TestGolden(t *testing.T) {
 		{&List{Prefix: "p", After: "a"}, "a70d0100 000170 000161"},
 		{&Names{Names: []string{"x", "y"}, More: true}, "a70e0100 00000002 000178 000179 01"},
 		{&Extents{Extents: []Extent{{1, 2}}}, "a70f0100 00000001 0000000000000001 0000000000000002"},
+		{&ErrorText{Message: "no"}, "a7100100 00026e6f"},
 	} {
 		want, err := hex.DecodeString(strings.ReplaceAll(tc.hex, " ", ""))
 		if err != nil {
