@@ -1,12 +1,16 @@
 package cli_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/archipelago-go/archipelago/internal/clitest"
+	"github.com/archipelago-go/archipelago/internal/testbin"
 )
 
 func TestArchipelagoStartStatusStop(t *testing.T) {
@@ -57,13 +61,19 @@ func TestArchipelagoStartCleansStaleSegment(t *testing.T) {
 	e := clitest.New(t, "host-a", "")
 	e.Start()
 	// A crash: every peer killed, the segment left behind.
+	var pids []int
 	for _, r := range e.Cfg.Roles {
 		b, _ := os.ReadFile(e.Cfg.PidFile(r.Name))
 		if pid := strings.TrimSpace(string(b)); pid != "" {
-			if p, err := os.FindProcess(atoi(pid)); err == nil {
-				p.Kill()
-			}
+			pids = append(pids, atoi(pid))
+			syscall.Kill(atoi(pid), syscall.SIGKILL)
 		}
+	}
+	for _, pid := range pids {
+		testbin.WaitFor(t, 10*time.Second, "killed peers to be gone", func() bool {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			return err != nil || strings.Contains(string(b), ") Z ")
+		})
 	}
 	out := e.Must("archipelago", "start")
 	if !strings.Contains(out, "stale") {

@@ -33,6 +33,8 @@ type Composer struct {
 
 	mu   sync.Mutex // guards vols
 	vols map[string]*volume
+
+	cache mapCache
 }
 
 // volume is what the composer keeps of a volume while requests use it.
@@ -92,6 +94,10 @@ func (c *Composer) Serve(ctx context.Context, p *peer.Peer, r *xseg.Request) err
 		return c.snapshot(ctx, p, r)
 	case xseg.OpPing:
 		return nil
+	case xseg.OpInfo, xseg.OpList, xseg.OpAllocated:
+	default:
+		// Anything else may change the volume's map.
+		c.cache.invalidate(r.Target())
 	}
 	if err := p.Forward(r, c.mapper); err != nil {
 		return fmt.Errorf("%s %q to the mapper: %w", r.Op(), r.Target(), err)
@@ -164,9 +170,16 @@ func (c *Composer) io(ctx context.Context, p *peer.Peer, r *xseg.Request) error 
 	if r.Op() == xseg.OpWrite {
 		op, mapOp = xseg.OpWrite, xseg.OpMapW
 	}
-	segs, err := c.mapRange(ctx, p, mapOp, r.Target(), r.Offset(), n)
-	if err != nil {
-		return err
+	segs, gen, bs := c.cache.lookup(r.Target(), r.Offset(), n, op == xseg.OpWrite)
+	if segs == nil {
+		if bs == 0 {
+			bs = c.blockSize(ctx, p, r.Target())
+		}
+		var err error
+		if segs, err = c.mapRange(ctx, p, mapOp, r.Target(), r.Offset(), n); err != nil {
+			return err
+		}
+		c.cache.store(r.Target(), gen, bs, r.Offset(), segs)
 	}
 	buf := r.Buffer()
 	type part struct {
@@ -267,6 +280,7 @@ func (c *Composer) snapshot(ctx context.Context, p *peer.Peer, r *xseg.Request) 
 	defer c.put(name, v)
 	v.gate.Lock()
 	defer v.gate.Unlock()
+	c.cache.invalidate(name)
 	s, err := p.Alloc(len(r.Data()))
 	if err != nil {
 		return err

@@ -93,9 +93,13 @@ func (m *Mapper) serve(ctx context.Context, e *volume.Engine, r *xseg.Request) e
 		if err != nil {
 			return err
 		}
+		var cache uint32
+		if e.Held(name) {
+			cache = payload.SegCacheable
+		}
 		mr := payload.MapReply{Segments: make([]payload.MapSegment, len(segs))}
 		for i, s := range segs {
-			ms := payload.MapSegment{Object: s.Object, Offset: s.Offset, Size: s.Size}
+			ms := payload.MapSegment{Object: s.Object, Offset: s.Offset, Size: s.Size, Flags: cache}
 			if s.Zero {
 				ms.Flags |= payload.SegZero
 			}

@@ -175,6 +175,15 @@ func (v *vol) forgetLocked() {
 }
 
 // isHeld reports v.held.
+// Held reports whether the engine holds volume name's lock (and so may
+// cache its map: nobody else changes it).
+func (e *Engine) Held(name string) bool {
+	e.mu.Lock()
+	v := e.vols[name]
+	e.mu.Unlock()
+	return v != nil && v.isHeld()
+}
+
 func (v *vol) isHeld() bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()

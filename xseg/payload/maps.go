@@ -14,8 +14,13 @@ const (
 	SegReadOnly uint32 = 1 << 0
 	// SegZero: the range is the zero block: no object, reads as zeros.
 	SegZero uint32 = 1 << 1
+	// SegCacheable: the mapper holds the volume's lock, so the mapping
+	// stays as it is until an operation on the volume (snapshot, trim,
+	// resize, rename, remove, close, unlock) passes through vlmcd, which
+	// may keep it until then.
+	SegCacheable uint32 = 1 << 2
 
-	segKnown = SegReadOnly | SegZero
+	segKnown = SegReadOnly | SegZero | SegCacheable
 )
 
 // MapSegment is one contiguous piece of a mapped volume range.

@@ -261,7 +261,7 @@ func TestEncodeErrors(t *testing.T) {
 		want error
 	}{
 		{"segment object", &MapReply{Segments: []MapSegment{{Object: tooLong, Size: 1}}}, errs.ErrTooLarge},
-		{"segment flags", &MapReply{Segments: []MapSegment{{Object: "o", Flags: 4}}}, errs.ErrInvalid},
+		{"segment flags", &MapReply{Segments: []MapSegment{{Object: "o", Flags: 8}}}, errs.ErrInvalid},
 		{"zero with object", &MapReply{Segments: []MapSegment{{Object: "o", Flags: SegZero}}}, errs.ErrInvalid},
 		{"no object", &MapReply{Segments: []MapSegment{{Size: 1}}}, errs.ErrInvalid},
 		{"segment overflow", &MapReply{Segments: []MapSegment{{Object: "o", Offset: 1<<64 - 1, Size: 2}}}, errs.ErrInvalid},
@@ -324,7 +324,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"bool ff", KindResize, u64one + "ff" + str(0, 0), []error{errs.ErrInvalid}},
 		{"segment count huge", KindMapReply, "ffffffff" + seg(1, u64zero, u64one, "00000000"), []error{errs.ErrInvalid}},
 		{"segment count one over", KindMapReply, "00000002" + seg(1, u64zero, u64one, "00000000"), []error{errs.ErrInvalid}},
-		{"segment flags", KindMapReply, "00000001" + seg(1, u64zero, u64one, "00000004"), []error{errs.ErrInvalid}},
+		{"segment flags", KindMapReply, "00000001" + seg(1, u64zero, u64one, "00000008"), []error{errs.ErrInvalid}},
 		{"segment zero with object", KindMapReply, "00000001" + seg(1, u64zero, u64one, "00000002"), []error{errs.ErrInvalid}},
 		{"segment no object", KindMapReply, "00000001" + seg(0, u64zero, u64one, "00000000"), []error{errs.ErrInvalid}},
 		{"segment overflow", KindMapReply, "00000001" + seg(1, u64max, u64one, "00000000"), []error{errs.ErrInvalid}},
