@@ -8,6 +8,7 @@ require (
 )
 
 require (
+	github.com/ceph/go-ceph v0.30.0 // indirect
 	github.com/hanwen/go-fuse/v2 v2.12.1 // indirect
 	github.com/inconshreveable/mousetrap v1.1.0 // indirect
 	github.com/spf13/cobra v1.10.2 // indirect

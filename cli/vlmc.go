@@ -340,6 +340,7 @@ the same across archipelago restart, so a VM's QEMU reconnects to it.`,
 		}),
 	}
 	root.AddCommand(create, snapshot, remove, list, info, open, closeCmd, lock, unlock, rename, resize, uri)
+	root.AddCommand(vlmcMapCommands(env)...)
 	return root
 }
 

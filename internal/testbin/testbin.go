@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -33,8 +34,18 @@ func Dir(t testing.TB) string {
 			return
 		}
 		root := filepath.Dir(strings.TrimSpace(string(out)))
-		binDir, errB = os.MkdirTemp("", "archipelago-bin-")
-		if errB != nil {
+		// One directory per test process, named after its pid; those of
+		// processes gone are removed here (a test binary has no hook to
+		// remove its own at exit).
+		old, _ := filepath.Glob(filepath.Join(os.TempDir(), "archipelago-bin-*"))
+		for _, d := range old {
+			pid, err := strconv.Atoi(strings.TrimPrefix(filepath.Base(d), "archipelago-bin-"))
+			if err != nil || syscall.Kill(pid, 0) != nil {
+				os.RemoveAll(d)
+			}
+		}
+		binDir = filepath.Join(os.TempDir(), fmt.Sprintf("archipelago-bin-%d", os.Getpid()))
+		if errB = os.MkdirAll(binDir, 0o755); errB != nil {
 			return
 		}
 		cmd := exec.Command("go", "build", "-o", binDir+"/", "./cmd/...")

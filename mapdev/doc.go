@@ -1,0 +1,41 @@
+// Package mapdev maps volumes to block devices: `vlmc map` without kernel
+// NBD or ublk.
+//
+// # How a volume becomes /dev/loopN
+//
+// A map daemon (one process per mapped volume) joins the segment, opens
+// the volume (Remote, a Device over vlmcd) and serves it as the single
+// regular file of a FUSE filesystem (Mount). A loop device with direct
+// I/O is then attached to that file (Attach), so that
+//
+//	/dev/loopN  ──loop, O_DIRECT──►  RUN_DIR/mnt/<id>/<volume>  ──FUSE──►  daemon  ──segment──►  vlmcd
+//
+// every block request becomes one FUSE request and one volume request,
+// with no page cache in between (the file is opened FOPEN_DIRECT_IO and
+// the kernel may send many requests at once, asynchronously).
+//
+// # Mapping of operations
+//
+//	loop / FUSE                        Device
+//	READ, WRITE                        ReadAt, WriteAt
+//	FLUSH (fsync of the backing file)  Flush
+//	DISCARD, WRITE_ZEROES (fallocate)  Zero (optional ability Zeroer)
+//
+// Snapshots are served read-only (mode 0444, writable opens fail with
+// EROFS) and attached with --read-only.
+//
+// # Records
+//
+// A Registry keeps one record per mapping in RUN_DIR/mapped/<id>.json
+// (State; `archipelago stop` refuses while that directory holds entries)
+// and the daemon's lock in RUN_DIR/mnt/<id>.lock: a flock held for the
+// daemon's lifetime, which tells a live mapping from one whose daemon
+// died (Registry.Alive) without trusting process ids.
+//
+// # Lifecycle
+//
+//	Reserve id (flock) → Remote → Mount → Attach → Save record
+//	... serve ...
+//	Detach (vlmc unmap) → SIGTERM → Unmount (waits for the loop to let
+//	go, then detaches lazily) → Flush → Remove record
+package mapdev

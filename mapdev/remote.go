@@ -1,0 +1,336 @@
+package mapdev
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/archipelago-go/archipelago/errs"
+	"github.com/archipelago-go/archipelago/peer"
+	"github.com/archipelago-go/archipelago/volclient"
+	"github.com/archipelago-go/archipelago/xseg"
+)
+
+// RemoteOptions say which volume a Remote serves, and through what.
+type RemoteOptions struct {
+	Segment   string // segment name
+	VlmcdPort int    // port of vlmcd
+	Volume    string // volume or snapshot name
+	// Grace is how long I/O waits for the peers to come back (a restart)
+	// before failing with EIO; default 2 minutes.
+	Grace time.Duration
+	// Logger gets outages and reconnections (with no attribute naming
+	// the volume: add it with Logger.With if needed); nil discards them.
+	Logger *slog.Logger
+}
+
+// Remote is a Device over a volume that vlmcd serves through the
+// segment. It outlives restarts of the peers: a request that finds no
+// peer (or a dead one) is retried for a grace period, and when the
+// segment itself is replaced (archipelago stop -f, then start) Remote
+// joins the new one and carries on. Requests on the old segment are
+// abandoned only then, when no peer of it can still act on them.
+type Remote struct {
+	o         RemoteOptions
+	log       *slog.Logger
+	size      uint64
+	readOnly  bool
+	blockSize uint64
+
+	mu  sync.Mutex // guards cur; held while dialling, so one dial at a time
+	cur *conn
+
+	outage atomic.Bool // an outage is being logged
+	stop   chan struct{}
+	wg     sync.WaitGroup
+}
+
+var (
+	_ Device = (*Remote)(nil)
+	_ Zeroer = (*Remote)(nil)
+)
+
+// conn is one membership of the segment.
+type conn struct {
+	pc  *peer.Client
+	vc  *volclient.Client
+	vol *volclient.Volume
+	seg fileID // the segment file when joined
+}
+
+type fileID struct{ dev, ino uint64 }
+
+func segmentID(name string) (fileID, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(filepath.Join(xseg.ShmDir, name), &st); err != nil {
+		return fileID{}, err
+	}
+	return fileID{uint64(st.Dev), st.Ino}, nil
+}
+
+// transient marks a failure to reach the peers, worth retrying.
+type transient struct{ err error }
+
+func (t transient) Error() string { return t.err.Error() }
+func (t transient) Unwrap() error { return t.err }
+
+func retryable(err error) bool {
+	var t transient
+	return errors.As(err, &t) || errors.Is(err, errs.ErrNoPeer) || errors.Is(err, errs.ErrPeerDied) || errors.Is(err, errs.ErrShutdown)
+}
+
+// DialRemote joins the segment and opens the volume. Its errors name the
+// volume (no such volume) or the segment (not running).
+func DialRemote(ctx context.Context, o RemoteOptions) (*Remote, error) {
+	if o.Grace <= 0 {
+		o.Grace = 2 * time.Minute
+	}
+	lg := o.Logger
+	if lg == nil {
+		lg = slog.New(slog.DiscardHandler)
+	}
+	r := &Remote{o: o, log: lg, stop: make(chan struct{})}
+	c, err := r.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	vi, err := c.vc.Info(ctx, o.Volume)
+	if err != nil {
+		c.pc.Close()
+		return nil, err
+	}
+	r.cur, r.size, r.readOnly, r.blockSize = c, c.vol.Size, c.vol.ReadOnly, uint64(max(vi.BlockSize, 512))
+	r.wg.Add(1)
+	go r.watch()
+	return r, nil
+}
+
+func (r *Remote) dial(ctx context.Context) (*conn, error) {
+	id, err := segmentID(r.o.Segment)
+	if err != nil {
+		return nil, transient{fmt.Errorf("segment %q: %w: start it with `archipelago start`", r.o.Segment, errs.ErrNotFound)}
+	}
+	pc, err := peer.Dial(r.o.Segment)
+	if err != nil {
+		return nil, transient{err}
+	}
+	if _, alive := pc.Segment().Owner(r.o.VlmcdPort); !alive {
+		pc.Close()
+		return nil, transient{fmt.Errorf("vlmcd (port %d of segment %q) is not running: start it with `archipelago start`: %w", r.o.VlmcdPort, r.o.Segment, errs.ErrNoPeer)}
+	}
+	vc := volclient.New(pc, r.o.VlmcdPort)
+	v, err := vc.Open(ctx, r.o.Volume)
+	if err != nil {
+		pc.Close()
+		return nil, err
+	}
+	return &conn{pc: pc, vc: vc, vol: v, seg: id}, nil
+}
+
+// conn returns the current connection, dialling if there is none.
+func (r *Remote) conn(ctx context.Context) (*conn, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.cur != nil {
+		return r.cur, nil
+	}
+	c, err := r.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if c.vol.Size != r.size || c.vol.ReadOnly != r.readOnly {
+		r.log.Warn("the volume changed under the mapping", "size", c.vol.Size, "mapped_size", r.size, "readonly", c.vol.ReadOnly)
+	}
+	r.log.Info("joined the segment again", "segment", r.o.Segment, "port", c.pc.Port())
+	r.cur = c
+	return c, nil
+}
+
+// drop forgets c if the segment file is no longer the one c joined: its
+// peers are gone for good, so the requests waiting on it are abandoned
+// (they fail with ErrShutdown and are retried on the new segment).
+func (r *Remote) drop(c *conn) {
+	id, err := segmentID(r.o.Segment)
+	if err == nil && id == c.seg {
+		return // the same segment: its peers come back (or recovery answers)
+	}
+	r.mu.Lock()
+	if r.cur != c {
+		r.mu.Unlock()
+		return
+	}
+	r.cur = nil
+	r.mu.Unlock()
+	r.log.Warn("the segment was replaced: leaving the old one", "segment", r.o.Segment)
+	c.pc.Close()
+}
+
+// watch notices a replaced segment even when every request is stuck on
+// the old one.
+func (r *Remote) watch() {
+	defer r.wg.Done()
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-r.stop:
+			return
+		case <-t.C:
+		}
+		r.mu.Lock()
+		c := r.cur
+		r.mu.Unlock()
+		if c != nil {
+			r.drop(c)
+		}
+	}
+}
+
+// do runs fn on the current connection, retrying while the peers are
+// unreachable, up to the grace period.
+func (r *Remote) do(ctx context.Context, fn func(v *volclient.Volume) error) error {
+	var deadline time.Time
+	backoff := 10 * time.Millisecond
+	for {
+		c, err := r.conn(ctx)
+		if err == nil {
+			if err = fn(c.vol); err == nil {
+				if !deadline.IsZero() && r.outage.CompareAndSwap(true, false) {
+					r.log.Info("the peers answer again")
+				}
+				return nil
+			}
+		}
+		if !retryable(err) || ctx.Err() != nil {
+			return err
+		}
+		now := time.Now()
+		if deadline.IsZero() {
+			deadline = now.Add(r.o.Grace)
+			if r.outage.CompareAndSwap(false, true) {
+				r.log.Warn("the peers do not answer: waiting for them", "grace", r.o.Grace, "err", err)
+			}
+		}
+		if now.After(deadline) {
+			return fmt.Errorf("volume %q: no answer within %v: %w", r.o.Volume, r.o.Grace, err)
+		}
+		if c != nil {
+			r.drop(c)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-r.stop:
+			return err
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, time.Second)
+	}
+}
+
+// Size implements Device.
+func (r *Remote) Size() uint64 { return r.size }
+
+// ReadOnly implements Device.
+func (r *Remote) ReadOnly() bool { return r.readOnly }
+
+// BlockSize is the volume's block (data object) size.
+func (r *Remote) BlockSize() uint64 { return r.blockSize }
+
+// ReadAt implements Device.
+func (r *Remote) ReadAt(ctx context.Context, p []byte, off uint64) error {
+	return r.do(ctx, func(v *volclient.Volume) error { return v.ReadAt(ctx, p, off) })
+}
+
+// WriteAt implements Device.
+func (r *Remote) WriteAt(ctx context.Context, p []byte, off uint64, fua bool) error {
+	if r.readOnly {
+		return fmt.Errorf("volume %q: %w", r.o.Volume, errs.ErrReadOnly)
+	}
+	return r.do(ctx, func(v *volclient.Volume) error { return v.WriteAt(ctx, p, off, fua) })
+}
+
+// Flush implements Device.
+func (r *Remote) Flush(ctx context.Context) error {
+	return r.do(ctx, func(v *volclient.Volume) error { return v.Flush(ctx) })
+}
+
+// zeros is what partial blocks are zeroed with; never written to.
+var zeros = make([]byte, 1<<20)
+
+// maxTrim bounds one TRIM request.
+const maxTrim = 1 << 30
+
+// Zero implements Zeroer: the whole blocks of the range are trimmed
+// (freed), the partial ones at its ends written with zeros unless they
+// are unallocated already.
+func (r *Remote) Zero(ctx context.Context, off, n uint64) error {
+	if r.readOnly {
+		return fmt.Errorf("volume %q: %w", r.o.Volume, errs.ErrReadOnly)
+	}
+	end := off + n
+	bs := r.blockSize
+	first := (off + bs - 1) / bs * bs
+	last := end / bs * bs
+	if first >= last { // no whole block
+		return r.zeroPart(ctx, off, end)
+	}
+	if err := r.zeroPart(ctx, off, first); err != nil {
+		return err
+	}
+	for at := first; at < last; {
+		k := min(last-at, maxTrim)
+		if err := r.do(ctx, func(v *volclient.Volume) error { return v.Trim(ctx, at, k) }); err != nil {
+			return err
+		}
+		at += k
+	}
+	return r.zeroPart(ctx, last, end)
+}
+
+// zeroPart writes zeros over [off, end) where anything is allocated.
+func (r *Remote) zeroPart(ctx context.Context, off, end uint64) error {
+	if off >= end {
+		return nil
+	}
+	var alloc bool
+	err := r.do(ctx, func(v *volclient.Volume) error {
+		ext, err := v.Allocated(ctx, off, end-off)
+		alloc = len(ext) > 0
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	if !alloc {
+		return nil // a hole reads as zeros already
+	}
+	for at := off; at < end; {
+		k := min(end-at, uint64(len(zeros)))
+		if err := r.WriteAt(ctx, zeros[:k], at, false); err != nil {
+			return err
+		}
+		at += k
+	}
+	return nil
+}
+
+// Close leaves the segment. Requests still running fail.
+func (r *Remote) Close() error {
+	close(r.stop)
+	r.wg.Wait()
+	r.mu.Lock()
+	c := r.cur
+	r.cur = nil
+	r.mu.Unlock()
+	if c != nil {
+		return c.pc.Close()
+	}
+	return nil
+}
