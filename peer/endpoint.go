@@ -25,7 +25,7 @@ var spinFor = func() time.Duration {
 	if us, err := strconv.Atoi(os.Getenv("ARCHIPELAGO_SPIN_US")); err == nil {
 		return time.Duration(us) * time.Microsecond
 	}
-	return 50 * time.Microsecond
+	return 5 * time.Microsecond
 }()
 
 // endpoint runs the loop of one bound port: it takes the replies to the
