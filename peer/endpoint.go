@@ -37,7 +37,7 @@ type endpoint struct {
 	port *xseg.Port
 
 	// pending[i] is where the reply to the request in slot i goes.
-	pending []atomic.Pointer[chan *xseg.Request]
+	pending []atomic.Pointer[waiter]
 
 	// serving side; serve is nil for a pure client.
 	serve    func(rs []*xseg.Request) // must not block
@@ -49,7 +49,7 @@ type endpoint struct {
 
 func newEndpoint(port *xseg.Port, serve func([]*xseg.Request), capacity func() int) *endpoint {
 	e := &endpoint{port: port, serve: serve, capacity: capacity, done: make(chan struct{})}
-	e.pending = make([]atomic.Pointer[chan *xseg.Request], port.Segment().Requests())
+	e.pending = make([]atomic.Pointer[waiter], port.Segment().Requests())
 	return e
 }
 
@@ -106,28 +106,47 @@ func (e *endpoint) loop() {
 	}
 }
 
+// waiter is who waits for a reply: a channel, or a function the loop
+// calls.
+type waiter struct {
+	ch chan *xseg.Request
+	fn func(*xseg.Request)
+}
+
 func (e *endpoint) deliver(r *xseg.Request) {
-	ch := e.pending[r.Index()].Swap(nil)
-	if ch == nil {
+	w := e.pending[r.Index()].Swap(nil)
+	switch {
+	case w == nil:
 		// A reply nobody waits for (its caller gave up): drop it.
 		e.port.Put(r)
-		return
+	case w.fn != nil:
+		w.fn(r)
+	default:
+		w.ch <- r
 	}
-	*ch <- r
 }
 
 // submit submits r to port dst and returns the channel its reply will come
 // on. On error the request is released.
 func (e *endpoint) submit(r *xseg.Request, dst int) (<-chan *xseg.Request, error) {
-	ch := make(chan *xseg.Request, 1)
+	w := &waiter{ch: make(chan *xseg.Request, 1)}
+	if err := e.submitTo(r, dst, w); err != nil {
+		return nil, err
+	}
+	return w.ch, nil
+}
+
+// submitTo submits r to port dst with w waiting for the reply. On error
+// the request is released.
+func (e *endpoint) submitTo(r *xseg.Request, dst int, w *waiter) error {
 	slot := &e.pending[r.Index()]
-	slot.Store(&ch)
+	slot.Store(w)
 	if err := e.port.Submit(r, dst); err != nil {
 		slot.Store(nil)
 		e.port.Put(r)
-		return nil, err
+		return err
 	}
-	return ch, nil
+	return nil
 }
 
 // call submits r to port dst and waits for its reply, which replaces r

@@ -50,6 +50,16 @@ type InlineHandler interface {
 	ServeInline(r *xseg.Request) error
 }
 
+// AsyncHandler is a Handler with a fast path run in the port's loop, with
+// no hand-off to a worker: ServeAsync either takes the request — it then
+// answers it later with Peer.Answer, typically from a SubmitFunc callback
+// — or returns false and the request goes to a worker as usual.
+// ServeAsync and the callbacks must never block.
+type AsyncHandler interface {
+	Handler
+	ServeAsync(p *Peer, r *xseg.Request) bool
+}
+
 // Forwarded is returned by a handler that forwarded its request.
 var Forwarded = errors.New("request forwarded")
 
@@ -164,8 +174,12 @@ func (p *Peer) accept(ep *endpoint, rs []*xseg.Request) {
 		ep.port.RespondAll(rs, ev)
 		return
 	}
+	ah, async := p.h.(AsyncHandler)
 	for _, r := range rs {
 		p.ops.Add(1)
+		if async && !p.drain.Load() && ah.ServeAsync(p, r) {
+			continue
+		}
 		if p.drain.Load() {
 			ep.port.Respond(r, fmt.Errorf("%s is stopping: %w", p.opts.Role, errs.ErrShutdown))
 			p.ops.Add(-1)
@@ -250,6 +264,13 @@ func (p *Peer) Call(ctx context.Context, r *xseg.Request, dst int) (*xseg.Reques
 // have many requests in flight from one goroutine.
 func (p *Peer) Submit(r *xseg.Request, dst int) (<-chan *xseg.Request, error) {
 	return p.eps[0].submit(r, dst)
+}
+
+// SubmitFunc submits r to dst from the peer's first port; fn gets the
+// reply (the same slot, to Put) in that port's loop, so it must not block.
+// On error the request has been released and fn is not called.
+func (p *Peer) SubmitFunc(r *xseg.Request, dst int, fn func(rep *xseg.Request)) error {
+	return p.eps[0].submitTo(r, dst, &waiter{fn: fn})
 }
 
 // Forward passes an accepted request on to port dst; the handler then
