@@ -80,6 +80,7 @@ var refuse = peer.HandlerFunc(func(_ context.Context, _ *peer.Peer, r *xseg.Requ
 })
 
 func runNbdd(c *peer.CommonFlags, vlmcd int, socket, listen, clientsFile string) error {
+	c.Setup()
 	opts := c.Options
 	if opts.PortEnd < 0 {
 		opts.PortEnd = opts.PortStart

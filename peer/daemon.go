@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"runtime/pprof"
 	"syscall"
 
@@ -37,6 +38,18 @@ type CommonFlags struct {
 	CPUProfile string
 	ConfigPath string // --config
 	RoleName   string // --role: take the options from this role of the config
+	GoMaxProcs int    // --gomaxprocs
+}
+
+// Setup applies the process-wide settings of the flags: GOMAXPROCS, unless
+// the GOMAXPROCS environment variable sets it. A peer's work is a loop per
+// port with requests handed over through the segment; one processor per
+// peer avoids Go's own thread hand-offs on top of the peers' (measured on
+// 2 cores with four peers and fio: 4K IOPS up by a third).
+func (c *CommonFlags) Setup() {
+	if _, set := os.LookupEnv("GOMAXPROCS"); !set && c.GoMaxProcs > 0 {
+		runtime.GOMAXPROCS(c.GoMaxProcs)
+	}
 }
 
 // FromConfig loads the configuration when --role is given and fills the
@@ -93,11 +106,13 @@ func (c *CommonFlags) Register(fs *pflag.FlagSet, role string) {
 	fs.IntVar(&c.LogLevel, "log-level", 2, "0 errors, 1 warnings, 2 info, 3 debug")
 	fs.StringVar(&c.PidFile, "pidfile", "", "write the pid here while running")
 	fs.StringVar(&c.CPUProfile, "cpuprofile", "", "write a CPU profile (pprof) here until the peer stops")
+	fs.IntVar(&c.GoMaxProcs, "gomaxprocs", 1, "Go processors for this peer (0: one per CPU; the GOMAXPROCS variable overrides)")
 }
 
 // RunUntilSignal starts a peer with the flags' options and serves until
 // SIGTERM or SIGINT, then stops it gracefully. Logs go to stderr.
 func (c *CommonFlags) RunUntilSignal(h Handler) error {
+	c.Setup()
 	opts := c.Options
 	if opts.PortEnd < 0 {
 		opts.PortEnd = opts.PortStart

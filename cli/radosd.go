@@ -1,0 +1,73 @@
+//go:build ceph
+
+package cli
+
+import (
+	"github.com/spf13/cobra"
+
+	"github.com/archipelago-go/archipelago/blocker"
+	"github.com/archipelago-go/archipelago/config"
+	"github.com/archipelago-go/archipelago/peer"
+	"github.com/archipelago-go/archipelago/store/radosstore"
+)
+
+// Radosd is the RADOS blocker daemon: one RADOS object per object of a pool.
+// It is built only with the build tag "ceph" (it needs librados).
+func Radosd() *cobra.Command {
+	var c peer.CommonFlags
+	var o radosstore.Options
+	var ident string
+	cmd := &cobra.Command{
+		Use:   "radosd",
+		Short: "RADOS blocker: serves objects as RADOS objects of a Ceph pool",
+		Long: `radosd binds its ports of the segment and serves READ, WRITE, SYNC, FLUSH,
+TRUNCATE, DELETE, COPY, INFO, ACQUIRE, RELEASE, HASH, LIST and LOCKOWNER on the
+objects of --pool (in --namespace), with persistent locks as objects of the
+namespace <namespace>.locks (archipelago.locks for the default namespace).
+Every write is durable when answered: RADOS acknowledges only what its OSDs
+committed. A lock belongs to its owner (--ident, or the owner a request
+names), not to the RADOS client, so a restarted radosd takes its locks back.
+It connects as client.<cephx-id> with --ceph-conf; a monitor or OSD that
+does not answer within --op-timeout fails the request instead of hanging it.
+Stop it with SIGTERM.`,
+		Example: `  # serve pool "blocks" on port 1 of segment "archipelago"
+  radosd --portno-start 1 --pool blocks --ceph-conf /etc/ceph/ceph.conf --cephx-id archipelago
+  # serve role blockerb of /etc/archipelago/archipelago.conf (as archipelago start does)
+  radosd --role blockerb`,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			_, r, err := c.FromConfig(cmd.Flags(), config.TypeRadosBlocker)
+			if err != nil {
+				return err
+			}
+			if r != nil {
+				fs := cmd.Flags()
+				if !fs.Changed("pool") {
+					o.Pool = r.Pool
+				}
+				if !fs.Changed("ceph-conf") {
+					o.CephConf = r.CephConf
+				}
+				if !fs.Changed("cephx-id") {
+					o.CephxID = r.CephxID
+				}
+			}
+			st, err := radosstore.Open(o)
+			if err != nil {
+				return err
+			}
+			defer st.Close()
+			return c.RunUntilSignal(blocker.New(st, ident))
+		},
+	}
+	c.Register(cmd.Flags(), "radosd")
+	cmd.Flags().StringVar(&o.Pool, "pool", "archipelago", "RADOS pool of the objects")
+	cmd.Flags().StringVar(&o.CephConf, "ceph-conf", "/etc/ceph/ceph.conf", "Ceph configuration file")
+	cmd.Flags().StringVar(&o.CephxID, "cephx-id", "admin", `Ceph client id, without "client."`)
+	cmd.Flags().StringVar(&o.Namespace, "namespace", "", "RADOS namespace of the objects (default: the pool's default namespace)")
+	cmd.Flags().DurationVar(&o.OpTimeout, "op-timeout", radosstore.DefaultOpTimeout, "longest wait for a monitor or an OSD")
+	cmd.Flags().StringVar(&ident, "ident", "", "lock owner when a request names none (default <hostname>_<pid>)")
+	return cmd
+}
