@@ -93,7 +93,7 @@ type Role struct {
 	// rados_blocker
 	Pool     string // pool: RADOS pool (default: the role name)
 	CephConf string // ceph_conf: path of ceph.conf
-	CephID   string // ceph_id: client id, without "client."
+	CephxID  string // cephx_id (old name: ceph_id): client id, without "client."
 
 	// mapperd
 	BlockerBPort int // blockerb_port: a port of the data blocker
@@ -261,7 +261,7 @@ func (c *Config) Format() string {
 		case TypeRadosBlocker:
 			kv("pool", r.Pool)
 			kv("ceph_conf", r.CephConf)
-			kv("ceph_id", r.CephID)
+			kv("cephx_id", r.CephxID)
 		case TypeMapperd:
 			kv("blockerb_port", r.BlockerBPort)
 			kv("blockerm_port", r.BlockerMPort)

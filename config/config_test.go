@@ -185,9 +185,16 @@ func TestDerived(t *testing.T) {
 	c = mustParse(t, "[blockerb]\ntype = rados_blocker\npool = blocks\n")
 	b, _ = c.Role("blockerb")
 	want := Role{Name: "blockerb", Type: TypeRadosBlocker, PortStart: 500, PortEnd: 500, LogLevel: 2, NrOps: 64, NrThreads: 8,
-		Pool: "blocks", CephConf: "/etc/ceph/ceph.conf", CephID: "admin"}
+		Pool: "blocks", CephConf: "/etc/ceph/ceph.conf", CephxID: "admin"}
 	if !reflect.DeepEqual(*b, want) {
 		t.Errorf("got %+v\nwant %+v", *b, want)
+	}
+	// cephx_id names the client; ceph_id is its old name.
+	for _, text := range []string{"cephx_id = archip\n", "ceph_id = archip\n", "CEPHX_ID = archip\n"} {
+		c = mustParse(t, "[blockerb]\ntype = rados_blocker\n"+text)
+		if b, _ := c.Role("blockerb"); b.CephxID != "archip" {
+			t.Errorf("%q: CephxID = %q, want archip", text, b.CephxID)
+		}
 	}
 	// ROLES in a file replaces the default's; ORDER follows it.
 	c = mustParse(t, "[PEERS]\nROLES = nbd, vlmcd, mapperd, blockerb\n")
@@ -223,7 +230,7 @@ portno_end = 7
 		{Name: "extra", Type: TypeFileBlocker, PortStart: 504, PortEnd: 504, LogLevel: 2, NrOps: 64, NrThreads: 8,
 			ArchipDir: "/var/lib/archipelago/extra", LockDir: "/var/lib/archipelago/extra/locks", FDCache: 256},
 		{Name: "ceph", Type: TypeRadosBlocker, PortStart: 505, PortEnd: 505, LogLevel: 2, NrOps: 64, NrThreads: 8,
-			Pool: "ceph", CephConf: "/etc/ceph/ceph.conf", CephID: "admin"},
+			Pool: "ceph", CephConf: "/etc/ceph/ceph.conf", CephxID: "admin"},
 		{Name: "mapper2", Type: TypeMapperd, PortStart: 506, PortEnd: 506, LogLevel: 2, NrOps: 512, NrThreads: 128,
 			BlockerBPort: 500, BlockerMPort: 501},
 		{Name: "nbd2", Type: TypeNBDEndpoint, PortStart: 8, PortEnd: 8, LogLevel: 2, NrOps: 256, NrThreads: 4,
@@ -364,6 +371,9 @@ func TestValidation(t *testing.T) {
 		{"[XSEG]\nSEGMENT_FOO = 1\n", `t.conf:2: [XSEG] SEGMENT_FOO = 1: unknown key in [XSEG]`},
 		{"[ARCHIPELAGO]\nUSER = archipelago\n", `t.conf:2: [ARCHIPELAGO] USER = archipelago: unknown key in [ARCHIPELAGO]`},
 		{"[blockerb]\npool = p\n", `t.conf:2: [blockerb] pool = p: unknown key for a file_blocker (pool is a key of rados_blocker)`},
+		{"[blockerb]\ntype = rados_blocker\ncephx_id = a\nceph_id = b\n", `t.conf:4: [blockerb] ceph_id = b: ceph_id is the old name of cephx_id, which is set too`},
+		{"[blockerb]\ntype = rados_blocker\nceph_id = a b\n", `t.conf:3: [blockerb] ceph_id = a b: cephx client id with a space or control character`},
+		{"[blockerb]\ncephx_id = a\n", `t.conf:2: [blockerb] cephx_id = a: unknown key for a file_blocker (cephx_id is a key of rados_blocker)`},
 		{"[nbd]\nlogfile = /x\n", `t.conf:2: [nbd] logfile = /x: unknown key for a nbd_endpoint`},
 		{"[mapperd]\nmapper_port = 1\n", `t.conf:2: [mapperd] mapper_port = 1: unknown key for a mapperd (mapper_port is a key of vlmcd, nbd_endpoint)`},
 		// values

@@ -37,7 +37,8 @@
 //	[<role>]       type, portno_start, portno_end, log_level (0-3),
 //	               nr_ops, nr_threads, and per type:
 //	  file_blocker   archip_dir, lock_dir, fdcache, direct
-//	  rados_blocker  pool, ceph_conf, ceph_id
+//	  rados_blocker  pool, ceph_conf, cephx_id (ceph_id is accepted
+//	                 as its old name)
 //	  mapperd        blockerb_port, blockerm_port
 //	  vlmcd          blocker_port, mapper_port
 //	  nbd_endpoint   vlmcd_port, mapper_port, socket, listen

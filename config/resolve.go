@@ -31,7 +31,7 @@ var commonKeys = []string{"type", "portno_start", "portno_end", "log_level", "nr
 
 var typeKeys = map[string][]string{
 	TypeFileBlocker:  {"archip_dir", "lock_dir", "fdcache", "direct"},
-	TypeRadosBlocker: {"pool", "ceph_conf", "ceph_id"},
+	TypeRadosBlocker: {"pool", "ceph_conf", "cephx_id", "ceph_id"}, // ceph_id: old name of cephx_id
 	TypeMapperd:      {"blockerb_port", "blockerm_port"},
 	TypeVlmcd:        {"blocker_port", "mapper_port"},
 	TypeNBDEndpoint:  {"vlmcd_port", "mapper_port", "socket", "listen"},
@@ -50,7 +50,7 @@ func typeDefaults(name, typ string) map[string]string {
 		d["fdcache"], d["direct"] = "256", "false"
 	case TypeRadosBlocker:
 		d["nr_ops"], d["nr_threads"] = "64", "8"
-		d["pool"], d["ceph_conf"], d["ceph_id"] = name, "/etc/ceph/ceph.conf", "admin"
+		d["pool"], d["ceph_conf"], d["cephx_id"] = name, "/etc/ceph/ceph.conf", "admin"
 	case TypeMapperd, TypeVlmcd:
 		// Their workers mostly wait (for locks, for the blockers), so
 		// they have many.
@@ -472,7 +472,17 @@ func (r *resolver) role(name string, rolesV val, runDir string) *roleState {
 	case TypeRadosBlocker:
 		rs.Pool, _ = r.word(rs.get(r, "pool"), "pool name", 255)
 		rs.CephConf, _ = r.absPath(rs.get(r, "ceph_conf"))
-		rs.CephID, _ = r.word(rs.get(r, "ceph_id"), "ceph client id", 255)
+		v := rs.get(r, "cephx_id")
+		if old, ok := rs.fs.get("ceph_id"); ok {
+			// ceph_id is the old name of cephx_id.
+			oldV := val{sec: rs.Name, key: old.key, value: old.value, set: true, line: old.line, secLine: v.secLine}
+			if v.line != 0 {
+				r.fail(oldV, "ceph_id is the old name of cephx_id, which is set too")
+			} else {
+				v = oldV
+			}
+		}
+		rs.CephxID, _ = r.word(v, "cephx client id", 255)
 	case TypeNBDEndpoint:
 		v := rs.get(r, "socket")
 		if !v.set && runDir != "" {

@@ -24,7 +24,8 @@ var (
 )
 
 // Dir builds every program under cmd/ once per test process and returns
-// the directory holding them.
+// the directory holding them. $ARCHIPELAGO_BUILD_TAGS, if set, is passed to
+// go build as -tags (e.g. "ceph" to build radosd).
 func Dir(t testing.TB) string {
 	t.Helper()
 	once.Do(func() {
@@ -48,10 +49,14 @@ func Dir(t testing.TB) string {
 		if errB = os.MkdirAll(binDir, 0o755); errB != nil {
 			return
 		}
-		cmd := exec.Command("go", "build", "-o", binDir+"/", "./cmd/...")
+		args := []string{"build", "-o", binDir + "/"}
+		if tags := os.Getenv("ARCHIPELAGO_BUILD_TAGS"); tags != "" {
+			args = append(args, "-tags", tags)
+		}
+		cmd := exec.Command("go", append(args, "./cmd/...")...)
 		cmd.Dir = root
 		if out, err := cmd.CombinedOutput(); err != nil {
-			errB = fmt.Errorf("go build ./cmd/...: %v\n%s", err, out)
+			errB = fmt.Errorf("go %s: %v\n%s", strings.Join(cmd.Args[1:], " "), err, out)
 		}
 	})
 	if errB != nil {
