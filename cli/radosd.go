@@ -53,6 +53,9 @@ Stop it with SIGTERM.`,
 				if !fs.Changed("cephx-id") {
 					o.CephxID = r.CephxID
 				}
+				if !fs.Changed("namespace") {
+					o.Namespace = r.Namespace
+				}
 			}
 			st, err := radosstore.Open(o)
 			if err != nil {

@@ -91,9 +91,10 @@ type Role struct {
 	Direct    bool   // direct: O_DIRECT for aligned I/O
 
 	// rados_blocker
-	Pool     string // pool: RADOS pool (default: the role name)
-	CephConf string // ceph_conf: path of ceph.conf
-	CephxID  string // cephx_id (old name: ceph_id): client id, without "client."
+	Pool      string // pool: RADOS pool (default: the role name)
+	CephConf  string // ceph_conf: path of ceph.conf
+	Namespace string // namespace: RADOS namespace of the objects ("" = the pool's default)
+	CephxID   string // cephx_id (old name: ceph_id): client id, without "client."
 
 	// mapperd
 	BlockerBPort int // blockerb_port: a port of the data blocker
@@ -260,6 +261,7 @@ func (c *Config) Format() string {
 			kv("direct", strconv.FormatBool(r.Direct))
 		case TypeRadosBlocker:
 			kv("pool", r.Pool)
+			kv("namespace", r.Namespace)
 			kv("ceph_conf", r.CephConf)
 			kv("cephx_id", r.CephxID)
 		case TypeMapperd:

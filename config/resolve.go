@@ -31,7 +31,7 @@ var commonKeys = []string{"type", "portno_start", "portno_end", "log_level", "nr
 
 var typeKeys = map[string][]string{
 	TypeFileBlocker:  {"archip_dir", "lock_dir", "fdcache", "direct"},
-	TypeRadosBlocker: {"pool", "ceph_conf", "cephx_id", "ceph_id"}, // ceph_id: old name of cephx_id
+	TypeRadosBlocker: {"pool", "namespace", "ceph_conf", "cephx_id", "ceph_id"}, // ceph_id: old name of cephx_id
 	TypeMapperd:      {"blockerb_port", "blockerm_port"},
 	TypeVlmcd:        {"blocker_port", "mapper_port"},
 	TypeNBDEndpoint:  {"vlmcd_port", "mapper_port", "socket", "listen"},
@@ -51,6 +51,7 @@ func typeDefaults(name, typ string) map[string]string {
 	case TypeRadosBlocker:
 		d["nr_ops"], d["nr_threads"] = "64", "8"
 		d["pool"], d["ceph_conf"], d["cephx_id"] = name, "/etc/ceph/ceph.conf", "admin"
+		d["namespace"] = ""
 	case TypeMapperd, TypeVlmcd:
 		// Their workers mostly wait (for locks, for the blockers), so
 		// they have many.
@@ -471,6 +472,9 @@ func (r *resolver) role(name string, rolesV val, runDir string) *roleState {
 		rs.Direct, _ = r.boolean(rs.get(r, "direct"))
 	case TypeRadosBlocker:
 		rs.Pool, _ = r.word(rs.get(r, "pool"), "pool name", 255)
+		if v := rs.get(r, "namespace"); v.value != "" {
+			rs.Namespace, _ = r.word(v, "namespace", 255)
+		}
 		rs.CephConf, _ = r.absPath(rs.get(r, "ceph_conf"))
 		v := rs.get(r, "cephx_id")
 		if old, ok := rs.fs.get("ceph_id"); ok {

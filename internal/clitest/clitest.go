@@ -43,6 +43,10 @@ type Options struct {
 	HostID          string
 	DataDir, MapDir string // shared storage; default below the Env's Dir
 	Extra           string // INI text appended to the file
+	// RADOS: blockers are radosd on this pool of the cluster of
+	// CephConf, data and maps in namespaces "<Namespace>-data" and
+	// "<Namespace>-maps" (DataDir and MapDir are then unused).
+	CephConf, Pool, Namespace string
 }
 
 // NewWith is New with storage directories of the caller's: two Envs with
@@ -68,12 +72,8 @@ LOG_DIR = %s/log
 SEGMENT_NAME = %s
 SEGMENT_SIZE = 256
 
-[blockerb]
-archip_dir = %s
-
-[blockerm]
-archip_dir = %s
-%s`, hostID, dir, dir, seg, o.DataDir, o.MapDir, extra)
+%s
+%s`, hostID, dir, dir, seg, blockers(o), extra)
 	path := filepath.Join(dir, "archipelago.conf")
 	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
@@ -99,6 +99,17 @@ archip_dir = %s
 		xseg.Destroy(seg)
 	})
 	return e
+}
+
+func blockers(o Options) string {
+	if o.CephConf == "" {
+		return fmt.Sprintf("[blockerb]\narchip_dir = %s\n\n[blockerm]\narchip_dir = %s\n", o.DataDir, o.MapDir)
+	}
+	var b strings.Builder
+	for _, r := range []string{"blockerb", "blockerm"} {
+		fmt.Fprintf(&b, "[%s]\ntype = rados_blocker\npool = %s\nceph_conf = %s\nnamespace = %s-%s\n\n", r, o.Pool, o.CephConf, o.Namespace, r[len(r)-1:])
+	}
+	return b.String()
 }
 
 // Run runs a program of the project with --config and returns its

@@ -1,0 +1,129 @@
+package cli_test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/archipelago-go/archipelago/internal/clitest"
+	"github.com/archipelago-go/archipelago/internal/testbin"
+)
+
+// Two hosts on one machine, each with its own segment, run dir and
+// HOST_ID, sharing one storage: here a directory for filed; the ceph
+// build tag adds the same test on a RADOS pool.
+func TestTwoHostsSharedDirectory(t *testing.T) {
+	shared := t.TempDir()
+	o := clitest.Options{DataDir: shared + "/data", MapDir: shared + "/maps"}
+	twoHosts(t, o)
+}
+
+func qemuIO(t *testing.T, uri string, cmds ...string) error {
+	t.Helper()
+	args := []string{"-f", "raw", uri}
+	for _, c := range cmds {
+		args = append(args, "-c", c)
+	}
+	out, err := exec.Command("qemu-io", args...).CombinedOutput()
+	if err == nil && (strings.Contains(string(out), "failed") || strings.Contains(string(out), "Pattern verification")) {
+		err = fmt.Errorf("%s", out)
+	}
+	if err != nil {
+		return fmt.Errorf("qemu-io %v: %v\n%s", cmds, err, out)
+	}
+	return nil
+}
+
+func uriOf(e *clitest.Env, vol string) string {
+	return "nbd+unix:///" + vol + "?socket=" + e.Socket()
+}
+
+// killAll kills a host's peers with SIGKILL (a host crash) and waits for
+// them to be gone.
+func killAll(t *testing.T, e *clitest.Env) {
+	t.Helper()
+	for _, r := range e.Cfg.Roles {
+		b, err := os.ReadFile(e.Cfg.PidFile(r.Name))
+		if err != nil {
+			continue
+		}
+		pid := atoi(strings.TrimSpace(string(b)))
+		syscall.Kill(pid, syscall.SIGKILL)
+		testbin.WaitFor(t, 10*time.Second, r.Name+" to die", func() bool {
+			st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			return err != nil || strings.Contains(string(st), ") Z ")
+		})
+	}
+}
+
+func twoHosts(t *testing.T, o clitest.Options) {
+	if _, err := exec.LookPath("qemu-io"); err != nil {
+		t.Skip("qemu-io not installed (apt-get install qemu-utils)")
+	}
+	o.HostID = "host-a"
+	a := clitest.NewWith(t, o)
+	o.HostID = "host-b"
+	b := clitest.NewWith(t, o)
+	a.Start()
+	b.Start()
+	const vol = "migrating-disk"
+	a.Must("vlmc", "create", vol, "--size", "64M")
+	if err := qemuIO(t, uriOf(a, vol), "write -P 1 0 4M"); err != nil { // A's write takes the lock
+		t.Fatal(err)
+	}
+	// Created on A: listed and readable on B.
+	if !strings.Contains(b.Must("vlmc", "list"), vol) {
+		t.Fatal("B does not list A's volume")
+	}
+	if err := qemuIO(t, uriOf(b, vol), "read -P 1 0 4M"); err != nil {
+		t.Fatalf("B reads A's volume: %v", err)
+	}
+	a.Must("vlmc", "open", vol)
+	fails(t, b, []string{"snapshot", vol, vol + "-snap"}, "locked by host-a")
+	fails(t, b, []string{"remove", vol}, "locked by host-a")
+
+	// B's write waits while A holds the volume (the hand-off of a live
+	// migration: A open, B waits, A closes, B opens).
+	done := make(chan error, 1)
+	go func() { done <- qemuIO(t, uriOf(b, vol), "write -P 2 8M 1M") }()
+	select {
+	case err := <-done:
+		t.Fatalf("B's write did not wait for A's lock: %v", err)
+	case <-time.After(1500 * time.Millisecond):
+	}
+	if err := qemuIO(t, uriOf(a, vol), "write -P 3 16M 1M", "flush"); err != nil {
+		t.Fatalf("A's last write: %v", err)
+	}
+	a.Must("vlmc", "close", vol)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("B's waiting write: %v", err)
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("B's write still waits after A closed")
+	}
+	b.Must("vlmc", "open", vol)
+	if err := qemuIO(t, uriOf(b, vol), "read -P 1 0 4M", "read -P 2 8M 1M", "read -P 3 16M 1M"); err != nil {
+		t.Fatalf("a write was lost in the hand-off: %v", err)
+	}
+	fails(t, a, []string{"lock", vol}, "locked by host-b")
+
+	// B crashes: its lock stays; B restarts and takes it back.
+	killAll(t, b)
+	fails(t, a, []string{"lock", vol}, "locked by host-b")
+	b.Must("archipelago", "start")
+	b.Must("vlmc", "open", vol)
+	// B crashes for good: A breaks the lock with force.
+	killAll(t, b)
+	fails(t, a, []string{"open", vol}, "locked by host-b")
+	a.Must("vlmc", "unlock", "-f", vol)
+	a.Must("vlmc", "open", vol)
+	if err := qemuIO(t, uriOf(a, vol), "read -P 2 8M 1M", "read -P 3 16M 1M"); err != nil {
+		t.Fatal(err)
+	}
+}
