@@ -62,8 +62,10 @@ type Blocker struct {
 	st    store.Store
 	lk    store.Locker // nil if the store has no locks
 	ident string
-	// LockPoll is how often a waiting ACQUIRE retries.
-	LockPoll time.Duration
+	// LockPoll is how soon a waiting ACQUIRE first retries; the pause
+	// doubles after each try up to LockPollMax, so that many waiters on a
+	// long-held lock do not storm the store.
+	LockPoll, LockPollMax time.Duration
 	// MaxHashSize is the largest object HASH reads (into memory).
 	MaxHashSize int64
 }
@@ -81,7 +83,7 @@ func New(st store.Store, ident string) *Blocker {
 		h, _ := os.Hostname()
 		ident = h + "_" + strconv.Itoa(os.Getpid())
 	}
-	b := &Blocker{st: st, ident: ident, LockPoll: 20 * time.Millisecond, MaxHashSize: DefaultMaxHashSize}
+	b := &Blocker{st: st, ident: ident, LockPoll: 5 * time.Millisecond, LockPollMax: 250 * time.Millisecond, MaxHashSize: DefaultMaxHashSize}
 	b.lk, _ = st.(store.Locker)
 	return b
 }
@@ -225,13 +227,15 @@ func (b *Blocker) acquire(ctx context.Context, p *peer.Peer, r *xseg.Request, na
 	// Wait for the lock without holding a worker: the answer comes from
 	// this goroutine once the lock is ours, or fails at shutdown.
 	go func() {
+		pause := b.LockPoll
 		for {
 			select {
 			case <-ctx.Done():
 				p.Answer(r, fmt.Errorf("%s %q: waiting for the lock: %w", r.Op(), name, errs.ErrShutdown))
 				return
-			case <-time.After(b.LockPoll):
+			case <-time.After(pause):
 			}
+			pause = min(2*pause, max(b.LockPollMax, b.LockPoll))
 			if err, held := try(); !held {
 				if err != nil {
 					err = fmt.Errorf("%s %q: %w", r.Op(), name, err)

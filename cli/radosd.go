@@ -66,6 +66,10 @@ Stop it with SIGTERM.`,
 		},
 	}
 	c.Register(cmd.Flags(), "radosd")
+	// librados calls block in cgo; with one Go processor they would wait
+	// for the runtime to hand the processor on. All CPUs, then.
+	c.GoMaxProcs = 0
+	cmd.Flags().Lookup("gomaxprocs").DefValue = "0"
 	cmd.Flags().StringVar(&o.Pool, "pool", "archipelago", "RADOS pool of the objects")
 	cmd.Flags().StringVar(&o.CephConf, "ceph-conf", "/etc/ceph/ceph.conf", "Ceph configuration file")
 	cmd.Flags().StringVar(&o.CephxID, "cephx-id", "admin", `Ceph client id, without "client."`)

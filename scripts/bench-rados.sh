@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# RADOS benchmark: 4 KiB random and 4 MiB sequential writes and reads
+# through the whole stack (fio over NBD -> nbdd -> vlmcd -> radosd) against
+# `rbd bench` on the same pool, same I/O size, 16 threads/in flight, in the
+# same run; prints the ratios.
+#
+#   scripts/bench-rados.sh [CEPH_DIR] [MiB]
+#
+# CEPH_DIR holds a micro cluster (scripts/micro-ceph.sh start CEPH_DIR is
+# run if needed; default /tmp/archip-bench-ceph); MiB is the data each job
+# moves (default 256). Builds with -tags ceph (needs librados-dev).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cephdir=${1:-/tmp/archip-bench-ceph}
+mib=${2:-256}
+conf=$(scripts/micro-ceph.sh start "$cephdir")
+pool=archipelago
+work=$(mktemp -d /var/tmp/archip-rbench.XXXXXX)
+bin=$work/bin
+go build -tags ceph -o "$bin/" ./cmd/...
+cfg=$work/archipelago.conf
+ns=bench-$$
+cat > "$cfg" <<CONF
+[ARCHIPELAGO]
+HOST_ID = bench
+RUN_DIR = $work/run
+LOG_DIR = $work/log
+[XSEG]
+SEGMENT_NAME = rbench-$$
+SEGMENT_SIZE = 512
+[blockerb]
+type = rados_blocker
+pool = $pool
+ceph_conf = $conf
+namespace = $ns-b
+nr_threads = 16
+[blockerm]
+type = rados_blocker
+pool = $pool
+ceph_conf = $conf
+namespace = $ns-m
+[nbd]
+log_level = 3
+[vlmcd]
+log_level = 3
+CONF
+cleanup() {
+  st=$?
+  if [ $st -ne 0 ]; then
+    for f in "$work"/log/*.log; do echo "== $f" >&2; grep -iE "err|fail" "$f" | head -5 >&2; done
+  fi
+  "$bin/archipelago" --config "$cfg" stop -f >/dev/null 2>&1 || true
+  rbd -c "$conf" -p "$pool" rm --no-progress "$ns-rbd" >/dev/null 2>&1 || true
+  # The micro cluster keeps objects in memory: remove ours.
+  for n in "$ns-b" "$ns-m" "$ns-b.locks" "$ns-m.locks"; do
+    rados -c "$conf" -p "$pool" -N "$n" ls 2>/dev/null | while read -r o; do rados -c "$conf" -p "$pool" -N "$n" rm "$o"; done
+  done
+  rm -rf "$work"
+}
+trap cleanup EXIT
+"$bin/archipelago" --config "$cfg" start >/dev/null
+"$bin/vlmc" --config "$cfg" create benchvol --size 512M
+ours="nbd+unix:///benchvol?socket=$work/run/nbd.sock"
+rbd -c "$conf" -p "$pool" create --size 512M "$ns-rbd"
+# Fill both first: the figures are of steady-state I/O, not of first
+# writes (which allocate objects, and on our side also update the map).
+rbd -c "$conf" -p "$pool" bench --io-type write --io-pattern seq --io-size 4M --io-threads 16 --io-total 512M "$ns-rbd" >/dev/null 2>&1
+fio --name=fill --ioengine=nbd --uri="$ours" --rw=write --bs=4M --iodepth=16 --size=512M >/dev/null 2>&1
+
+fiojob() { # rw bs -> MiB/s
+  fio --name=b --ioengine=nbd --uri="$ours" --rw="$1" --bs="$2" --iodepth=16 --size=512M \
+      --io_size=${mib}M --output-format=json >"$work/fio.json" 2>"$work/fio.err" || { cat "$work/fio.err" >&2; exit 1; }
+  python3 -c 'import json,sys; s=open(sys.argv[1]).read(); j=json.loads(s[s.index("{"):])["jobs"][0]; d=j["read"] if j["read"]["io_bytes"] else j["write"]; print("%.1f" % (d["bw"]/1024))' "$work/fio.json"
+}
+rbdjob() { # type pattern size -> MiB/s
+  rbd -c "$conf" -p "$pool" bench --io-type "$1" --io-pattern "$2" --io-size "$3" --io-threads 16 --io-total ${mib}M "$ns-rbd" 2>&1 |
+    awk '/^elapsed:/ {for (i=1;i<=NF;i++) if ($i=="bytes/sec:") {v=$(i+1); u=$(i+2);
+      m = (u ~ /^GiB/) ? 1024 : (u ~ /^MiB/) ? 1 : (u ~ /^KiB/) ? 1/1024 : 1/1048576; printf "%.1f\n", v*m}}'
+}
+printf "%-24s %12s %12s %8s\n" "job (MiB/s)" "archipelago" "rbd bench" "ratio"
+for spec in "write rand 4K randwrite" "read rand 4K randread" "write seq 4M write" "read seq 4M read"; do
+  set -- $spec
+  r=$(rbdjob "$1" "$2" "$3")
+  a=$(fiojob "$4" "$3")
+  printf "%-24s %12s %12s %8s\n" "$1 $2 $3" "$a" "$r" "$(python3 -c "print('%.2f' % ($a/$r))")"
+done
