@@ -135,7 +135,7 @@ func (b *Blocker) serve(ctx context.Context, p *peer.Peer, r *xseg.Request) erro
 		if err != nil {
 			return err
 		}
-		return reply(r, &payload.ObjectInfo{Size: uint64(n)})
+		return peer.Reply(r, &payload.ObjectInfo{Size: uint64(n)})
 	case xseg.OpAcquire:
 		return b.acquire(ctx, p, r, name)
 	case xseg.OpRelease:
@@ -159,20 +159,9 @@ func (b *Blocker) serve(ctx context.Context, p *peer.Peer, r *xseg.Request) erro
 		if err != nil {
 			return err
 		}
-		return reply(r, &payload.LockReply{Owner: owner})
+		return peer.Reply(r, &payload.LockReply{Owner: owner})
 	}
 	return fmt.Errorf("blocker does not serve %s: %w", r.Op(), errs.ErrNotSupported)
-}
-
-// reply encodes v into r's buffer as the answer.
-func reply(r *xseg.Request, v payload.Payload) error {
-	n, err := v.MarshalTo(r.Buffer())
-	if err != nil {
-		return fmt.Errorf("reply of %d bytes in a %d-byte buffer: %w", v.EncodedSize(), len(r.Buffer()), err)
-	}
-	r.SetSize(uint64(n))
-	r.SetServiced(uint64(n))
-	return nil
 }
 
 func (b *Blocker) read(ctx context.Context, r *xseg.Request, name string) error {
@@ -216,7 +205,7 @@ func (b *Blocker) acquire(ctx context.Context, p *peer.Peer, r *xseg.Request, na
 		var le *store.LockedError
 		if errors.As(err, &le) && len(r.Buffer()) > 0 {
 			// Tell the caller who holds it; keep the lock error.
-			reply(r, &payload.LockReply{Owner: le.Owner})
+			peer.Reply(r, &payload.LockReply{Owner: le.Owner})
 		}
 		return err, le != nil
 	}
@@ -284,7 +273,7 @@ func (b *Blocker) hash(ctx context.Context, r *xseg.Request, name string) error 
 			return err
 		}
 	}
-	return reply(r, &payload.Hash{Hash: h, Size: uint64(end)})
+	return peer.Reply(r, &payload.Hash{Hash: h, Size: uint64(end)})
 }
 
 // storeAs stores content under a content-addressed name unless it is there.
@@ -319,19 +308,5 @@ func (b *Blocker) list(ctx context.Context, r *xseg.Request) error {
 		return err
 	}
 	sort.Strings(names)
-	out := payload.Names{}
-	room := len(r.Buffer()) - (&payload.Names{}).EncodedSize()
-	for i, n := range names {
-		need := 2 + len(n)
-		if need > room {
-			out.More = true
-			break
-		}
-		room -= need
-		out.Names = names[:i+1]
-	}
-	if len(names) > 0 && len(out.Names) == 0 {
-		return fmt.Errorf("a %d-byte buffer holds no name: %w", len(r.Buffer()), errs.ErrNoSpace)
-	}
-	return reply(r, &out)
+	return peer.ReplyNames(r, names)
 }
