@@ -235,3 +235,11 @@ func (s *Stack) Flush(name string) error {
 func (s *Stack) URI(volume string) string {
 	return "nbd+unix:///" + volume + "?socket=" + s.Socket
 }
+
+// MapRead asks the mapper which objects hold [off, off+n) of a volume.
+func (s *Stack) MapRead(name string, off uint64, n int) ([]payload.MapSegment, error) {
+	var mr payload.MapReply
+	err := volclient.New(s.Client, Mapper).Do(context.Background(), volclient.Call{Op: xseg.OpMapR, Target: name, Offset: off, Size: uint64(n), BufLen: 64 << 10,
+		Got: func(r *xseg.Request) error { return mr.Unmarshal(r.Data()) }})
+	return mr.Segments, err
+}
