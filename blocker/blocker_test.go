@@ -37,26 +37,10 @@ const (
 	mib       = 1 << 20
 )
 
-// newSegment creates a segment named after the test, destroyed at cleanup
-// after checking its invariants (every request back in the pool, the heap
-// whole).
+// newSegment creates a segment named after the test (see testbin.Segment).
 func newSegment(t testing.TB, prefix string, sizeMiB int) *xseg.Segment {
 	t.Helper()
-	name := fmt.Sprintf("%s-%d-%s", prefix, os.Getpid(), strings.ReplaceAll(t.Name(), "/", "_"))
-	xseg.Destroy(name)
-	s, err := xseg.Create(xseg.Config{Name: name, SizeMiB: sizeMiB, Ports: 16, DynPorts: 8})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		s.Recover()
-		if err := s.Check(); err != nil {
-			t.Error(err)
-		}
-		s.Close()
-		xseg.Destroy(name)
-	})
-	return s
+	return testbin.Segment(t, prefix, sizeMiB)
 }
 
 // filed is a filed process serving port 1 of a test segment, and a client

@@ -17,25 +17,10 @@ import (
 	"github.com/archipelago-go/archipelago/xseg"
 )
 
-// newSegment creates a segment named after the test, destroyed at cleanup
-// after checking its invariants.
+// newSegment creates a segment named after the test (see testbin.Segment).
 func newSegment(t testing.TB, sizeMiB int) *xseg.Segment {
 	t.Helper()
-	name := fmt.Sprintf("peertest-%d-%s", os.Getpid(), strings.ReplaceAll(t.Name(), "/", "_"))
-	xseg.Destroy(name)
-	s, err := xseg.Create(xseg.Config{Name: name, SizeMiB: sizeMiB, Ports: 16, DynPorts: 8})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		s.Recover()
-		if err := s.Check(); err != nil {
-			t.Error(err)
-		}
-		s.Close()
-		xseg.Destroy(name)
-	})
-	return s
+	return testbin.Segment(t, "peertest", sizeMiB)
 }
 
 // waitBound waits until a live process binds port no.
