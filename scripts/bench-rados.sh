@@ -39,15 +39,12 @@ type = rados_blocker
 pool = $pool
 ceph_conf = $conf
 namespace = $ns-m
-[nbd]
-log_level = 3
-[vlmcd]
-log_level = 3
 CONF
 cleanup() {
   st=$?
+  set +e # clean up everything, whatever fails
   if [ $st -ne 0 ]; then
-    for f in "$work"/log/*.log; do echo "== $f" >&2; grep -iE "err|fail" "$f" | head -5 >&2; done
+    for f in "$work"/log/*.log; do echo "== $f" >&2; tail -3 "$f" >&2; done
   fi
   "$bin/archipelago" --config "$cfg" stop -f >/dev/null 2>&1 || true
   rbd -c "$conf" -p "$pool" rm --no-progress "$ns-rbd" >/dev/null 2>&1 || true
