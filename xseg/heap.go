@@ -146,6 +146,9 @@ func (s *Segment) freeBuf(r *reqHdr) {
 		u, n := s.unitsOf(r)
 		s.setRange(u, n, false)
 		s.h.heapUsed.Add(^(n - 1))
+		// The next allocation starts here: a buffer just freed is likely
+		// still in the CPU's caches (a peer's copy into it is then cheaper).
+		s.h.heapHint.Store(u)
 	}
 	r.owned, r.dataOff, r.dataCap, r.borrow = 0, 0, 0, 0
 }
