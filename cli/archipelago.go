@@ -193,20 +193,10 @@ func (m *manager) pid(r *config.Role) int {
 	if err != nil || pid <= 0 {
 		return 0
 	}
-	if !processAlive(pid) {
+	if !xseg.ProcessAlive(pid) {
 		return 0
 	}
 	return pid
-}
-
-// processAlive reports whether pid runs and is not a zombie.
-func processAlive(pid int) bool {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-	if err != nil {
-		return false
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	return i > 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
 }
 
 // segment joins the configured segment, creating it if missing and
@@ -402,7 +392,7 @@ func (m *manager) stop(out io.Writer, args []string, force bool) error {
 
 func waitGone(pid int, d time.Duration) bool {
 	deadline := time.Now().Add(d)
-	for processAlive(pid) {
+	for xseg.ProcessAlive(pid) {
 		if time.Now().After(deadline) {
 			return false
 		}

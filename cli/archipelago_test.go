@@ -1,7 +1,6 @@
 package cli_test
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/archipelago-go/archipelago/internal/clitest"
 	"github.com/archipelago-go/archipelago/internal/testbin"
+	"github.com/archipelago-go/archipelago/xseg"
 )
 
 func TestArchipelagoStartStatusStop(t *testing.T) {
@@ -70,10 +70,7 @@ func TestArchipelagoStartCleansStaleSegment(t *testing.T) {
 		}
 	}
 	for _, pid := range pids {
-		testbin.WaitFor(t, 10*time.Second, "killed peers to be gone", func() bool {
-			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-			return err != nil || strings.Contains(string(b), ") Z ")
-		})
+		testbin.WaitFor(t, 10*time.Second, "killed peers to be gone", func() bool { return !xseg.ProcessAlive(pid) })
 	}
 	out := e.Must("archipelago", "start")
 	if !strings.Contains(out, "stale") {

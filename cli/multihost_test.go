@@ -11,6 +11,7 @@ import (
 
 	"github.com/archipelago-go/archipelago/internal/clitest"
 	"github.com/archipelago-go/archipelago/internal/testbin"
+	"github.com/archipelago-go/archipelago/xseg"
 )
 
 // Two hosts on one machine, each with its own segment, run dir and
@@ -53,10 +54,7 @@ func killAll(t *testing.T, e *clitest.Env) {
 		}
 		pid := atoi(strings.TrimSpace(string(b)))
 		syscall.Kill(pid, syscall.SIGKILL)
-		testbin.WaitFor(t, 10*time.Second, r.Name+" to die", func() bool {
-			st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-			return err != nil || strings.Contains(string(st), ") Z ")
-		})
+		testbin.WaitFor(t, 10*time.Second, r.Name+" to die", func() bool { return !xseg.ProcessAlive(pid) })
 	}
 }
 

@@ -34,6 +34,12 @@ func procInfo(pid uint32) (alive bool, start uint64) {
 	return true, start
 }
 
+// ProcessAlive reports whether pid names a live process (a zombie is
+// dead: it will never act again). Tools use it on pidfiles.
+func ProcessAlive(pid int) bool {
+	return pid > 0 && pid <= 1<<31-1 && pidAlive(uint32(pid))
+}
+
 // pidAlive reports whether pid names a live process.
 func pidAlive(pid uint32) bool {
 	ok, _ := procInfo(pid)
