@@ -138,8 +138,17 @@ func TestDamagedStorage(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	damage("damaged-vol", 30, []byte{0xff})
-	damage("damaged-vol", int64(kindHeader.slot)+30, []byte{0xff})
+	// flip inverts a byte, so that it surely changes (a byte written as a
+	// constant may already hold it: some header bytes are random).
+	flip := func(name string, off int64) {
+		b := make([]byte, 1)
+		if _, err := v.maps.ReadAt(ctx, name, b, off); err != nil {
+			t.Fatal(err)
+		}
+		damage(name, off, []byte{^b[0]})
+	}
+	flip("damaged-vol", 30)
+	flip("damaged-vol", int64(kindHeader.slot)+30)
 	damage("future-vol", 4, []byte{0, 9})
 	damage("future-vol", int64(kindHeader.slot)+4, []byte{0, 9})
 	var pageObj string
@@ -149,7 +158,7 @@ func TestDamagedStorage(t *testing.T) {
 		}
 		return nil
 	})
-	damage(pageObj, 40, []byte{0xff})
+	flip(pageObj, 40)
 	if _, err := e.Info(ctx, "damaged-vol"); !errors.Is(err, errs.ErrCorrupt) {
 		t.Errorf("damaged header: %v", err)
 	}
