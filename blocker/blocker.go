@@ -16,8 +16,10 @@
 //	INFO      answer payload.ObjectInfo{Size}.
 //	ACQUIRE   payload.Lock{Owner} (empty: the blocker's identity): take the
 //	          lock object Target. With NOSYNC try once; otherwise wait until
-//	          it is free. A failure answers ErrLocked and payload.LockReply
-//	          naming the holder.
+//	          it is free (retrying with backoff, and at once when a store
+//	          that announces releases, store.LockWatcher, says so). A
+//	          failure answers ErrLocked and payload.LockReply naming the
+//	          holder.
 //	RELEASE   payload.Lock{Owner}: release; FORCE breaks another owner's lock.
 //	HASH      answer payload.Hash: SHA-256 of the object without its
 //	          trailing zeros; the content is also stored under that name,
@@ -64,8 +66,12 @@ type Blocker struct {
 	ident string
 	// LockPoll is how soon a waiting ACQUIRE first retries; the pause
 	// doubles after each try up to LockPollMax, so that many waiters on a
-	// long-held lock do not storm the store.
-	LockPoll, LockPollMax time.Duration
+	// long-held lock do not storm the store. If the store announces
+	// releases (store.LockWatcher), a waiter also retries as soon as the
+	// lock may have been released, and its pause grows up to
+	// max(LockPollMax, LockWatchPollMax): polling then only covers the
+	// releases that went unannounced.
+	LockPoll, LockPollMax, LockWatchPollMax time.Duration
 	// MaxHashSize is the largest object HASH reads (into memory).
 	MaxHashSize int64
 }
@@ -83,7 +89,8 @@ func New(st store.Store, ident string) *Blocker {
 		h, _ := os.Hostname()
 		ident = h + "_" + strconv.Itoa(os.Getpid())
 	}
-	b := &Blocker{st: st, ident: ident, LockPoll: 5 * time.Millisecond, LockPollMax: 250 * time.Millisecond, MaxHashSize: DefaultMaxHashSize}
+	b := &Blocker{st: st, ident: ident, LockPoll: 5 * time.Millisecond, LockPollMax: 250 * time.Millisecond,
+		LockWatchPollMax: 2 * time.Second, MaxHashSize: DefaultMaxHashSize}
 	b.lk, _ = st.(store.Locker)
 	return b
 }
@@ -216,22 +223,49 @@ func (b *Blocker) acquire(ctx context.Context, p *peer.Peer, r *xseg.Request, na
 	// Wait for the lock without holding a worker: the answer comes from
 	// this goroutine once the lock is ours, or fails at shutdown.
 	go func() {
+		// settled tries again and answers unless the lock is still held.
+		settled := func() bool {
+			err, held := try()
+			if held {
+				return false
+			}
+			if err != nil {
+				err = fmt.Errorf("%s %q: %w", r.Op(), name, err)
+			}
+			p.Answer(r, err)
+			return true
+		}
+		limit := max(b.LockPollMax, b.LockPoll)
+		var wake <-chan struct{}
+		if lw, ok := b.lk.(store.LockWatcher); ok {
+			c, cancel, err := lw.WatchLock(ctx, name)
+			if err != nil {
+				p.Logger().Debug("waiting for a lock by polling", "lock", name, "err", err)
+			} else {
+				defer cancel()
+				wake, limit = c, max(limit, b.LockWatchPollMax)
+				// The lock may have been released before the watch began.
+				if settled() {
+					return
+				}
+			}
+		}
 		pause := b.LockPoll
+		poll := time.NewTimer(pause)
+		defer poll.Stop()
 		for {
 			select {
 			case <-ctx.Done():
 				p.Answer(r, fmt.Errorf("%s %q: waiting for the lock: %w", r.Op(), name, errs.ErrShutdown))
 				return
-			case <-time.After(pause):
+			case <-wake:
+			case <-poll.C:
+				pause = min(2*pause, limit)
 			}
-			pause = min(2*pause, max(b.LockPollMax, b.LockPoll))
-			if err, held := try(); !held {
-				if err != nil {
-					err = fmt.Errorf("%s %q: %w", r.Op(), name, err)
-				}
-				p.Answer(r, err)
+			if settled() {
 				return
 			}
+			poll.Reset(pause)
 		}
 	}()
 	return peer.Deferred

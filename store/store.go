@@ -83,6 +83,29 @@ type Locker interface {
 	LockOwner(ctx context.Context, name string) (string, error)
 }
 
+// LockWatcher is the optional ability of a Locker to tell a waiter that a
+// lock may have been released, so that waiting for a lock needs no tight
+// polling. A wake-up is a hint, not a grant: it may be spurious (the lock
+// was taken again at once, or the store lost track of releases and wakes
+// every waiter), and a release may go unannounced (a notification lost, or
+// the lock broken by a client that does not announce): a waiter retries
+// TryLock when woken and, less often, on its own.
+type LockWatcher interface {
+	// WatchLock subscribes to the releases of lock name by any client of
+	// the storage, other processes and hosts included: every Unlock of
+	// name (forced or not) that completes after WatchLock returned sends
+	// on wake soon after, in milliseconds, unless its announcement is
+	// lost (see above). wake has a buffer of one:
+	// wake-ups not yet received merge into one. The order that misses no
+	// release is WatchLock, TryLock, then wait on wake and TryLock again.
+	// cancel ends the subscription; it may be called more than once and
+	// does not close wake. Close wakes every subscriber (their next
+	// TryLock fails with ErrShutdown). The error is the store's (the
+	// context's, ErrShutdown after Close, ErrInvalid for a bad name) or
+	// says why the store cannot watch now: the caller then just polls.
+	WatchLock(ctx context.Context, name string) (wake <-chan struct{}, cancel func(), err error)
+}
+
 // LockedError reports a lock held by another owner. errors.Is(err,
 // errs.ErrLocked) holds for it.
 type LockedError struct {

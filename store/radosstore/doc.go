@@ -40,9 +40,19 @@
 // its own lock back only by breaking it first, and another owner could slip
 // in between.
 //
-// Waiting for a lock is left to the caller (the blocker retries TryLock);
-// RADOS watch/notify on the lock objects, to wake waiters without polling,
-// is not implemented yet.
+// Waiting for a lock is the caller's (the blocker retries TryLock), but
+// the store tells it when to retry (store.LockWatcher) with RADOS
+// watch/notify. The lock objects are not watched (Unlock deletes them, and
+// a deleted object cannot be watched): the lock namespace holds one more
+// object, "archipelago/lock-releases" (no lock name holds a '/'), and every
+// Unlock that removed a lock notifies it with the lock's name, after the
+// removal, in the background and without waiting long for acks. A Store
+// with waiters watches that object once, however many waiters it has, acks
+// every notification and wakes the waiters of that name; it unwatches 30 s
+// after its last waiter left, or at Close. A broken watch is set up again
+// (waking every waiter, since releases may have gone unannounced), and
+// the waiters' own rarer polling covers what notifications miss: a lock
+// broken by a client of an older version, a notification lost.
 //
 // # Timeouts and errors
 //

@@ -57,7 +57,8 @@ func (s *Store) TryLock(ctx context.Context, name, owner string) error {
 }
 
 // Unlock implements store.Locker: read the owner, check it, and remove the
-// lock object only if it still holds that owner.
+// lock object only if it still holds that owner. Once it is removed, the
+// waiters of every Store are told in the background (watch.go).
 func (s *Store) Unlock(ctx context.Context, name, owner string, force bool) error {
 	if err := store.ValidOwner(owner); err != nil {
 		return fmt.Errorf("radosstore: unlock %q: %w", name, err)
@@ -91,6 +92,7 @@ func (s *Store) Unlock(ctx context.Context, name, owner string, force bool) erro
 		op.Release()
 		switch code := errno(err); {
 		case err == nil:
+			s.announceRelease(name)
 			return nil
 		case code == -int(syscall.ENOENT):
 			return fmt.Errorf("radosstore: unlock %q: not locked: %w", name, errs.ErrNotFound)

@@ -52,6 +52,7 @@ type Store struct {
 	conn *rados.Conn
 	io   *rados.IOContext // objects, in Namespace
 	lio  *rados.IOContext // locks, in LockNamespace
+	lw   lockWatch        // WatchLock's watch of lock releases (watch.go)
 
 	// mu guards closed; every operation runs as a member of ops, which
 	// Close waits for before it frees the RADOS handles. mu is held only
@@ -150,6 +151,7 @@ func (s *Store) Close() error {
 	}
 	s.closed = true
 	s.mu.Unlock()
+	s.lw.close()
 	s.ops.Wait()
 	s.io.Destroy()
 	s.lio.Destroy()
