@@ -7,8 +7,13 @@
 #   scripts/bench-rados.sh [CEPH_DIR] [MiB]
 #
 # CEPH_DIR holds a micro cluster (scripts/micro-ceph.sh start CEPH_DIR is
-# run if needed; default /tmp/archip-bench-ceph); MiB is the data each job
-# moves (default 256). Builds with -tags ceph (needs librados-dev).
+# run if needed; default /tmp/archip-bench-ceph); MiB is the data each 4 KiB
+# job moves (default 256; 4 MiB jobs move 16 times that). Each figure is
+# the median of ROUNDS (default 3) alternating runs. The last column is
+# CPU time per I/O (microseconds, user+system) of the OSD, of each of our
+# peers and of the client (fio, or rbd bench with its librbd/librados):
+# on a small machine the OSD and the clients share the CPUs, so this is
+# what decides the ratios. Builds with -tags ceph (needs librados-dev).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cephdir=${1:-/tmp/archip-bench-ceph}
@@ -64,20 +69,50 @@ rbd -c "$conf" -p "$pool" create --size 512M "$ns-rbd"
 rbd -c "$conf" -p "$pool" bench --io-type write --io-pattern seq --io-size 4M --io-threads 16 --io-total 512M "$ns-rbd" >/dev/null 2>&1
 fio --name=fill --ioengine=nbd --uri="$ours" --rw=write --bs=4M --iodepth=16 --size=512M >/dev/null 2>&1
 
-fiojob() { # rw bs -> MiB/s
+# CPU seconds (user+system) a process and its threads used so far.
+cpu() { awk -v hz="$(getconf CLK_TCK)" '{print ($14+$15)/hz}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+# pids of what CPU is counted for: the OSD and our peers.
+osd=$(cat "$(dirname "$conf")/run/osd.0.pid")
+peers=""
+for f in "$work"/run/*.pid; do peers="$peers $(basename "$f" .pid)=$(cat "$f")"; done
+declare -A before
+snap() { before[osd]=$(cpu "$osd"); for p in $peers; do before[${p%%=*}]=$(cpu "${p#*=}"); done; before[self]=$(awk '{print $14+$15+$16+$17}' /proc/$$/stat); }
+# cpuper OPS -> "osd=.. peers=.. client=.." in microseconds of CPU per I/O
+cpuper() {
+  local ops=$1 out="" tot=0 d
+  d=$(python3 -c "print(round(($(cpu "$osd")-${before[osd]})*1e6/$ops))"); out="osd=$d"
+  for p in $peers; do
+    d=$(python3 -c "print(round(($(cpu "${p#*=}")-${before[${p%%=*}]})*1e6/$ops))"); tot=$((tot+d))
+    [ "$d" -gt 1 ] && out="$out ${p%%=*}=$d"
+  done
+  c=$(python3 -c "print(round(($(awk '{print $14+$15+$16+$17}' /proc/$$/stat)-${before[self]})/$(getconf CLK_TCK)*1e6/$ops))")
+  echo "$out client=$c"
+}
+fiojob() { # rw bs MiB -> MiB/s
   fio --name=b --ioengine=nbd --uri="$ours" --rw="$1" --bs="$2" --iodepth=16 --size=512M \
-      --io_size=${mib}M --output-format=json >"$work/fio.json" 2>"$work/fio.err" || { cat "$work/fio.err" >&2; exit 1; }
+      --io_size=${3}M --output-format=json >"$work/fio.json" 2>"$work/fio.err" || { cat "$work/fio.err" >&2; exit 1; }
   python3 -c 'import json,sys; s=open(sys.argv[1]).read(); j=json.loads(s[s.index("{"):])["jobs"][0]; d=j["read"] if j["read"]["io_bytes"] else j["write"]; print("%.1f" % (d["bw"]/1024))' "$work/fio.json"
 }
-rbdjob() { # type pattern size -> MiB/s
-  rbd -c "$conf" -p "$pool" bench --io-type "$1" --io-pattern "$2" --io-size "$3" --io-threads 16 --io-total ${mib}M "$ns-rbd" 2>&1 |
+rbdjob() { # type pattern size MiB -> MiB/s
+  rbd -c "$conf" -p "$pool" bench --io-type "$1" --io-pattern "$2" --io-size "$3" --io-threads 16 --io-total ${4}M "$ns-rbd" 2>&1 |
     awk '/^elapsed:/ {for (i=1;i<=NF;i++) if ($i=="bytes/sec:") {v=$(i+1); u=$(i+2);
       m = (u ~ /^GiB/) ? 1024 : (u ~ /^MiB/) ? 1 : (u ~ /^KiB/) ? 1/1024 : 1/1048576; printf "%.1f\n", v*m}}'
 }
-printf "%-24s %12s %12s %8s\n" "job (MiB/s)" "archipelago" "rbd bench" "ratio"
+# Each figure is the median of ROUNDS runs, ours and rbd's alternating, so
+# that a slow spell of the shared machine or of the OSD hits both sides.
+rounds=${ROUNDS:-3}
+median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+printf "%-16s %12s %12s %6s   %s\n" "job (MiB/s)" "archipelago" "rbd bench" "ratio" "CPU us per I/O (ours | rbd)"
 for spec in "write rand 4K randwrite" "read rand 4K randread" "write seq 4M write" "read seq 4M read"; do
   set -- $spec
-  r=$(rbdjob "$1" "$2" "$3")
-  a=$(fiojob "$4" "$3")
-  printf "%-24s %12s %12s %8s\n" "$1 $2 $3" "$a" "$r" "$(python3 -c "print('%.2f' % ($a/$r))")"
+  rs="" as="" ac="" rc=""
+  # 4 MiB jobs move 16 times as much: a few hundred I/Os, not a few dozen
+  # whose figure would be mostly start-up.
+  case $3 in 4K) m=$mib ops=$((mib*256));; 4M) m=$((mib*16)) ops=$((mib*4));; esac
+  for _ in $(seq "$rounds"); do
+    snap; rs="$rs $(rbdjob "$1" "$2" "$3" $m)"; rc=$(cpuper $ops)
+    snap; as="$as $(fiojob "$4" "$3" $m)"; ac=$(cpuper $ops)
+  done
+  r=$(echo "$rs" | median) a=$(echo "$as" | median)
+  printf "%-16s %12s %12s %6s   %s | %s\n" "$1 $2 $3" "$a" "$r" "$(python3 -c "print('%.2f' % ($a/$r))")" "$ac" "$rc"
 done

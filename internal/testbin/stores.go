@@ -17,7 +17,7 @@ import (
 // gives each sub-test a fresh blocker process (prog, with extra(t)'s
 // flags) on a port of its own of one segment, reached through the segment
 // with xsegstore. The segment's invariants are checked at cleanup.
-func BlockerStores(t *testing.T, prefix, prog string, extra func(t *testing.T) []string) func(t *testing.T) store.Store {
+func BlockerStores(t testing.TB, prefix, prog string, extra func(t testing.TB) []string) func(t testing.TB) store.Store {
 	t.Helper()
 	name := fmt.Sprintf("%s-%d", prefix, os.Getpid())
 	xseg.Destroy(name)
@@ -37,7 +37,7 @@ func BlockerStores(t *testing.T, prefix, prog string, extra func(t *testing.T) [
 		}
 	})
 	var next atomic.Int32
-	return func(t *testing.T) store.Store {
+	return func(t testing.TB) store.Store {
 		port := int(next.Add(1))
 		if port >= 200 {
 			t.Fatal("out of ports")

@@ -6,27 +6,133 @@ package radosstore
 // answers a READ or WRITE from the completion, so no thread waits per
 // operation (synchronous calls cost radosd a blocked thread and two
 // wake-ups per request).
+//
+// Completions do not call into Go from librados' threads. A cgo callback
+// from a C thread costs the Go runtime a P in "syscall" state after every
+// return, which sysmon must then retake: profiles of radosd showed sysmon
+// polling every 20 µs and handing Ps off, a third of radosd's own CPU.
+// Instead the C callback appends (slot, result) to a queue in C memory and
+// writes to an eventfd only when the Go side said it is about to sleep;
+// one goroutine waits on the eventfd through the Go poller, drains the
+// queue in batches with one short cgo call, and runs the callbacks.
 
 /*
 #cgo LDFLAGS: -lrados
+#include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <unistd.h>
 #include <rados/librados.h>
 
-extern void goRadosAioDone(uintptr_t h, int ret);
+typedef struct {
+	uint32_t slot;
+	int32_t  ret;
+} ar_done;
+
+typedef struct {
+	pthread_mutex_t mu;
+	ar_done *q;      // completions not yet drained
+	size_t n, cap;
+	int sleeping;    // the Go side waits on efd: wake it
+	int efd;
+} ar_queue;
+
+typedef struct {
+	ar_queue *q;
+	uint32_t slot;
+} ar_arg;
+
+static ar_queue *ar_queue_new(int efd) {
+	ar_queue *q = calloc(1, sizeof *q);
+	if (q == NULL) {
+		return NULL;
+	}
+	pthread_mutex_init(&q->mu, NULL);
+	q->efd = efd;
+	return q;
+}
+
+static void ar_queue_free(ar_queue *q) {
+	pthread_mutex_destroy(&q->mu);
+	free(q->q);
+	free(q);
+}
+
+static void ar_push(ar_queue *q, uint32_t slot, int32_t ret) {
+	int wake = 0;
+	pthread_mutex_lock(&q->mu);
+	if (q->n == q->cap) {
+		size_t cap = q->cap ? 2 * q->cap : 64;
+		ar_done *nq = realloc(q->q, cap * sizeof *nq);
+		if (nq == NULL) {
+			// Out of memory: nothing sane is left to do; abort as
+			// malloc failures do elsewhere in librados.
+			abort();
+		}
+		q->q = nq;
+		q->cap = cap;
+	}
+	q->q[q->n++] = (ar_done){slot, ret};
+	if (q->sleeping) {
+		q->sleeping = 0;
+		wake = 1;
+	}
+	pthread_mutex_unlock(&q->mu);
+	if (wake) {
+		uint64_t one = 1;
+		while (write(q->efd, &one, sizeof one) < 0 && errno == EINTR) {
+		}
+	}
+}
+
+// ar_drain moves up to max completions to out and returns their number.
+// With none, it marks the Go side as sleeping (the next push writes to
+// the eventfd) and returns 0.
+static size_t ar_drain(ar_queue *q, ar_done *out, size_t max) {
+	pthread_mutex_lock(&q->mu);
+	size_t n = q->n < max ? q->n : max;
+	for (size_t i = 0; i < n; i++) {
+		out[i] = q->q[i];
+	}
+	for (size_t i = n; i < q->n; i++) {
+		q->q[i - n] = q->q[i];
+	}
+	q->n -= n;
+	if (n == 0) {
+		q->sleeping = 1;
+	}
+	pthread_mutex_unlock(&q->mu);
+	return n;
+}
 
 static void ar_aio_cb(rados_completion_t c, void *arg) {
+	ar_arg a = *(ar_arg *)arg;
+	free(arg);
 	int ret = rados_aio_get_return_value(c);
 	rados_aio_release(c);
-	goRadosAioDone((uintptr_t)arg, ret);
+	ar_push(a.q, a.slot, ret);
 }
 
 // ar_aio starts a read (write == 0) or a write of len bytes at buf, at off
-// of oid. buf must stay valid until the completion; oid is copied.
-static int ar_aio(void *io, const char *oid, char *buf, size_t len, uint64_t off, int write, uintptr_t h) {
+// of oid (nlen bytes, not terminated). buf must stay valid until the
+// completion; oid is copied.
+static int ar_aio(void *io, ar_queue *q, uint32_t slot, const char *name, size_t nlen, char *buf, size_t len, uint64_t off, int write) {
+	char oid[nlen + 1];
+	for (size_t i = 0; i < nlen; i++) {
+		oid[i] = name[i];
+	}
+	oid[nlen] = 0;
+	ar_arg *a = malloc(sizeof *a);
+	if (a == NULL) {
+		return -ENOMEM;
+	}
+	a->q = q;
+	a->slot = slot;
 	rados_completion_t c;
-	int r = rados_aio_create_completion2((void *)h, ar_aio_cb, &c);
+	int r = rados_aio_create_completion2(a, ar_aio_cb, &c);
 	if (r < 0) {
+		free(a);
 		return r;
 	}
 	if (write) {
@@ -36,6 +142,7 @@ static int ar_aio(void *io, const char *oid, char *buf, size_t len, uint64_t off
 	}
 	if (r < 0) {
 		rados_aio_release(c);
+		free(a);
 	}
 	return r;
 }
@@ -44,13 +151,103 @@ import "C"
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"runtime/cgo"
+	"os"
+	"sync"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/store"
 )
+
+// drainBatch is how many completions one cgo call takes at most.
+const drainBatch = 256
+
+// completions is a store's queue of aio completions and the callbacks
+// waiting for them, by slot.
+type completions struct {
+	q   *C.ar_queue
+	efd *os.File // the eventfd the C side writes when the drainer sleeps
+
+	mu    sync.Mutex
+	slots []func(int) // callback by slot; nil: free
+	free  []uint32    // free slots
+	done  chan struct{}
+}
+
+func newCompletions() (*completions, error) {
+	fd, err := unix.Eventfd(0, unix.EFD_NONBLOCK|unix.EFD_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("radosstore: eventfd: %w", err)
+	}
+	q := C.ar_queue_new(C.int(fd))
+	if q == nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("radosstore: completion queue: out of memory")
+	}
+	// A non-blocking descriptor: os.NewFile puts it in the Go poller, so
+	// the drainer's wait parks a goroutine, not a thread.
+	c := &completions{q: q, efd: os.NewFile(uintptr(fd), "radosstore-aio"), done: make(chan struct{})}
+	go c.drain()
+	return c, nil
+}
+
+// add registers fn and returns its slot.
+func (c *completions) add(fn func(int)) uint32 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if n := len(c.free); n > 0 {
+		slot := c.free[n-1]
+		c.free = c.free[:n-1]
+		c.slots[slot] = fn
+		return slot
+	}
+	c.slots = append(c.slots, fn)
+	return uint32(len(c.slots) - 1)
+}
+
+// take frees slot and returns its callback.
+func (c *completions) take(slot uint32) func(int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	fn := c.slots[slot]
+	c.slots[slot] = nil
+	c.free = append(c.free, slot)
+	return fn
+}
+
+// drain runs callbacks as completions arrive, until the eventfd is closed.
+func (c *completions) drain() {
+	defer close(c.done)
+	var batch [drainBatch]C.ar_done
+	var word [8]byte
+	for {
+		n := int(C.ar_drain(c.q, &batch[0], drainBatch))
+		if n == 0 {
+			if _, err := c.efd.Read(word[:]); err != nil {
+				if errors.Is(err, os.ErrClosed) {
+					return
+				}
+				// EAGAIN is absorbed by the poller; anything else would
+				// be a broken eventfd: drain again rather than stall.
+			}
+			continue
+		}
+		for _, d := range batch[:n] {
+			c.take(uint32(d.slot))(int(d.ret))
+		}
+	}
+}
+
+// close stops the drainer; every operation must have completed.
+func (c *completions) close() {
+	c.efd.Close()
+	<-c.done
+	C.ar_queue_free(c.q)
+}
 
 // aio starts one operation; done gets librados' return value.
 func (s *Store) aio(op, name string, p []byte, off int64, write bool, done func(ret int)) error {
@@ -63,19 +260,19 @@ func (s *Store) aio(op, name string, p []byte, off int64, write bool, done func(
 	if err := s.enterName(context.Background(), op, name); err != nil {
 		return err
 	}
-	h := cgo.NewHandle(func(ret int) {
+	slot := s.comp.add(func(ret int) {
 		defer s.ops.Done()
 		done(ret)
 	})
-	coid := C.CString(name)
-	defer C.free(unsafe.Pointer(coid))
 	w := C.int(0)
 	if write {
 		w = 1
 	}
-	ret := C.ar_aio(s.io.Pointer(), coid, (*C.char)(unsafe.Pointer(unsafe.SliceData(p))), C.size_t(len(p)), C.uint64_t(off), w, C.uintptr_t(h))
+	ret := C.ar_aio(s.io.Pointer(), s.comp.q, C.uint32_t(slot),
+		(*C.char)(unsafe.Pointer(unsafe.StringData(name))), C.size_t(len(name)),
+		(*C.char)(unsafe.Pointer(unsafe.SliceData(p))), C.size_t(len(p)), C.uint64_t(off), w)
 	if ret < 0 {
-		h.Delete()
+		s.comp.take(slot)
 		s.ops.Done()
 		return opErr(op, name, errnoError(ret))
 	}
@@ -84,8 +281,8 @@ func (s *Store) aio(op, name string, p []byte, off int64, write bool, done func(
 
 // ReadAsync reads into p at off of name and calls done with the bytes that
 // came from the object (as ReadAt) or the error. p must stay untouched
-// until then (a segment buffer, say: the cgo rules allow it since it is
-// not Go memory).
+// until then and must not move: a segment buffer, or pinned Go memory.
+// done runs on the store's completion goroutine: it must not block.
 func (s *Store) ReadAsync(name string, p []byte, off int64, done func(n int, err error)) error {
 	return s.aio("read", name, p, off, false, func(ret int) {
 		if ret < 0 {
@@ -97,7 +294,7 @@ func (s *Store) ReadAsync(name string, p []byte, off int64, done func(n int, err
 }
 
 // WriteAsync writes p at off of name and calls done when it is on stable
-// storage.
+// storage (done as in ReadAsync).
 func (s *Store) WriteAsync(name string, p []byte, off int64, done func(err error)) error {
 	return s.aio("write", name, p, off, true, func(ret int) {
 		if ret < 0 {

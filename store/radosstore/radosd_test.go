@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/archipelago-go/archipelago/internal/testbin"
+	"github.com/archipelago-go/archipelago/store"
 	"github.com/archipelago-go/archipelago/store/storetest"
 )
 
@@ -20,13 +21,13 @@ func TestRadosdConformance(t *testing.T) {
 	if os.Getenv("ARCHIPELAGO_BUILD_TAGS") == "" {
 		t.Setenv("ARCHIPELAGO_BUILD_TAGS", "ceph")
 	}
-	open := testbin.BlockerStores(t, "radosdtest", "radosd", func(t *testing.T) []string {
+	open := testbin.BlockerStores(t, "radosdtest", "radosd", func(t testing.TB) []string {
 		args := []string{"--pool", o.Pool, "--ceph-conf", o.CephConf, "--namespace", namespace(t, o)}
 		if o.CephxID != "" {
 			args = append(args, "--cephx-id", o.CephxID)
 		}
 		return args
 	})
-	t.Run("Store", func(t *testing.T) { storetest.Run(t, open) })
-	t.Run("Locker", func(t *testing.T) { storetest.RunLocker(t, open) })
+	t.Run("Store", func(t *testing.T) { storetest.Run(t, func(t *testing.T) store.Store { return open(t) }) })
+	t.Run("Locker", func(t *testing.T) { storetest.RunLocker(t, func(t *testing.T) store.Store { return open(t) }) })
 }

@@ -52,6 +52,7 @@ type Store struct {
 	conn *rados.Conn
 	io   *rados.IOContext // objects, in Namespace
 	lio  *rados.IOContext // locks, in LockNamespace
+	comp *completions     // of ReadAsync and WriteAsync
 	lw   lockWatch        // WatchLock's watch of lock releases (watch.go)
 
 	// mu guards closed; every operation runs as a member of ops, which
@@ -116,7 +117,14 @@ func Open(o Options) (*Store, error) {
 	}
 	io.SetNamespace(o.Namespace)
 	lio.SetNamespace(o.LockNamespace)
-	return &Store{conn: conn, io: io, lio: lio}, nil
+	comp, err := newCompletions()
+	if err != nil {
+		io.Destroy()
+		lio.Destroy()
+		conn.Shutdown()
+		return nil, err
+	}
+	return &Store{conn: conn, io: io, lio: lio, comp: comp}, nil
 }
 
 // enter starts an operation: it fails if ctx is done or the store closed,
@@ -153,6 +161,7 @@ func (s *Store) Close() error {
 	s.mu.Unlock()
 	s.lw.close()
 	s.ops.Wait()
+	s.comp.close()
 	s.io.Destroy()
 	s.lio.Destroy()
 	s.conn.Shutdown()

@@ -21,7 +21,7 @@ import (
 // ARCHIPELAGO_CEPH_CONF (e.g. what scripts/micro-ceph.sh start prints) and
 // ARCHIPELAGO_CEPH_POOL (default "archipelago"). Without a cluster the
 // test is skipped, or fails in CI (CI=true), where Ceph must run.
-func cluster(t *testing.T) radosstore.Options {
+func cluster(t testing.TB) radosstore.Options {
 	t.Helper()
 	conf := os.Getenv("ARCHIPELAGO_CEPH_CONF")
 	if conf == "" {
@@ -41,7 +41,7 @@ func cluster(t *testing.T) radosstore.Options {
 
 // namespace returns a new RADOS namespace, whose objects and locks are
 // deleted when t ends.
-func namespace(t *testing.T, o radosstore.Options) string {
+func namespace(t testing.TB, o radosstore.Options) string {
 	t.Helper()
 	var b [8]byte
 	rand.Read(b[:])
