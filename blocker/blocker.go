@@ -29,6 +29,17 @@
 //	          after After in byte order, as many as the buffer holds.
 //	LOCKOWNER answer payload.LockReply naming the holder of lock Target
 //	          (ErrNotFound if it is free).
+//	LOCKWAIT  optional payload.Lock{Owner}: wait until lock Target is free
+//	          (or held by Owner, if the request names one) without taking
+//	          it: answered at once if it is, else when a release is
+//	          announced (store.LockWatcher) or found by polling (as a
+//	          waiting ACQUIRE polls), and in any case after LockWaitMax,
+//	          then with ErrLocked and payload.LockReply naming the holder.
+//	          It is a hint to try ACQUIRE with NOSYNC again, never a
+//	          grant: the lock may be taken by someone else before the
+//	          caller's try. The waiter holds no worker (it counts against
+//	          nr_ops while it waits); ErrShutdown if the peer stops
+//	          meanwhile.
 //	PING      answered at once.
 //
 // # Durability
@@ -72,6 +83,11 @@ type Blocker struct {
 	// max(LockPollMax, LockWatchPollMax): polling then only covers the
 	// releases that went unannounced.
 	LockPoll, LockPollMax, LockWatchPollMax time.Duration
+	// LockWaitMax is the longest a LOCKWAIT waits (DefaultLockWaitMax if
+	// not positive): then it answers that the lock is still held, and the
+	// caller asks again. It bounds how long a LOCKWAIT whose caller gave
+	// up holds a place in nr_ops.
+	LockWaitMax time.Duration
 	// MaxHashSize is the largest object HASH reads (into memory).
 	MaxHashSize int64
 }
@@ -79,6 +95,9 @@ type Blocker struct {
 // DefaultMaxHashSize is MaxHashSize unless set: the largest block of a
 // volume.
 const DefaultMaxHashSize = 64 << 20
+
+// DefaultLockWaitMax is LockWaitMax unless set.
+const DefaultLockWaitMax = 2 * time.Second
 
 var _ peer.Handler = (*Blocker)(nil)
 
@@ -89,8 +108,12 @@ func New(st store.Store, ident string) *Blocker {
 		h, _ := os.Hostname()
 		ident = h + "_" + strconv.Itoa(os.Getpid())
 	}
-	b := &Blocker{st: st, ident: ident, LockPoll: 5 * time.Millisecond, LockPollMax: 250 * time.Millisecond,
-		LockWatchPollMax: 2 * time.Second, MaxHashSize: DefaultMaxHashSize}
+	// LockPollMax is the volume engine's own poll pause (1 ms doubling to
+	// 100 ms) before its waits went through LOCKWAIT: over a store that
+	// does not announce releases (filed) a waiting write finds a release
+	// as soon as it did then.
+	b := &Blocker{st: st, ident: ident, LockPoll: 5 * time.Millisecond, LockPollMax: 100 * time.Millisecond,
+		LockWatchPollMax: 2 * time.Second, LockWaitMax: DefaultLockWaitMax, MaxHashSize: DefaultMaxHashSize}
 	b.lk, _ = st.(store.Locker)
 	return b
 }
@@ -167,6 +190,8 @@ func (b *Blocker) serve(ctx context.Context, p *peer.Peer, r *xseg.Request) erro
 			return err
 		}
 		return peer.Reply(r, &payload.LockReply{Owner: owner})
+	case xseg.OpLockWait:
+		return b.lockWait(ctx, p, r, name)
 	}
 	return fmt.Errorf("blocker does not serve %s: %w", r.Op(), errs.ErrNotSupported)
 }
@@ -235,38 +260,135 @@ func (b *Blocker) acquire(ctx context.Context, p *peer.Peer, r *xseg.Request, na
 			p.Answer(r, err)
 			return true
 		}
-		limit := max(b.LockPollMax, b.LockPoll)
-		var wake <-chan struct{}
-		if lw, ok := b.lk.(store.LockWatcher); ok {
-			c, cancel, err := lw.WatchLock(ctx, name)
-			if err != nil {
-				p.Logger().Debug("waiting for a lock by polling", "lock", name, "err", err)
-			} else {
-				defer cancel()
-				wake, limit = c, max(limit, b.LockWatchPollMax)
-				// The lock may have been released before the watch began.
-				if settled() {
-					return
-				}
-			}
+		if err := b.waitLock(ctx, p, name, 0, settled); err != nil {
+			p.Answer(r, fmt.Errorf("%s %q: waiting for the lock: %w", r.Op(), name, err))
 		}
-		pause := b.LockPoll
-		poll := time.NewTimer(pause)
-		defer poll.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				p.Answer(r, fmt.Errorf("%s %q: waiting for the lock: %w", r.Op(), name, errs.ErrShutdown))
-				return
-			case <-wake:
-			case <-poll.C:
-				pause = min(2*pause, limit)
-			}
+	}()
+	return peer.Deferred
+}
+
+// errWaitedLong is waitLock's error when its time limit passed.
+var errWaitedLong = errors.New("waited long enough")
+
+// waitLock waits until settled reports true, calling it when the store
+// may have seen lock name released: after subscribing to the lock's
+// releases (if the store announces them, store.LockWatcher; a release
+// before the subscription is not announced), on every announcement, and
+// at every poll, whose pause starts at LockPoll and doubles up to
+// LockPollMax (max(LockPollMax, LockWatchPollMax) while subscribed:
+// polling then only covers releases that went unannounced). It returns
+// nil once settled, errs.ErrShutdown if ctx ends first, and errWaitedLong
+// if limit (unless 0) passes first.
+func (b *Blocker) waitLock(ctx context.Context, p *peer.Peer, name string, limit time.Duration, settled func() bool) error {
+	pauseMax := max(b.LockPollMax, b.LockPoll)
+	var wake <-chan struct{}
+	if lw, ok := b.lk.(store.LockWatcher); ok {
+		c, cancel, err := lw.WatchLock(ctx, name)
+		if err != nil {
+			p.Logger().Debug("waiting for a lock by polling", "lock", name, "err", err)
+		} else {
+			defer cancel()
+			wake, pauseMax = c, max(pauseMax, b.LockWatchPollMax)
+			// The lock may have been released before the watch began.
 			if settled() {
-				return
+				return nil
 			}
-			poll.Reset(pause)
 		}
+	}
+	var deadline <-chan time.Time
+	if limit > 0 {
+		t := time.NewTimer(limit)
+		defer t.Stop()
+		deadline = t.C
+	}
+	pause := b.LockPoll
+	poll := time.NewTimer(pause)
+	defer poll.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return errs.ErrShutdown
+		case <-deadline:
+			return errWaitedLong
+		case <-wake:
+		case <-poll.C:
+			pause = min(2*pause, pauseMax)
+		}
+		if settled() {
+			return nil
+		}
+		poll.Reset(pause)
+	}
+}
+
+// lockWait serves LOCKWAIT: it answers once lock name is free (or held by
+// the owner the request names), and with ErrLocked naming the holder if
+// it is still held after LockWaitMax. It never takes the lock, so a
+// caller that gave up leaves nothing behind but a request answered at
+// most LockWaitMax later.
+func (b *Blocker) lockWait(ctx context.Context, p *peer.Peer, r *xseg.Request, name string) error {
+	if b.lk == nil {
+		return errs.ErrNotSupported
+	}
+	var owner string // "" unless the request names one: only free will do
+	if r.Size() > 0 {
+		var l payload.Lock
+		if err := l.Unmarshal(r.Data()); err != nil {
+			return err
+		}
+		owner = l.Owner
+	}
+	holder := ""
+	// free asks the store; done is false while another owner holds the
+	// lock (then holder names it), else err is the answer.
+	free := func() (done bool, err error) {
+		h, err := b.lk.LockOwner(ctx, name)
+		switch {
+		case errors.Is(err, errs.ErrNotFound):
+			return true, nil
+		case err != nil:
+			return true, err
+		case owner != "" && h == owner:
+			return true, nil
+		}
+		holder = h
+		return false, nil
+	}
+	held := func() error {
+		err := &store.LockedError{Name: name, Owner: holder}
+		if len(r.Buffer()) > 0 {
+			peer.Reply(r, &payload.LockReply{Owner: holder})
+		}
+		return err
+	}
+	if done, err := free(); done || p == nil {
+		if !done {
+			return held()
+		}
+		return err
+	}
+	limit := b.LockWaitMax
+	if limit <= 0 {
+		limit = DefaultLockWaitMax
+	}
+	// Wait without holding a worker, as a waiting ACQUIRE does.
+	go func() {
+		var answer error
+		err := b.waitLock(ctx, p, name, limit, func() bool {
+			done, err := free()
+			answer = err
+			return done
+		})
+		switch {
+		case errors.Is(err, errWaitedLong):
+			answer = fmt.Errorf("still held after %v: %w", limit, held())
+		case err != nil:
+			answer = fmt.Errorf("waiting for the lock: %w", err)
+		}
+		if answer != nil {
+			answer = fmt.Errorf("%s %q: %w", r.Op(), name, answer)
+		}
+		p.Answer(r, answer)
 	}()
 	return peer.Deferred
 }

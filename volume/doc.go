@@ -32,8 +32,9 @@
 // Options.Owner and re-entrant for that owner, so a host that restarts
 // with the same identity takes its locks back. MapRead and Allocated try
 // it and go on without it (then nothing is cached); MapWrite and Trim wait
-// while another owner holds it; Create, Clone, Snapshot, Remove, Rename,
-// Resize, Open and Lock try once and fail with an error that wraps a
+// while another owner holds it, trying again when the maps store announces
+// a release (store.LockWatcher) and otherwise by polling; Create, Clone,
+// Snapshot, Remove, Rename, Resize, Open and Lock try once and fail with an error that wraps a
 // *store.LockedError and says "locked by <owner>". I/O keeps the lock it
 // took until Close; management operations give back a lock they took. The
 // engine caches a volume's header and pages only while it holds its lock.

@@ -74,8 +74,11 @@ type Engine struct {
 	dataSync   *syncer
 	mapsSync   *syncer
 
-	// Tunables, changed only by tests before use.
-	pollMin, pollMax time.Duration
+	// Tunables, changed only by tests before use. A waiting MapWrite or
+	// Trim retries after pollMin, doubling up to pollMax; when the locker
+	// announces releases (store.LockWatcher) it retries on each
+	// announcement and its pause grows up to max(pollMax, pollWatchMax).
+	pollMin, pollMax, pollWatchMax time.Duration
 	// onWait, if set, is called each time MapWrite or Trim finds the lock
 	// held by owner and is about to wait.
 	onWait   func(name, owner string)
@@ -129,7 +132,7 @@ func New(maps, data store.Store, opts Options) (*Engine, error) {
 		maps: maps, data: data, locker: locker,
 		owner: opts.Owner, blockSize: bs,
 		dataSync: &syncer{st: data}, mapsSync: &syncer{st: maps},
-		pollMin: time.Millisecond, pollMax: 100 * time.Millisecond,
+		pollMin: time.Millisecond, pollMax: 100 * time.Millisecond, pollWatchMax: 2 * time.Second,
 		maxPages: 4096,
 		vols:     make(map[string]*vol),
 	}, nil
@@ -266,10 +269,19 @@ func (e *Engine) tryHold(ctx context.Context, v *vol) (bool, string, error) {
 	return false, "", fmt.Errorf("volume %q: lock: %w", v.name, err)
 }
 
-// holdWait returns with v.gate held shared and v held, waiting (polling
-// with backoff) while another owner holds the lock.
+// holdWait returns with v.gate held shared and v held, waiting while
+// another owner holds the lock. It retries with backoff; if the locker
+// announces releases (store.LockWatcher) it subscribes at the first
+// failed try, tries once more (a release before the subscription is not
+// announced) and then also retries at each announcement, polling only
+// slowly, for releases that went unannounced. A wake-up is a hint: the
+// lock is taken only by tryHold's own try, never by a request left
+// waiting at the store, so a wait that ends with ctx leaves no lock
+// behind.
 func (e *Engine) holdWait(ctx context.Context, v *vol) error {
-	delay := e.pollMin
+	delay, limit := e.pollMin, e.pollMax
+	lw, watch := e.locker.(store.LockWatcher)
+	var wake <-chan struct{}
 	for {
 		v.gate.RLock()
 		held, owner, err := e.tryHold(ctx, v)
@@ -280,6 +292,15 @@ func (e *Engine) holdWait(ctx context.Context, v *vol) error {
 		if err != nil {
 			return err
 		}
+		if watch {
+			watch = false // once
+			if c, cancel, err := lw.WatchLock(ctx, lockName(v.name)); err == nil {
+				defer cancel()
+				wake, limit = c, max(limit, e.pollWatchMax)
+				continue
+			}
+			// The locker cannot watch now: poll.
+		}
 		if e.onWait != nil {
 			e.onWait(v.name, owner)
 		}
@@ -288,9 +309,11 @@ func (e *Engine) holdWait(ctx context.Context, v *vol) error {
 		case <-ctx.Done():
 			t.Stop()
 			return fmt.Errorf("volume %q: waiting for the lock held by %s: %w", v.name, owner, ctx.Err())
+		case <-wake:
+			t.Stop()
 		case <-t.C:
+			delay = min(2*delay, limit)
 		}
-		delay = min(2*delay, e.pollMax)
 	}
 }
 

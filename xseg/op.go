@@ -33,6 +33,7 @@ const (
 	OpLockOwner // who holds a lock (blocker): payload.LockReply, ErrNotFound if free
 	OpTrim      // whole blocks of [Offset, +Size) become zero blocks (mapper)
 	OpAllocated // allocated ranges of [Offset, +Size) (mapper): payload.Extents
+	OpLockWait  // wait, without taking it, until lock Target is free (blocker); bounded
 	opMax
 )
 
@@ -44,6 +45,7 @@ var opNames = [...]string{
 	OpSnapshot: "SNAPSHOT", OpHash: "HASH", OpCreate: "CREATE",
 	OpRename: "RENAME", OpFlush: "FLUSH", OpUpdate: "UPDATE", OpPing: "PING",
 	OpList: "LIST", OpLockOwner: "LOCKOWNER", OpTrim: "TRIM", OpAllocated: "ALLOCATED",
+	OpLockWait: "LOCKWAIT",
 }
 
 func (o Op) String() string {

@@ -1,7 +1,8 @@
-// Package xsegstore is a store.Store (and store.Locker) whose objects live
-// behind a blocker peer: every call is a request through the segment. The
-// mapper reaches its map and data blockers through it, and the blockers'
-// conformance is checked through it with the same suite as every store.
+// Package xsegstore is a store.Store (and store.Locker, store.LockWatcher)
+// whose objects live behind a blocker peer: every call is a request through
+// the segment. The mapper reaches its map and data blockers through it, and
+// the blockers' conformance is checked through it with the same suite as
+// every store.
 //
 // Reads and writes copy between the caller's slice and a request buffer in
 // the segment; callers that can fill segment buffers directly (vlmcd) use
@@ -33,9 +34,18 @@ type Store struct {
 	c      Caller
 	port   int
 	closed atomic.Bool
+	// life ends at Close (end), and with it the LOCKWAITs in flight.
+	life context.Context
+	end  context.CancelFunc
+	lw   lockWaits
 	// MaxIO caps the bytes of one READ or WRITE request; larger calls are
 	// split. Default 4 MiB.
 	MaxIO int
+	// MaxLockWaits caps the locks watched at once (WatchLock), each with
+	// one LOCKWAIT in flight that holds a place in the blocker's nr_ops;
+	// past it WatchLock fails and the caller polls. Default
+	// DefaultMaxLockWaits.
+	MaxLockWaits int
 }
 
 var (
@@ -44,7 +54,11 @@ var (
 )
 
 // New returns a store for the blocker at port.
-func New(c Caller, port int) *Store { return &Store{c: c, port: port, MaxIO: 4 << 20} }
+func New(c Caller, port int) *Store {
+	s := &Store{c: c, port: port, MaxIO: 4 << 20, MaxLockWaits: DefaultMaxLockWaits}
+	s.life, s.end = context.WithCancel(context.Background())
+	return s
+}
 
 // do sends one request: fill prepares it, and got reads the reply before the
 // request goes back to the pool. It returns the server's error.
@@ -243,8 +257,11 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(name string) er
 }
 
 // Close implements store.Store; the caller's port stays the caller's.
+// It ends the LOCKWAITs in flight and wakes WatchLock's subscribers.
 func (s *Store) Close() error {
 	s.closed.Store(true)
+	s.end()
+	s.lw.wakeAll()
 	return nil
 }
 
