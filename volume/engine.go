@@ -296,7 +296,10 @@ func (e *Engine) holdWait(ctx context.Context, v *vol) error {
 			watch = false // once
 			if c, cancel, err := lw.WatchLock(ctx, lockName(v.name)); err == nil {
 				defer cancel()
+				// The timer only covers lost notifications now: no
+				// need to start it at a millisecond.
 				wake, limit = c, max(limit, e.pollWatchMax)
+				delay = max(delay, limit/20)
 				continue
 			}
 			// The locker cannot watch now: poll.
