@@ -54,6 +54,16 @@
 // the waiters' own rarer polling covers what notifications miss: a lock
 // broken by a client of an older version, a notification lost.
 //
+// # Asynchronous reads and writes
+//
+// ReadAsync and WriteAsync (what radosd serves READ and WRITE with) start
+// librados aio operations and call back from the store's one completion
+// goroutine. librados' completion threads never call into Go: they queue
+// the result in C memory and ring an eventfd the goroutine waits on
+// through the Go poller only when it is about to sleep (a cgo callback
+// from a foreign thread cost the Go runtime a processor hand-off per
+// operation and kept sysmon polling every 20 µs).
+//
 // # Timeouts and errors
 //
 // The client waits at most Options.OpTimeout (default DefaultOpTimeout) for
