@@ -22,7 +22,7 @@
 #       go test -tags ceph ./store/radosstore/
 #
 # Environment: MICRO_CEPH_POOL (pool name), MICRO_CEPH_PORT (monitor port,
-# default 6789), MICRO_CEPH_MEM (memstore capacity in bytes, default 4 GiB).
+# default the first free one from 6789), MICRO_CEPH_MEM (memstore capacity in bytes, default 4 GiB).
 # There is no mgr: pools, rados and rbd work without one, but `ceph pg
 # stat` and `ceph osd df` hang.
 set -euo pipefail
@@ -152,6 +152,13 @@ bootstrap() {
 	local fsid osduuid
 	fsid=$(cat /proc/sys/kernel/random/uuid)
 	osduuid=$(cat /proc/sys/kernel/random/uuid)
+	if [ -z "${MICRO_CEPH_PORT:-}" ]; then
+		# Another cluster (a developer's) may have 6789: take the next
+		# free port; ceph.conf records it.
+		while (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; do
+			PORT=$((PORT + 1))
+		done
+	fi
 	write_conf "$fsid"
 	# One keyring for everything: the monitor imports its entities (with
 	# their caps) at mkfs.
