@@ -83,7 +83,7 @@ write_conf() {
 # Written by scripts/micro-ceph.sh: a single-node test cluster.
 [global]
 fsid = $fsid
-mon host = 127.0.0.1:$PORT
+mon host = v1:127.0.0.1:$PORT
 public addr = 127.0.0.1
 ms bind msgr2 = false
 keyring = $DIR/keyring
@@ -168,7 +168,7 @@ bootstrap() {
 	ceph-authtool "$DIR/keyring" --gen-key -n osd.0 \
 		--cap mon 'allow profile osd' --cap osd 'allow *' --cap mgr 'allow profile osd' >/dev/null
 	chmod 600 "$DIR/keyring"
-	monmaptool --create --fsid "$fsid" --add a "127.0.0.1:$PORT" "$DIR/monmap" >/dev/null
+	monmaptool --create --fsid "$fsid" --addv a "[v1:127.0.0.1:$PORT]" "$DIR/monmap" >/dev/null
 	/usr/bin/ceph-mon -c "$CONF" --mkfs -i a --monmap "$DIR/monmap" --keyring "$DIR/keyring" \
 		>"$DIR/log/mkfs.log" 2>&1 || die "ceph-mon --mkfs failed; see $DIR/log/mkfs.log"
 	/usr/bin/ceph-mon -c "$CONF" -i a </dev/null >>"$DIR/log/start.log" 2>&1 ||
