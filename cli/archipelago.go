@@ -221,6 +221,15 @@ func (m *manager) segment(out io.Writer) (*xseg.Segment, error) {
 				return seg, nil
 			}
 			seg.Close()
+		} else if errors.Is(err, errs.ErrVersion) {
+			// Made by another version of Archipelago: its peers, if
+			// any still run, are ours by their pidfiles.
+			for i := range m.cfg.Roles {
+				if pid := m.pid(&m.cfg.Roles[i]); pid != 0 {
+					return nil, fmt.Errorf("%w; role %s (pid %d) of that version still runs: stop it with the archipelago that started it",
+						err, m.cfg.Roles[i].Name, pid)
+				}
+			}
 		}
 		// Nobody lives on it (or it is unreadable): a crash left it.
 		fmt.Fprintf(out, "segment %s: stale (no live peer), recreating\n", x.Name)
@@ -404,9 +413,12 @@ func waitGone(pid int, d time.Duration) bool {
 func (m *manager) status(out io.Writer) error {
 	x := m.cfg.XSEG
 	seg, err := xseg.Join(x.Name)
-	if err != nil {
+	switch {
+	case errors.Is(err, errs.ErrNotFound):
 		fmt.Fprintf(out, "segment %s: not running\n", x.Name)
-	} else {
+	case err != nil:
+		fmt.Fprintf(out, "segment %s: not running: %v\n", x.Name, err)
+	default:
 		defer seg.Close()
 		in := seg.Info()
 		fmt.Fprintf(out, "segment %s: %d MiB, %d ports, %d/%d requests free, heap %d/%d MiB used\n",

@@ -1,13 +1,18 @@
 package cli_test
 
 import (
+	"encoding/binary"
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/internal/clitest"
 	"github.com/archipelago-go/archipelago/internal/testbin"
 	"github.com/archipelago-go/archipelago/xseg"
@@ -77,6 +82,64 @@ func TestArchipelagoStartCleansStaleSegment(t *testing.T) {
 		t.Errorf("start after a crash did not clean the segment:\n%s", out)
 	}
 	e.Must("archipelago", "status")
+}
+
+// TestArchipelagoStartOtherVersion checks start with a segment another
+// version of Archipelago left: replaced if none of its peers runs, refused
+// (naming the role) if one does.
+func TestArchipelagoStartOtherVersion(t *testing.T) {
+	e := clitest.New(t, "host-a", "")
+	x := e.Cfg.XSEG
+	old := func() {
+		t.Helper()
+		xseg.Destroy(x.Name)
+		seg, err := xseg.Create(xseg.Config{Name: x.Name, SizeMiB: x.SizeMiB, Ports: x.Ports, DynPorts: x.DynPorts})
+		if err != nil {
+			t.Fatal(err)
+		}
+		seg.Close()
+		f, err := os.OpenFile(filepath.Join(xseg.ShmDir, x.Name), os.O_RDWR, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The version word follows the 8-byte magic.
+		var v [4]byte
+		binary.LittleEndian.PutUint32(v[:], xseg.Version-1)
+		if _, err := f.WriteAt(v[:], 8); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		if _, err := xseg.Join(x.Name); !errors.Is(err, errs.ErrVersion) {
+			t.Fatalf("the fake old segment joins: %v", err)
+		}
+	}
+	old()
+	out := e.Must("archipelago", "start")
+	if !strings.Contains(out, "stale") {
+		t.Errorf("start over another version's segment did not replace it:\n%s", out)
+	}
+	e.Must("archipelago", "stop")
+
+	// A peer of the old version still runs (a process whose pid is in a
+	// role's pidfile).
+	old()
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	sleeper := cmd.Process.Pid
+	os.MkdirAll(e.Cfg.RunDir, 0o755)
+	os.WriteFile(e.Cfg.PidFile(e.Cfg.Roles[0].Name), []byte(strconv.Itoa(sleeper)+"\n"), 0o644)
+	out, err := e.Run("archipelago", "start")
+	if err == nil || !strings.Contains(out, "still runs") || !strings.Contains(out, e.Cfg.Roles[0].Name) {
+		t.Errorf("start over a segment of another version in use: %v\n%s", err, out)
+	}
+	if _, err := xseg.Join(x.Name); !errors.Is(err, errs.ErrVersion) {
+		t.Errorf("the segment in use was replaced: %v", err)
+	}
+	os.Remove(e.Cfg.PidFile(e.Cfg.Roles[0].Name))
+	xseg.Destroy(x.Name)
 }
 
 func TestArchipelagoErrors(t *testing.T) {

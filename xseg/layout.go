@@ -11,7 +11,7 @@ const (
 	// Magic identifies an Archipelago-in-Go segment ("ARCHXSEG").
 	Magic uint64 = 0x4152434858534547
 	// Version is the layout version; Join refuses any other.
-	Version uint32 = 1
+	Version uint32 = 2
 
 	// UnitSize is the heap allocation unit. Buffers are UnitSize-aligned,
 	// which also makes them fit for O_DIRECT.
@@ -86,6 +86,7 @@ type port struct {
 	received   atomic.Uint64 // replies taken by this port's owner
 	inflight   atomic.Int32  // accepted, not answered
 	bindGen    atomic.Uint32 // bumped at every bind
+	bell       atomic.Uint32 // bindGen whose owner sleeps on a doorbell; 0: on seq
 	name       [32]byte      // role name, for tools
 }
 

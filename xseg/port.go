@@ -2,6 +2,7 @@ package xseg
 
 import (
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/archipelago-go/archipelago/errs"
@@ -14,9 +15,10 @@ const (
 
 // Port is a port bound by this process.
 type Port struct {
-	s  *Segment
-	no uint32
-	p  *port
+	s    *Segment
+	no   uint32
+	p    *port
+	bell *os.File // the doorbell this owner sleeps on (bell.go); nil: the futex
 }
 
 // No is the port number.
@@ -89,10 +91,15 @@ func (s *Segment) pop(no, kind uint32, max int, fn func(i uint32)) {
 	head.Store(h)
 }
 
-// signal wakes the owner of q if it sleeps.
-func signal(q *port) {
+// signal wakes the owner of port no if it sleeps: through its doorbell if
+// it has one, else on the futex.
+func (s *Segment) signal(no uint32) {
+	q := s.port(no)
 	q.seq.Add(1)
 	if q.waiters.Load() > 0 {
+		if gen := q.bell.Load(); gen != 0 && s.ring(no, gen) {
+			return
+		}
 		futexWakeAll(&q.seq)
 	}
 }
@@ -119,9 +126,12 @@ func (s *Segment) Bind(no int) (*Port, error) {
 			q.ownerPID.Store(s.pid)
 			q.ownerStart.Store(myStart)
 			q.bindGen.Add(1)
+			q.bell.Store(0)
 			q.name = [32]byte{}
 			s.unlockPort(q)
-			return &Port{s: s, no: uint32(no), p: q}, nil
+			p := &Port{s: s, no: uint32(no), p: q}
+			p.openBell()
+			return p, nil
 		}
 		s.unlockPort(q)
 		if pid == s.pid || ownerAlive(pid, start) {
@@ -168,6 +178,7 @@ func (s *Segment) reclaimPort(no, pid uint32, why error) {
 	if cur := q.ownerPID.Load(); pid == 0 || cur == pid {
 		q.ownerPID.Store(0)
 		q.ownerStart.Store(0)
+		q.bell.Store(0)
 		// Take the requests over while the lock is held so that nobody
 		// rebuilds them into a ring again.
 		s.pop(no, ringReq, int(s.nreqs), func(i uint32) {
@@ -199,6 +210,7 @@ func (s *Segment) reclaimPort(no, pid uint32, why error) {
 // Release unbinds the port. Requests still queued to it fail back with
 // errs.ErrNoPeer; replies not yet received are dropped.
 func (p *Port) Release() {
+	p.closeBell()
 	p.s.reclaimPort(p.no, p.s.pid, errs.ErrNoPeer)
 }
 
@@ -293,7 +305,7 @@ func (s *Segment) enqueue(r *reqHdr, i, dst uint32, from uint64) error {
 	s.push(dst, ringReq, i)
 	q.submitted.Add(1)
 	s.unlockPort(q)
-	signal(q)
+	s.signal(dst)
 	return nil
 }
 
@@ -398,7 +410,11 @@ func (p *Port) WaitFor(d time.Duration, requests bool) {
 	q.waiters.Add(1)
 	seq := q.seq.Load()
 	if !p.pending(requests) {
-		futexWaitOn(&q.seq, seq, d)
+		if p.bell != nil {
+			p.sleepOnBell(d)
+		} else {
+			futexWaitOn(&q.seq, seq, d)
+		}
 	}
 	q.waiters.Add(^uint32(0))
 }
@@ -407,7 +423,7 @@ func (p *Port) WaitFor(d time.Duration, requests bool) {
 func (p *Port) Queued() int { return int(p.p.reqTail.Load() - p.p.reqHead.Load()) }
 
 // Wake makes a Wait on this port return (for shutdown).
-func (p *Port) Wake() { signal(p.p) }
+func (p *Port) Wake() { p.s.signal(p.no) }
 
 // SetName records a role name on the port, for tools.
 func (p *Port) SetName(name string) {
@@ -489,7 +505,7 @@ func (s *Segment) respondAll(rs []*Request, errv []error) {
 		}
 		s.unlockPort(q)
 		if live {
-			signal(q)
+			s.signal(src)
 		}
 		for _, x := range drop {
 			s.put(x.h)

@@ -39,6 +39,7 @@ type Segment struct {
 	pid  uint32
 	// derived from the header
 	nports, dynports, nreqs, units uint32
+	bells                          bells // doorbells this process rings
 }
 
 func shmPath(name string) string { return filepath.Join(ShmDir, name) }
@@ -150,6 +151,7 @@ func newSegment(name string, mem []byte) *Segment {
 
 func (s *Segment) load() {
 	s.nports, s.dynports, s.nreqs, s.units = s.h.nports, s.h.dynports, s.h.nreqs, s.h.units
+	s.bells.fds = make([]atomic.Pointer[bellFd], s.nports)
 }
 
 // Join maps an existing segment. It fails with errs.ErrNotFound when there
@@ -207,6 +209,7 @@ func Destroy(name string) error {
 	if err := validName(name); err != nil {
 		return err
 	}
+	removeBells(name)
 	if err := os.Remove(shmPath(name)); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("segment %q: %w", name, errs.ErrNotFound)
@@ -229,6 +232,7 @@ func (s *Segment) Close() error {
 	if s.mem == nil {
 		return nil
 	}
+	s.closeBells()
 	err := unix.Munmap(s.mem)
 	s.mem, s.base, s.h = nil, nil, nil
 	return err
