@@ -86,6 +86,9 @@ func runNbdd(c *peer.CommonFlags, vlmcd int, socket, listen, clientsFile string)
 		opts.PortEnd = opts.PortStart
 	}
 	opts.Logger = peer.NewLogger(c.LogLevel, os.Stderr)
+	// nbdd's goroutines wait on sockets: its port loop must not hold the
+	// process's processor in a futex sleep.
+	opts.Doorbell = true
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	p, err := peer.Start(opts, refuse)

@@ -28,6 +28,10 @@ type Options struct {
 	// flight before it cancels their context (default 10s).
 	DrainTimeout time.Duration
 	Logger       *slog.Logger
+	// Doorbell makes the ports sleep on a doorbell in the Go poller
+	// (xseg.Port.UseDoorbell) instead of the futex: for a peer that also
+	// serves sockets (nbdd). ARCHIPELAGO_DOORBELL=0 or 1 overrides it.
+	Doorbell bool
 }
 
 // Handler serves one request. It returns the error to answer with, or
@@ -134,6 +138,11 @@ func Start(opts Options, h Handler) (*Peer, error) {
 		}
 		port.SetName(opts.Role)
 		ports = append(ports, port)
+		if useDoorbell(opts.Doorbell) {
+			if err := port.UseDoorbell(); err != nil {
+				opts.Logger.Warn("sleeping on the futex", "port", no, "err", err)
+			}
+		}
 	}
 	if opts.PidFile != "" {
 		if err := os.WriteFile(opts.PidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
@@ -322,4 +331,15 @@ func (null) Serve(_ context.Context, _ *Peer, r *xseg.Request) error { return nu
 func (null) ServeInline(r *xseg.Request) error {
 	r.SetServiced(r.Size())
 	return nil
+}
+
+// useDoorbell is the peer's choice unless ARCHIPELAGO_DOORBELL says 0 or 1.
+func useDoorbell(want bool) bool {
+	switch os.Getenv("ARCHIPELAGO_DOORBELL") {
+	case "0":
+		return false
+	case "1":
+		return true
+	}
+	return want
 }

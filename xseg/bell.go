@@ -23,7 +23,8 @@ import (
 // sysmon, always finding such a P, polled every 20 µs. 4 KiB reads at
 // queue depth 1 through nbdd, vlmcd and filed took 250 µs (qemu-nbd: 63).
 //
-// So a bound port gets a doorbell: a FIFO next to the segment file
+// So a port whose owner asks for it (UseDoorbell) gets a doorbell: a FIFO
+// next to the segment file
 // (<ShmDir>/<segment>.bell.<port>) that the owner opens read-write and
 // non-blocking, which puts it in the Go poller. The owner sleeps by
 // reading it: the goroutine parks and the P runs the process's other
@@ -59,22 +60,32 @@ type bells struct {
 
 // openBell makes and opens the doorbell of port p for its owner, and
 // announces it in the port. On failure the port keeps using the futex.
-func (p *Port) openBell() {
+// UseDoorbell makes the owner sleep on a doorbell instead of the futex:
+// for a process that also waits on sockets or other pollable files from
+// goroutines (nbdd), which a futex sleep would hold up. A process whose
+// every input comes through the segment is better off on the futex, the
+// cheaper wake-up (measured: see docs/xseg.md). Call it after Bind, before
+// the first Wait; on failure the port stays on the futex.
+func (p *Port) UseDoorbell() error {
+	if p.bell != nil {
+		return nil
+	}
 	path := bellPath(p.s.name, p.no)
 	if err := unix.Mkfifo(path, 0o660); err != nil && !errors.Is(err, unix.EEXIST) {
-		return
+		return fmt.Errorf("port %d doorbell %s: %w", p.no, path, err)
 	}
 	fd, err := unix.Open(path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
 	if err != nil {
-		return
+		return fmt.Errorf("port %d doorbell %s: %w", p.no, path, err)
 	}
 	var st unix.Stat_t
-	if unix.Fstat(fd, &st) != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {
 		unix.Close(fd) // something else took the name
-		return
+		return fmt.Errorf("port %d doorbell %s: not a FIFO", p.no, path)
 	}
 	p.bell = os.NewFile(uintptr(fd), path)
 	p.p.bell.Store(p.p.bindGen.Load())
+	return nil
 }
 
 // closeBell stops using the doorbell: wakers fall back to the futex.

@@ -31,6 +31,12 @@ func TestDoorbellWakes(t *testing.T) {
 	s := testSegment(t, 8, 4, 2)
 	srv, _ := s.Bind(0)
 	cli, _ := s.Bind(1)
+	if srv.bell != nil || srv.p.bell.Load() != 0 {
+		t.Fatal("a port has a doorbell before UseDoorbell")
+	}
+	if err := srv.UseDoorbell(); err != nil {
+		t.Fatal(err)
+	}
 	if srv.bell == nil || srv.p.bell.Load() != srv.p.bindGen.Load() {
 		t.Fatalf("bound port has no doorbell: file %v, bell word %d, generation %d", srv.bell, srv.p.bell.Load(), srv.p.bindGen.Load())
 	}
@@ -68,9 +74,13 @@ func TestDoorbellWakes(t *testing.T) {
 func TestDoorbellRebind(t *testing.T) {
 	s := testSegment(t, 8, 4, 2)
 	cli, _ := s.Bind(1)
+	cli.UseDoorbell()
 	for round := range 2 {
 		srv, err := s.Bind(0)
 		if err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.UseDoorbell(); err != nil {
 			t.Fatal(err)
 		}
 		before := s.bells.rung.Load()
@@ -104,11 +114,12 @@ func TestDoorbellRebind(t *testing.T) {
 	}
 }
 
-// TestFutexFallback checks that a port whose owner has no doorbell (an
-// owner that failed to make one) is woken on the futex.
+// TestFutexFallback checks that a port whose owner gave its doorbell up
+// is woken on the futex.
 func TestFutexFallback(t *testing.T) {
 	s := testSegment(t, 8, 4, 2)
 	srv, _ := s.Bind(0)
+	srv.UseDoorbell()
 	srv.closeBell()
 	done := waitOnce(srv, time.Minute)
 	awaitWaiter(t, srv)

@@ -129,9 +129,7 @@ func (s *Segment) Bind(no int) (*Port, error) {
 			q.bell.Store(0)
 			q.name = [32]byte{}
 			s.unlockPort(q)
-			p := &Port{s: s, no: uint32(no), p: q}
-			p.openBell()
-			return p, nil
+			return &Port{s: s, no: uint32(no), p: q}, nil
 		}
 		s.unlockPort(q)
 		if pid == s.pid || ownerAlive(pid, start) {
