@@ -64,7 +64,7 @@ job() { # name rw bs iodepth uri -> IOPS and MiB/s
 }
 
 printf "%-22s %12s %12s %8s\n" "job" "archipelago" "qemu-nbd" "ratio"
-for spec in "randread 4k 32" "randwrite 4k 32" "read 1M 8" "write 1M 8"; do
+for spec in "randread 4k 1" "randwrite 4k 1" "randread 4k 32" "randwrite 4k 32" "read 1M 8" "write 1M 8"; do
   set -- $spec
   a=$(job "$1" "$1" "$2" "$3" "$ours")
   q=$(job "$1" "$1" "$2" "$3" "$theirs")
