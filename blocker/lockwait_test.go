@@ -11,6 +11,7 @@ import (
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/store"
 	"github.com/archipelago-go/archipelago/store/memstore"
+	"github.com/archipelago-go/archipelago/store/storetest"
 	"github.com/archipelago-go/archipelago/store/xsegstore"
 	"github.com/archipelago-go/archipelago/xseg"
 	"github.com/archipelago-go/archipelago/xseg/payload"
@@ -71,7 +72,7 @@ func slowBlocker(ip *inProcess, st store.Store) *blocker.Blocker {
 // once; a held one when it is released (announced), not at the next poll
 // a minute away; and the lock is never taken.
 func TestLockWait(t *testing.T) {
-	st := newAnnouncing()
+	st := storetest.NewAnnouncing()
 	ip := startInProcess(t, memstore.New())
 	slowBlocker(ip, st)
 	ctx := t.Context()
@@ -89,7 +90,7 @@ func TestLockWait(t *testing.T) {
 	}
 
 	answer := lockWait(ip.filed, "vol", "B")
-	until(t, "subscribed", func() bool { return st.watchers() == 1 })
+	until(t, "subscribed", func() bool { return st.Watchers() == 1 })
 	time.Sleep(10 * time.Millisecond) // let it check again after subscribing
 	select {
 	case rep := <-answer:
@@ -103,16 +104,16 @@ func TestLockWait(t *testing.T) {
 		t.Fatalf("LOCKWAIT after the release: %v", rep.err)
 	}
 	stillFree(t, st, "vol")
-	until(t, "unsubscribed", func() bool { return st.watchers() == 0 })
-	if st.tries.Load() != 1 {
-		t.Fatalf("%d TryLocks, want only the test's own", st.tries.Load())
+	until(t, "unsubscribed", func() bool { return st.Watchers() == 0 })
+	if st.Tries.Load() != 1 {
+		t.Fatalf("%d TryLocks, want only the test's own", st.Tries.Load())
 	}
 }
 
 // TestLockWaitBounded checks that a LOCKWAIT of a lock held all along is
 // answered after LockWaitMax with ErrLocked naming the holder.
 func TestLockWaitBounded(t *testing.T) {
-	st := newAnnouncing()
+	st := storetest.NewAnnouncing()
 	ip := startInProcess(t, memstore.New())
 	b := slowBlocker(ip, st)
 	b.LockWaitMax = 50 * time.Millisecond
@@ -130,7 +131,7 @@ func TestLockWaitBounded(t *testing.T) {
 	if h := holder(t, rep); h != "A" {
 		t.Fatalf("LOCKWAIT names %q as the holder, want A", h)
 	}
-	until(t, "unsubscribed", func() bool { return st.watchers() == 0 })
+	until(t, "unsubscribed", func() bool { return st.Watchers() == 0 })
 }
 
 // TestLockWaitPolls checks that over a store that does not announce
@@ -166,7 +167,7 @@ func TestLockWaitPolls(t *testing.T) {
 // the release, announced by the blocker's store, although every poll and
 // LockWaitMax are then a minute away.
 func TestLockWaitThroughXsegstore(t *testing.T) {
-	st := newAnnouncing()
+	st := storetest.NewAnnouncing()
 	ip := startInProcess(t, memstore.New())
 	quick := blocker.New(st, "test-ident")
 	quick.LockPoll, quick.LockPollMax, quick.LockWatchPollMax, quick.LockWaitMax = time.Minute, time.Minute, time.Minute, 20*time.Millisecond
@@ -192,7 +193,7 @@ func TestLockWaitThroughXsegstore(t *testing.T) {
 	// within 20 ms, and the next one is served by the slow blocker.
 	slowBlocker(ip, st)
 	time.Sleep(100 * time.Millisecond)
-	until(t, "the slow blocker's LOCKWAIT subscribed", func() bool { return st.watchers() == 1 })
+	until(t, "the slow blocker's LOCKWAIT subscribed", func() bool { return st.Watchers() == 1 })
 	if err := st.Unlock(ctx, "vol", "A", false); err != nil {
 		t.Fatal(err)
 	}
@@ -212,5 +213,5 @@ func TestLockWaitThroughXsegstore(t *testing.T) {
 	cancel()
 	// The LOCKWAIT in flight, if any, is answered at B's release (or
 	// found the lock free), and with it ends the blocker's subscription.
-	until(t, "unsubscribed", func() bool { return st.watchers() == 0 })
+	until(t, "unsubscribed", func() bool { return st.Watchers() == 0 })
 }

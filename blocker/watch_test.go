@@ -4,14 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/archipelago-go/archipelago/blocker"
-	"github.com/archipelago-go/archipelago/store"
 	"github.com/archipelago-go/archipelago/store/memstore"
+	"github.com/archipelago-go/archipelago/store/storetest"
 	"github.com/archipelago-go/archipelago/xseg"
 	"github.com/archipelago-go/archipelago/xseg/payload"
 )
@@ -21,73 +19,6 @@ import (
 // no latency bound (the time is logged). The tests that use it set the
 // blocker's polling to a minute, so that only a wake-up can answer sooner.
 const answeredWithin = 10 * time.Second
-
-// announcing is a memstore that announces lock releases (store.LockWatcher)
-// as radosstore does across clients: its Unlock wakes WatchLock's
-// subscribers of the lock. Unlocks of the embedded memstore are not
-// announced, like a lock broken by a client that does not announce. It
-// counts TryLocks and subscriptions.
-type announcing struct {
-	*memstore.Store
-	tries    atomic.Int32
-	watchErr error // WatchLock fails with it, if set
-
-	mu   sync.Mutex
-	subs map[string]map[chan struct{}]struct{}
-	n    int
-}
-
-var _ store.LockWatcher = (*announcing)(nil)
-
-func newAnnouncing() *announcing {
-	return &announcing{Store: memstore.New(), subs: make(map[string]map[chan struct{}]struct{})}
-}
-
-func (s *announcing) TryLock(ctx context.Context, name, owner string) error {
-	s.tries.Add(1)
-	return s.Store.TryLock(ctx, name, owner)
-}
-
-func (s *announcing) Unlock(ctx context.Context, name, owner string, force bool) error {
-	err := s.Store.Unlock(ctx, name, owner, force)
-	if err == nil {
-		s.mu.Lock()
-		for c := range s.subs[name] {
-			select {
-			case c <- struct{}{}:
-			default:
-			}
-		}
-		s.mu.Unlock()
-	}
-	return err
-}
-
-func (s *announcing) WatchLock(ctx context.Context, name string) (<-chan struct{}, func(), error) {
-	if s.watchErr != nil {
-		return nil, nil, s.watchErr
-	}
-	c := make(chan struct{}, 1)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.subs[name] == nil {
-		s.subs[name] = make(map[chan struct{}]struct{})
-	}
-	s.subs[name][c] = struct{}{}
-	s.n++
-	return c, sync.OnceFunc(func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		delete(s.subs[name], c)
-		s.n--
-	}), nil
-}
-
-func (s *announcing) watchers() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.n
-}
 
 // waitingAcquire sends an ACQUIRE of lock name for owner, which waits, and
 // returns where its answer will come.
@@ -135,7 +66,7 @@ func granted(t *testing.T, answer <-chan reply, by string) {
 // announces releases is answered when the lock is released, not at its
 // next poll (a minute away), and then leaves its subscription.
 func TestAcquireWokenByRelease(t *testing.T) {
-	st := newAnnouncing()
+	st := storetest.NewAnnouncing()
 	ip := startInProcess(t, memstore.New())
 	b := blocker.New(st, "test-ident")
 	b.LockPoll, b.LockPollMax = time.Minute, time.Minute
@@ -148,7 +79,7 @@ func TestAcquireWokenByRelease(t *testing.T) {
 	answer := waitingAcquire(ip.filed, "vol", "B")
 	// The ACQUIRE tried, subscribed and tried again: from now on only a
 	// wake-up, or the poll a minute away, can answer it.
-	until(t, "subscribed and tried twice", func() bool { return st.watchers() == 1 && st.tries.Load() >= 3 })
+	until(t, "subscribed and tried twice", func() bool { return st.Watchers() == 1 && st.Tries.Load() >= 3 })
 	select {
 	case rep := <-answer:
 		t.Fatalf("ACQUIRE of a held lock answered %v without waiting", rep.err)
@@ -161,12 +92,12 @@ func TestAcquireWokenByRelease(t *testing.T) {
 	if owner, err := st.LockOwner(ctx, "vol"); err != nil || owner != "B" {
 		t.Fatalf("after the wait the lock is held by %q (%v), want B", owner, err)
 	}
-	until(t, "unsubscribed", func() bool { return st.watchers() == 0 })
+	until(t, "unsubscribed", func() bool { return st.Watchers() == 0 })
 
 	// A wake-up that finds the lock taken again waits on.
 	answer = waitingAcquire(ip.filed, "vol", "C")
-	until(t, "subscribed", func() bool { return st.watchers() == 1 })
-	tries := st.tries.Load()
+	until(t, "subscribed", func() bool { return st.Watchers() == 1 })
+	tries := st.Tries.Load()
 	if err := st.Unlock(ctx, "vol", "B", false); err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +106,7 @@ func TestAcquireWokenByRelease(t *testing.T) {
 		granted(t, answer, "the release")
 		return
 	}
-	until(t, "retried after the wake-up", func() bool { return st.tries.Load() >= tries+2 })
+	until(t, "retried after the wake-up", func() bool { return st.Tries.Load() >= tries+2 })
 	select {
 	case rep := <-answer:
 		t.Fatalf("ACQUIRE answered %v while D holds the lock", rep.err)
@@ -196,8 +127,8 @@ func TestAcquirePollsUnannounced(t *testing.T) {
 		watchErr error
 	}{{"watching", nil}, {"cannot watch", errors.New("no watch today")}} {
 		t.Run(c.name, func(t *testing.T) {
-			st := newAnnouncing()
-			st.watchErr = c.watchErr
+			st := storetest.NewAnnouncing()
+			st.WatchErr = c.watchErr
 			ip := startInProcess(t, memstore.New())
 			b := blocker.New(st, "test-ident")
 			b.LockPoll, b.LockPollMax, b.LockWatchPollMax = time.Millisecond, 10*time.Millisecond, 20*time.Millisecond
@@ -207,13 +138,13 @@ func TestAcquirePollsUnannounced(t *testing.T) {
 				t.Fatal(err)
 			}
 			answer := waitingAcquire(ip.filed, "vol", "B")
-			until(t, "tried again", func() bool { return st.tries.Load() >= 3 })
+			until(t, "tried again", func() bool { return st.Tries.Load() >= 3 })
 			// Broken without an announcement.
 			if err := st.Store.Unlock(ctx, "vol", "A", true); err != nil {
 				t.Fatal(err)
 			}
 			granted(t, answer, "an unannounced release")
-			until(t, "unsubscribed", func() bool { return st.watchers() == 0 })
+			until(t, "unsubscribed", func() bool { return st.Watchers() == 0 })
 		})
 	}
 }

@@ -5,76 +5,16 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/archipelago-go/archipelago/blocker"
 	"github.com/archipelago-go/archipelago/internal/testbin"
 	"github.com/archipelago-go/archipelago/peer"
-	"github.com/archipelago-go/archipelago/store"
 	"github.com/archipelago-go/archipelago/store/memstore"
+	"github.com/archipelago-go/archipelago/store/storetest"
 	"github.com/archipelago-go/archipelago/store/xsegstore"
 )
-
-// announcing is a memstore whose Unlock wakes the WatchLock subscribers of
-// the lock (store.LockWatcher), as xsegstore and radosstore do across
-// hosts.
-type announcing struct {
-	*memstore.Store
-	watchErr error // WatchLock fails with it, if set
-
-	mu   sync.Mutex
-	subs map[string]map[chan struct{}]struct{}
-	n    int // subscribers
-}
-
-var _ store.LockWatcher = (*announcing)(nil)
-
-func newAnnouncing() *announcing {
-	return &announcing{Store: memstore.New(), subs: make(map[string]map[chan struct{}]struct{})}
-}
-
-func (s *announcing) Unlock(ctx context.Context, name, owner string, force bool) error {
-	err := s.Store.Unlock(ctx, name, owner, force)
-	if err == nil {
-		s.mu.Lock()
-		for c := range s.subs[name] {
-			select {
-			case c <- struct{}{}:
-			default:
-			}
-		}
-		s.mu.Unlock()
-	}
-	return err
-}
-
-func (s *announcing) WatchLock(ctx context.Context, name string) (<-chan struct{}, func(), error) {
-	if s.watchErr != nil {
-		return nil, nil, s.watchErr
-	}
-	c := make(chan struct{}, 1)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.subs[name] == nil {
-		s.subs[name] = make(map[chan struct{}]struct{})
-	}
-	s.subs[name][c] = struct{}{}
-	s.n++
-	return c, sync.OnceFunc(func() {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		delete(s.subs[name], c)
-		s.n--
-	}), nil
-}
-
-func (s *announcing) watchers() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.n
-}
 
 // wakeWithin is how long a waiting write may take after the release
 // before the test calls it stuck; no latency bound (the time is logged).
@@ -84,9 +24,9 @@ const wakeWithin = 10 * time.Second
 // announcingHosts returns engines of host-a and host-b over one map
 // store that announces releases; host-b polls once a minute, so only a
 // wake-up lets its writes go on sooner.
-func announcingHosts(t *testing.T) (maps *announcing, data *memstore.Store, a, b *Engine) {
+func announcingHosts(t *testing.T) (maps *storetest.Announcing, data *memstore.Store, a, b *Engine) {
 	t.Helper()
-	maps, data = newAnnouncing(), memstore.New()
+	maps, data = storetest.NewAnnouncing(), memstore.New()
 	engine := func(owner string) *Engine {
 		e, err := New(maps, data, Options{Owner: owner, BlockSize: modelBS})
 		if err != nil {
@@ -119,7 +59,7 @@ func TestWriteWokenByRelease(t *testing.T) {
 	if owner := <-waits; owner != "host-a" {
 		t.Fatalf("waiting for %q", owner)
 	}
-	if n := maps.watchers(); n != 1 {
+	if n := maps.Watchers(); n != 1 {
 		t.Fatalf("%d subscribers while the write waits, want 1", n)
 	}
 	select {
@@ -143,7 +83,7 @@ func TestWriteWokenByRelease(t *testing.T) {
 	if len(waits) != 0 {
 		t.Fatalf("the write waited %d more times", len(waits))
 	}
-	if n := maps.watchers(); n != 0 {
+	if n := maps.Watchers(); n != 0 {
 		t.Fatalf("%d subscribers after the write, want 0", n)
 	}
 	in, err := a.Info(ctx, vol)
@@ -183,7 +123,7 @@ func TestWaitWithWatchHonoursContext(t *testing.T) {
 	if err := b.Trim(cctx, vol, 0, 4096); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Trim: err = %v, want context.Canceled", err)
 	}
-	if n := maps.watchers(); n != 0 {
+	if n := maps.Watchers(); n != 0 {
 		t.Fatalf("%d subscribers after the waits ended, want 0", n)
 	}
 	if err := a.Close(ctx, vol); err != nil {
@@ -203,7 +143,7 @@ func TestWaitWithWatchHonoursContext(t *testing.T) {
 func TestWaitPollsWhenWatchFails(t *testing.T) {
 	ctx := context.Background()
 	maps, data, a, b := announcingHosts(t)
-	maps.watchErr = errors.New("no watch today")
+	maps.WatchErr = errors.New("no watch today")
 	b.pollMin, b.pollMax = 50*time.Microsecond, time.Millisecond
 	const vol = "watched-vol"
 	if err := a.Create(ctx, vol, 1<<20); err != nil {
@@ -243,7 +183,7 @@ func TestWaitPollsWhenWatchFails(t *testing.T) {
 // blocker's) and the blocker's LockWaitMax are a minute long.
 func TestWriteWokenThroughBlocker(t *testing.T) {
 	ctx := context.Background()
-	maps, data := newAnnouncing(), memstore.New()
+	maps, data := storetest.NewAnnouncing(), memstore.New()
 	b := blocker.New(maps, "blocker-ident")
 	b.LockPoll, b.LockPollMax, b.LockWatchPollMax, b.LockWaitMax = time.Minute, time.Minute, time.Minute, time.Minute
 	seg := testbin.Segment(t, "volumewatch", 16)
@@ -285,7 +225,7 @@ func TestWriteWokenThroughBlocker(t *testing.T) {
 	if owner := <-waits; owner != "host-a" {
 		t.Fatalf("waiting for %q", owner)
 	}
-	testbin.WaitFor(t, wakeWithin, "the blocker to subscribe", func() bool { return maps.watchers() == 1 })
+	testbin.WaitFor(t, wakeWithin, "the blocker to subscribe", func() bool { return maps.Watchers() == 1 })
 	if err := hostA.Close(ctx, vol); err != nil {
 		t.Fatal(err)
 	}
@@ -306,5 +246,5 @@ func TestWriteWokenThroughBlocker(t *testing.T) {
 		t.Fatal(err)
 	}
 	// B's LOCKWAIT in flight, if any, ends with that release.
-	testbin.WaitFor(t, wakeWithin, "the blocker to unsubscribe", func() bool { return maps.watchers() == 0 })
+	testbin.WaitFor(t, wakeWithin, "the blocker to unsubscribe", func() bool { return maps.Watchers() == 0 })
 }
