@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"os"
 	"sync/atomic"
 	"testing"
 
@@ -32,27 +31,7 @@ func (s *ownerAskingRados) LockOwner(ctx context.Context, name string) (string, 
 // the lock, not at its next poll or LockWaitMax, a minute away, and that
 // it leaves the lock free.
 func TestLockWaitWokenAcrossHosts(t *testing.T) {
-	conf := os.Getenv("ARCHIPELAGO_CEPH_CONF")
-	if conf == "" {
-		const msg = "no Ceph cluster: set ARCHIPELAGO_CEPH_CONF (scripts/micro-ceph.sh start DIR prints one)"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg + "; CI must run the RADOS tests")
-		}
-		t.Skip(msg)
-	}
-	o := radosstore.Options{Pool: os.Getenv("ARCHIPELAGO_CEPH_POOL"), CephConf: conf,
-		CephxID: os.Getenv("ARCHIPELAGO_CEPH_ID"), Namespace: cephWatchNamespace}
-	if o.Pool == "" {
-		o.Pool = "archipelago"
-	}
-	open := func() *radosstore.Store {
-		s, err := radosstore.Open(o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
+	open := radosOpener(t)
 	here := &ownerAskingRados{Store: open()} // the blocker's host
 	there := open()                          // another host
 	ctx := t.Context()

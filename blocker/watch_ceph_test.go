@@ -37,27 +37,7 @@ func (s *countingRados) TryLock(ctx context.Context, name, owner string) error {
 // over RADOS is answered when another RADOS client (another host) releases
 // the lock, plainly or by force, and not at its next poll, a minute away.
 func TestAcquireWokenAcrossHosts(t *testing.T) {
-	conf := os.Getenv("ARCHIPELAGO_CEPH_CONF")
-	if conf == "" {
-		const msg = "no Ceph cluster: set ARCHIPELAGO_CEPH_CONF (scripts/micro-ceph.sh start DIR prints one)"
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg + "; CI must run the RADOS tests")
-		}
-		t.Skip(msg)
-	}
-	o := radosstore.Options{Pool: os.Getenv("ARCHIPELAGO_CEPH_POOL"), CephConf: conf,
-		CephxID: os.Getenv("ARCHIPELAGO_CEPH_ID"), Namespace: cephWatchNamespace}
-	if o.Pool == "" {
-		o.Pool = "archipelago"
-	}
-	open := func() *radosstore.Store {
-		s, err := radosstore.Open(o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		return s
-	}
+	open := radosOpener(t)
 	here := &countingRados{Store: open()} // the blocker's host
 	there := open()                       // another host
 	ctx := t.Context()
@@ -108,5 +88,34 @@ func TestAcquireWokenAcrossHosts(t *testing.T) {
 		if err := there.Unlock(ctx, vol, c.waiter, false); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// radosOpener returns a function that opens a new RADOS client (another
+// host, each time) on the test cluster's pool, in cephWatchNamespace,
+// closed when t ends. Without a cluster the test is skipped, or fails in
+// CI (CI=true), where Ceph must run.
+func radosOpener(t *testing.T) func() *radosstore.Store {
+	t.Helper()
+	conf := os.Getenv("ARCHIPELAGO_CEPH_CONF")
+	if conf == "" {
+		const msg = "no Ceph cluster: set ARCHIPELAGO_CEPH_CONF (scripts/micro-ceph.sh start DIR prints one)"
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg + "; CI must run the RADOS tests")
+		}
+		t.Skip(msg)
+	}
+	o := radosstore.Options{Pool: os.Getenv("ARCHIPELAGO_CEPH_POOL"), CephConf: conf,
+		CephxID: os.Getenv("ARCHIPELAGO_CEPH_ID"), Namespace: cephWatchNamespace}
+	if o.Pool == "" {
+		o.Pool = "archipelago"
+	}
+	return func() *radosstore.Store {
+		s, err := radosstore.Open(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
 	}
 }
