@@ -213,11 +213,17 @@ func Dial(segment string) (*Client, error) {
 	return c, nil
 }
 
-// NewClient binds a dynamic port of a segment the caller has joined.
+// NewClient binds a dynamic port of a segment the caller has joined. The
+// port sleeps on a doorbell (xseg.Port.UseDoorbell; ARCHIPELAGO_DOORBELL=0
+// says the futex): a client lives in a program whose other goroutines
+// (a FUSE server, a command's work) a futex sleep would hold up.
 func NewClient(seg *xseg.Segment) (*Client, error) {
 	p, err := seg.BindDynamic()
 	if err != nil {
 		return nil, err
+	}
+	if useDoorbell(true) {
+		p.UseDoorbell() // on failure the futex serves
 	}
 	ep := newEndpoint(p, nil, nil)
 	ep.start()
