@@ -195,3 +195,53 @@ func TestWatchLockUnsupported(t *testing.T) {
 	cancel()
 	testbin.WaitFor(t, 10*time.Second, "the watch to end", func() bool { return s.LockWaits() == 0 })
 }
+
+// gatedAcquire is a blocker that holds every ACQUIRE until gate is closed,
+// telling arrived when one comes.
+type gatedAcquire struct {
+	*blocker.Blocker
+	arrived chan struct{}
+	gate    chan struct{}
+}
+
+func (h gatedAcquire) Serve(ctx context.Context, p *peer.Peer, r *xseg.Request) error {
+	if r.Op() == xseg.OpAcquire {
+		h.arrived <- struct{}{}
+		<-h.gate
+	}
+	return h.Blocker.Serve(ctx, p, r)
+}
+
+// TestTryLockOutlivesContext checks that a TryLock whose context ends
+// while its ACQUIRE is in flight still reports the answer: the lock was
+// taken, and a caller told "context canceled" would leave it held by its
+// host with nobody knowing.
+func TestTryLockOutlivesContext(t *testing.T) {
+	mem := memstore.New()
+	h := gatedAcquire{blocker.New(mem, "test-ident"), make(chan struct{}, 1), make(chan struct{})}
+	s := inProcess(t, h)
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- s.TryLock(ctx, "vol", "host-a") }()
+	select {
+	case <-h.arrived:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the ACQUIRE never reached the blocker")
+	}
+	cancel()
+	close(h.gate)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("TryLock whose context ended in flight = %v, want the blocker's answer (nil)", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("TryLock did not return")
+	}
+	if owner, err := mem.LockOwner(t.Context(), "vol"); err != nil || owner != "host-a" {
+		t.Fatalf("lock owner = %q, %v; want host-a", owner, err)
+	}
+	if err := s.TryLock(ctx, "vol", "host-a"); !errors.Is(err, context.Canceled) {
+		t.Fatalf("TryLock with an ended context = %v, want context.Canceled before sending", err)
+	}
+}

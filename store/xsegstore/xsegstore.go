@@ -265,7 +265,9 @@ func (s *Store) Close() error {
 	return nil
 }
 
-// TryLock implements store.Locker with ACQUIRE and NOSYNC.
+// TryLock implements store.Locker with ACQUIRE and NOSYNC. A context that
+// ends after the request was sent does not cut the wait for its answer
+// short, so that the caller always learns whether the lock is its own.
 func (s *Store) TryLock(ctx context.Context, name, owner string) error {
 	if err := checkName(name); err != nil {
 		return err
@@ -273,8 +275,15 @@ func (s *Store) TryLock(ctx context.Context, name, owner string) error {
 	if err := store.ValidOwner(owner); err != nil {
 		return err
 	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("%s %q: %w", xseg.OpAcquire, name, err)
+	}
 	l := payload.Lock{Owner: owner}
-	return s.do(ctx, xseg.OpAcquire, name, max(l.EncodedSize(), 2048), func(r *xseg.Request) error {
+	// Once sent, the answer is awaited even if ctx ends: a NOSYNC ACQUIRE
+	// is answered after one store operation, and a caller that gave up
+	// on it would not know whether the lock became its own. It ends with
+	// the store (Close) or the blocker's death.
+	return s.do(s.life, xseg.OpAcquire, name, max(l.EncodedSize(), 2048), func(r *xseg.Request) error {
 		r.SetFlags(xseg.FlagNoSync)
 		return encode(r, &l)
 	}, func(r *xseg.Request) error {
