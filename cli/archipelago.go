@@ -291,7 +291,9 @@ func program(typ string) (string, error) {
 	return p, nil
 }
 
-// launch starts a role's daemon and waits until it has bound its ports.
+// launch starts a role's daemon and waits until it has bound its ports and
+// written its pidfile (the last thing a peer does when it starts: status
+// reads it).
 func (m *manager) launch(seg *xseg.Segment, r *config.Role) (int, error) {
 	bin, err := program(r.Type)
 	if err != nil {
@@ -319,7 +321,7 @@ func (m *manager) launch(seg *xseg.Segment, r *config.Role) (int, error) {
 	pid := cmd.Process.Pid
 	deadline := time.After(15 * time.Second)
 	for {
-		if owner, alive := seg.Owner(r.PortStart); alive && owner == pid {
+		if owner, alive := seg.Owner(r.PortStart); alive && owner == pid && m.pid(r) == pid {
 			return pid, nil
 		}
 		select {
