@@ -97,11 +97,13 @@ func twoHosts(t *testing.T, o clitest.Options) {
 		t.Fatalf("A's last write: %v", err)
 	}
 	a.Must("vlmc", "close", vol)
+	closed := time.Now()
 	select {
 	case err := <-done:
 		if err != nil {
 			t.Fatalf("B's waiting write: %v", err)
 		}
+		t.Logf("B's waiting write went on %v after A's close returned", time.Since(closed).Round(time.Millisecond))
 	case <-time.After(60 * time.Second):
 		t.Fatal("B's write still waits after A closed")
 	}
