@@ -101,7 +101,7 @@ func printInfo(cmd *cobra.Command, s *xseg.Segment, all bool) error {
 		in.Name, in.Size>>20, in.Ports, in.DynPorts, in.Requests, in.FreeRequests, in.HeapUsed>>10, in.HeapBytes>>10,
 		in.Creator, in.Created.Format("2006-01-02 15:04:05"), in.Repairs, in.Reclaimed)
 	tw := tabwriter.NewWriter(w, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "PORT\tROLE\tPID\tSTATE\tQUEUED\tREPLIES\tINFLIGHT\tSUBMITTED\tSERVED\tFAILED")
+	fmt.Fprintln(tw, "PORT\tROLE\tPID\tSTATE\tSLEEPS ON\tQUEUED\tREPLIES\tINFLIGHT\tSUBMITTED\tSERVED\tFAILED")
 	for no := 0; no < in.Ports; no++ {
 		ps, err := s.PortStat(no)
 		if err != nil {
@@ -117,7 +117,14 @@ func printInfo(cmd *cobra.Command, s *xseg.Segment, all bool) error {
 		case ps.PID != 0:
 			state = "dead"
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", no, ps.Name, ps.PID, state, ps.Queued, ps.Replies, ps.InFlight, ps.Submitted, ps.Served, ps.Failed)
+		sleeps := "-"
+		if ps.PID != 0 {
+			sleeps = "futex"
+			if ps.Doorbell {
+				sleeps = "doorbell"
+			}
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%d\t%s\t%s\t%d\t%d\t%d\t%d\t%d\t%d\n", no, ps.Name, ps.PID, state, sleeps, ps.Queued, ps.Replies, ps.InFlight, ps.Submitted, ps.Served, ps.Failed)
 	}
 	return tw.Flush()
 }

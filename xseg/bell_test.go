@@ -34,8 +34,14 @@ func TestDoorbellWakes(t *testing.T) {
 	if srv.bell != nil || srv.p.bell.Load() != 0 {
 		t.Fatal("a port has a doorbell before UseDoorbell")
 	}
+	if ps, _ := s.PortStat(0); ps.Doorbell {
+		t.Fatal("PortStat says doorbell before UseDoorbell")
+	}
 	if err := srv.UseDoorbell(); err != nil {
 		t.Fatal(err)
+	}
+	if ps, _ := s.PortStat(0); !ps.Doorbell {
+		t.Fatal("PortStat does not say doorbell after UseDoorbell")
 	}
 	if srv.bell == nil || srv.p.bell.Load() != srv.p.bindGen.Load() {
 		t.Fatalf("bound port has no doorbell: file %v, bell word %d, generation %d", srv.bell, srv.p.bell.Load(), srv.p.bindGen.Load())

@@ -443,6 +443,7 @@ type PortStat struct {
 	Served    uint64
 	Failed    uint64
 	Received  uint64
+	Doorbell  bool // the owner sleeps on a doorbell, not on the futex
 }
 
 // PortStat reads port no's owner, queue depths and counters.
@@ -464,6 +465,7 @@ func (s *Segment) PortStat(no int) (PortStat, error) {
 		Queued: int(q.reqTail.Load() - q.reqHead.Load()), Replies: int(q.repTail.Load() - q.repHead.Load()),
 		InFlight: int(q.inflight.Load()), Submitted: q.submitted.Load(), Served: q.served.Load(),
 		Failed: q.failed.Load(), Received: q.received.Load(),
+		Doorbell: pid != 0 && q.bell.Load() != 0 && q.bell.Load() == q.bindGen.Load(),
 	}, nil
 }
 
