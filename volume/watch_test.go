@@ -11,6 +11,7 @@ import (
 	"github.com/archipelago-go/archipelago/blocker"
 	"github.com/archipelago-go/archipelago/internal/testbin"
 	"github.com/archipelago-go/archipelago/peer"
+	"github.com/archipelago-go/archipelago/store"
 	"github.com/archipelago-go/archipelago/store/memstore"
 	"github.com/archipelago-go/archipelago/store/storetest"
 	"github.com/archipelago-go/archipelago/store/xsegstore"
@@ -46,19 +47,8 @@ func TestWriteWokenByRelease(t *testing.T) {
 	ctx := context.Background()
 	maps, data, a, b := announcingHosts(t)
 	const vol = "watched-vol"
-	if err := a.Create(ctx, vol, 1<<20); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Open(ctx, vol); err != nil {
-		t.Fatal(err)
-	}
-	waits := make(chan string, 10)
-	b.onWait = func(name, owner string) { waits <- owner }
-	done := make(chan error, 1)
-	go func() { done <- writeVol(ctx, b, data, vol, 4096, fill('b', 100)) }()
-	if owner := <-waits; owner != "host-a" {
-		t.Fatalf("waiting for %q", owner)
-	}
+	createOpen(t, a, vol)
+	done, waits := waitingWrite(t, b, data, vol, 4096, fill('b', 100), "host-a")
 	if n := maps.Watchers(); n != 1 {
 		t.Fatalf("%d subscribers while the write waits, want 1", n)
 	}
@@ -109,12 +99,7 @@ func TestWaitWithWatchHonoursContext(t *testing.T) {
 	ctx := context.Background()
 	maps, _, a, b := announcingHosts(t)
 	const vol = "watched-vol"
-	if err := a.Create(ctx, vol, 1<<20); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Open(ctx, vol); err != nil {
-		t.Fatal(err)
-	}
+	createOpen(t, a, vol)
 	cctx, cancel := context.WithCancel(ctx)
 	b.onWait = func(string, string) { cancel() }
 	if _, err := b.MapWrite(cctx, vol, 0, 1); !errors.Is(err, context.Canceled) {
@@ -146,22 +131,8 @@ func TestWaitPollsWhenWatchFails(t *testing.T) {
 	maps.WatchErr = errors.New("no watch today")
 	b.pollMin, b.pollMax = 50*time.Microsecond, time.Millisecond
 	const vol = "watched-vol"
-	if err := a.Create(ctx, vol, 1<<20); err != nil {
-		t.Fatal(err)
-	}
-	if err := a.Open(ctx, vol); err != nil {
-		t.Fatal(err)
-	}
-	waits := make(chan string, 1)
-	b.onWait = func(_, owner string) {
-		select {
-		case waits <- owner:
-		default:
-		}
-	}
-	done := make(chan error, 1)
-	go func() { done <- writeVol(ctx, b, data, vol, 0, fill('b', 10)) }()
-	<-waits
+	createOpen(t, a, vol)
+	done, _ := waitingWrite(t, b, data, vol, 0, fill('b', 10), "host-a")
 	if err := a.Close(ctx, vol); err != nil {
 		t.Fatal(err)
 	}
@@ -212,19 +183,8 @@ func TestWriteWokenThroughBlocker(t *testing.T) {
 	}
 	hostA, hostB := engine("host-a"), engine("host-b")
 	const vol = "watched-vol"
-	if err := hostA.Create(ctx, vol, 1<<20); err != nil {
-		t.Fatal(err)
-	}
-	if err := hostA.Open(ctx, vol); err != nil {
-		t.Fatal(err)
-	}
-	waits := make(chan string, 10)
-	hostB.onWait = func(name, owner string) { waits <- owner }
-	done := make(chan error, 1)
-	go func() { done <- writeVol(ctx, hostB, data, vol, 0, fill('b', 100)) }()
-	if owner := <-waits; owner != "host-a" {
-		t.Fatalf("waiting for %q", owner)
-	}
+	createOpen(t, hostA, vol)
+	done, _ := waitingWrite(t, hostB, data, vol, 0, fill('b', 100), "host-a")
 	testbin.WaitFor(t, wakeWithin, "the blocker to subscribe", func() bool { return maps.Watchers() == 1 })
 	if err := hostA.Close(ctx, vol); err != nil {
 		t.Fatal(err)
@@ -247,4 +207,37 @@ func TestWriteWokenThroughBlocker(t *testing.T) {
 	}
 	// B's LOCKWAIT in flight, if any, ends with that release.
 	testbin.WaitFor(t, wakeWithin, "the blocker to unsubscribe", func() bool { return maps.Watchers() == 0 })
+}
+
+// createOpen creates a 1 MiB volume on e and opens it there: e's host
+// holds its lock.
+func createOpen(t *testing.T, e *Engine, vol string) {
+	t.Helper()
+	if err := e.Create(context.Background(), vol, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Open(context.Background(), vol); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitingWrite starts e's write of p at off of vol, which must wait for
+// holder's lock, and returns once it waits: where its result will come,
+// and the owners of its later waits (up to 10 are kept; the engine never
+// blocks on them).
+func waitingWrite(t *testing.T, e *Engine, data store.Store, vol string, off uint64, p []byte, holder string) (<-chan error, <-chan string) {
+	t.Helper()
+	waits := make(chan string, 10)
+	e.onWait = func(_, owner string) {
+		select {
+		case waits <- owner:
+		default:
+		}
+	}
+	done := make(chan error, 1)
+	go func() { done <- writeVol(context.Background(), e, data, vol, off, p) }()
+	if owner := <-waits; owner != holder {
+		t.Fatalf("waiting for %q, want %q", owner, holder)
+	}
+	return done, waits
 }
