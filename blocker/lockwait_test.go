@@ -51,6 +51,25 @@ func answered(t *testing.T, answer <-chan reply, what string) reply {
 }
 
 // stillFree checks that nobody holds lock name: LOCKWAIT never takes it.
+// answeredAtRelease checks that the LOCKWAIT of lock "vol" whose answer
+// comes on answer is not answered yet, releases A's hold of it on st, and
+// checks that the LOCKWAIT is then answered with success and took nothing.
+func answeredAtRelease(t *testing.T, st store.Locker, answer <-chan reply) {
+	t.Helper()
+	select {
+	case rep := <-answer:
+		t.Fatalf("LOCKWAIT of a held lock answered %v without waiting", rep.err)
+	default:
+	}
+	if err := st.Unlock(context.Background(), "vol", "A", false); err != nil {
+		t.Fatal(err)
+	}
+	if rep := answered(t, answer, "the release"); rep.err != nil {
+		t.Fatalf("LOCKWAIT after the release: %v", rep.err)
+	}
+	stillFree(t, st, "vol")
+}
+
 func stillFree(t *testing.T, st store.Locker, name string) {
 	t.Helper()
 	if owner, err := st.LockOwner(context.Background(), name); !errors.Is(err, errs.ErrNotFound) {
@@ -92,18 +111,7 @@ func TestLockWait(t *testing.T) {
 	answer := lockWait(ip.filed, "vol", "B")
 	until(t, "subscribed", func() bool { return st.Watchers() == 1 })
 	time.Sleep(10 * time.Millisecond) // let it check again after subscribing
-	select {
-	case rep := <-answer:
-		t.Fatalf("LOCKWAIT of a held lock answered %v without waiting", rep.err)
-	default:
-	}
-	if err := st.Unlock(ctx, "vol", "A", false); err != nil {
-		t.Fatal(err)
-	}
-	if rep := answered(t, answer, "the release"); rep.err != nil {
-		t.Fatalf("LOCKWAIT after the release: %v", rep.err)
-	}
-	stillFree(t, st, "vol")
+	answeredAtRelease(t, st, answer)
 	until(t, "unsubscribed", func() bool { return st.Watchers() == 0 })
 	if st.Tries.Load() != 1 {
 		t.Fatalf("%d TryLocks, want only the test's own", st.Tries.Load())
@@ -147,18 +155,7 @@ func TestLockWaitPolls(t *testing.T) {
 	}
 	answer := lockWait(ip.filed, "vol", "")
 	time.Sleep(50 * time.Millisecond)
-	select {
-	case rep := <-answer:
-		t.Fatalf("LOCKWAIT of a held lock answered %v without waiting", rep.err)
-	default:
-	}
-	if err := st.Unlock(ctx, "vol", "A", false); err != nil {
-		t.Fatal(err)
-	}
-	if rep := answered(t, answer, "the release"); rep.err != nil {
-		t.Fatalf("LOCKWAIT after the release: %v", rep.err)
-	}
-	stillFree(t, st, "vol")
+	answeredAtRelease(t, st, answer)
 }
 
 // TestLockWaitThroughXsegstore checks xsegstore's WatchLock against this
