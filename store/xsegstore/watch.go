@@ -145,12 +145,7 @@ func (s *Store) runLockWait(name string, w *lockWaiter) {
 			continue
 		}
 		lw.mu.Lock()
-		for c := range w.subs {
-			select {
-			case c <- struct{}{}:
-			default:
-			}
-		}
+		w.wake()
 		lw.mu.Unlock()
 		gap = min(max(2*gap, gapMin), gapMax)
 		pause(s.life, gap)
@@ -186,11 +181,16 @@ func (lw *lockWaits) wakeAll() {
 	lw.mu.Lock()
 	defer lw.mu.Unlock()
 	for _, w := range lw.names {
-		for c := range w.subs {
-			select {
-			case c <- struct{}{}:
-			default:
-			}
+		w.wake()
+	}
+}
+
+// wake wakes w's subscribers that are not awake yet. lockWaits.mu held.
+func (w *lockWaiter) wake() {
+	for c := range w.subs {
+		select {
+		case c <- struct{}{}:
+		default:
 		}
 	}
 }
