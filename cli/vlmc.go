@@ -6,17 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/archipelago-go/archipelago/config"
 	"github.com/archipelago-go/archipelago/errs"
+	"github.com/archipelago-go/archipelago/internal/sizes"
 	"github.com/archipelago-go/archipelago/nbd"
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/volclient"
+	"github.com/archipelago-go/archipelago/volume"
 	"github.com/archipelago-go/archipelago/xseg"
 	"github.com/archipelago-go/archipelago/xseg/payload"
 )
@@ -68,50 +68,19 @@ func (v *vlmcEnv) call(name string, op xseg.Op, flags xseg.Flags, req payload.Pa
 	return v.vc.Do(ctx, volclient.Call{Op: op, Target: name, Flags: flags, Payload: req, BufLen: max(bufLen, 1024), Got: got})
 }
 
-// ParseSize reads a size: a plain number is MiB (as in the original), or a
-// number with a unit K, M, G, T, P (powers of 1024, optional "iB"/"B").
-func ParseSize(s string) (uint64, error) {
-	t := strings.TrimSpace(strings.ToUpper(s))
-	t = strings.TrimSuffix(strings.TrimSuffix(t, "B"), "I")
-	mult := uint64(1 << 20)
-	if t != "" {
-		switch t[len(t)-1] {
-		case 'K':
-			mult = 1 << 10
-		case 'M':
-			mult = 1 << 20
-		case 'G':
-			mult = 1 << 30
-		case 'T':
-			mult = 1 << 40
-		case 'P':
-			mult = 1 << 50
-		}
-		if t[len(t)-1] >= 'A' {
-			t = t[:len(t)-1]
-		}
+// volumeSize reads the --size of volume name (package sizes: MiB, or
+// with a unit) and checks it against the largest volume, so that a typo
+// never reaches vlmcd as another size.
+func volumeSize(name, s string) (uint64, error) {
+	n, err := sizes.Parse(s)
+	if err != nil {
+		return 0, fmt.Errorf("volume %q: %w", name, err)
 	}
-	n, err := strconv.ParseUint(t, 10, 64)
-	if err != nil || n == 0 {
-		return 0, fmt.Errorf("size %q: want a positive number of MiB, or with a unit (512M, 10G, 1T): %w", s, errs.ErrInvalid)
+	if n > volume.MaxSize {
+		return 0, fmt.Errorf("volume %q: size %s (%d bytes) beyond the limit of %s (%d bytes): %w",
+			name, s, n, sizes.Format(volume.MaxSize), volume.MaxSize, errs.ErrTooLarge)
 	}
-	if n > (1<<63)/mult {
-		return 0, fmt.Errorf("size %q: too large: %w", s, errs.ErrTooLarge)
-	}
-	return n * mult, nil
-}
-
-// FormatSize prints bytes in the largest binary unit that divides them.
-func FormatSize(n uint64) string {
-	for _, u := range []struct {
-		s string
-		b uint64
-	}{{"P", 1 << 50}, {"T", 1 << 40}, {"G", 1 << 30}, {"M", 1 << 20}, {"K", 1 << 10}} {
-		if n >= u.b && n%u.b == 0 {
-			return strconv.FormatUint(n/u.b, 10) + u.s
-		}
-	}
-	return strconv.FormatUint(n, 10)
+	return n, nil
 }
 
 // VolumeJSON is what `vlmc info --json` and `vlmc list --json` print.
@@ -146,7 +115,7 @@ func Vlmc() *cobra.Command {
 		Use:   "vlmc",
 		Short: "Create, snapshot, clone, inspect, lock and map Archipelago volumes",
 		Long: `vlmc talks to the running peers (see archipelago start) through the segment.
-Sizes are in MiB as in the original, or with a unit: 512M, 10G, 1T.`,
+Sizes are in MiB as in the original, or with a unit B, K, M, G, T, P, E\n(powers of 1024; KB, KiB mean the same): 512M, 10G, 1T. Anything else is refused.`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -179,14 +148,14 @@ size, or larger with --size; never smaller). At least one of them is needed.`,
 			var n uint64
 			if size != "" {
 				var err error
-				if n, err = ParseSize(size); err != nil {
-					return fmt.Errorf("volume %q: %w", args[0], err)
+				if n, err = volumeSize(args[0], size); err != nil {
+					return err
 				}
 			}
 			return env.call(args[0], xseg.OpClone, 0, &payload.Clone{Parent: snap, Size: n}, 0, nil)
 		}),
 	}
-	create.Flags().StringVar(&size, "size", "", "size (MiB, or 512M, 10G, 1T)")
+	create.Flags().StringVar(&size, "size", "", "size: "+sizes.Help)
 	create.Flags().StringVar(&snap, "snap", "", "snapshot to clone")
 
 	snapshot := &cobra.Command{
@@ -258,10 +227,10 @@ size, or larger with --size; never smaller). At least one of them is needed.`,
 			}
 			w := cmd.OutOrStdout()
 			fmt.Fprintf(w, "name:       %s\n", vi.Name)
-			fmt.Fprintf(w, "size:       %s (%d bytes)\n", FormatSize(vi.Size), vi.Size)
+			fmt.Fprintf(w, "size:       %s (%d bytes)\n", sizes.Format(vi.Size), vi.Size)
 			fmt.Fprintf(w, "kind:       %s\n", kind)
 			fmt.Fprintf(w, "parent:     %s\n", orNone(vi.Parent))
-			fmt.Fprintf(w, "block size: %s\n", FormatSize(uint64(vi.BlockSize)))
+			fmt.Fprintf(w, "block size: %s\n", sizes.Format(uint64(vi.BlockSize)))
 			fmt.Fprintf(w, "epoch:      %d\n", vi.Epoch)
 			fmt.Fprintf(w, "locked by:  %s\n", orNone(vi.LockOwner))
 			return nil
@@ -309,14 +278,14 @@ size, or larger with --size; never smaller). At least one of them is needed.`,
 			if size == "" {
 				return fmt.Errorf("volume %q: --size is required: %w", args[0], errs.ErrInvalid)
 			}
-			n, err := ParseSize(size)
+			n, err := volumeSize(args[0], size)
 			if err != nil {
-				return fmt.Errorf("volume %q: %w", args[0], err)
+				return err
 			}
 			return env.call(args[0], xseg.OpTruncate, 0, &payload.Resize{Size: n, Force: forceShrink}, 0, nil)
 		}),
 	}
-	resize.Flags().StringVar(&size, "size", "", "new size (MiB, or 512M, 10G, 1T)")
+	resize.Flags().StringVar(&size, "size", "", "new size: "+sizes.Help)
 	resize.Flags().BoolVar(&forceShrink, "force", false, "allow shrinking")
 
 	uri := &cobra.Command{
