@@ -79,13 +79,23 @@ func (s *Segment) Recover() int {
 }
 
 // Check verifies the segment's invariants and returns the first violation
-// (wrapped errs.ErrCorrupt): the heap bitmap equals the union of the
-// requests' own buffers, which never overlap; every ring holds exactly the
-// requests whose state puts them there. It takes the locks it reads under,
+// (wrapped errs.ErrCorrupt): the header's layout is the one its geometry
+// gives; the heap bitmap equals the union of the requests' own buffers,
+// which never overlap; every port's fields are consistent (an unbound port
+// has no owner start time nor doorbell, a bound one a plausible pid, the
+// doorbell names the current binding, counters and cursors in range, the
+// role name printable); every ring holds exactly the requests whose state
+// puts them there. It takes the locks it reads under,
 // so it may run on a live segment.
 func (s *Segment) Check() error {
 	corrupt := func(format string, a ...any) error {
 		return fmt.Errorf("segment %q: "+format+": %w", append(append([]any{s.name}, a...), errs.ErrCorrupt)...)
+	}
+	if err := s.checkHeader(); err != nil {
+		return err
+	}
+	if hu, n := s.h.heapUsed.Load(), s.units; hu > n {
+		return corrupt("heap used counter %d units of %d", hu, n)
 	}
 	s.lockHeap()
 	owner := make(map[uint32]uint32) // unit -> request
@@ -128,6 +138,10 @@ func (s *Segment) Check() error {
 
 	for no := uint32(0); no < s.nports; no++ {
 		q := s.lockPort(no)
+		if err := s.checkPort(no, q); err != nil {
+			s.unlockPort(q)
+			return corrupt("%v", err)
+		}
 		inRing := map[uint32]uint32{}
 		for kind := uint32(0); kind < 2; kind++ {
 			head, tail := q.reqHead.Load(), q.reqTail.Load()
@@ -162,6 +176,49 @@ func (s *Segment) Check() error {
 			}
 		}
 		s.unlockPort(q)
+	}
+	return nil
+}
+
+// maxPID is the largest pid Linux hands out (PID_MAX_LIMIT).
+const maxPID = 1 << 22
+
+// checkPort verifies the fields of port no (its lock held).
+func (s *Segment) checkPort(no uint32, q *port) error {
+	pid, start := q.ownerPID.Load(), q.ownerStart.Load()
+	gen, bell := q.bindGen.Load(), q.bell.Load()
+	switch {
+	case pid == 0 && (start != 0 || bell != 0):
+		return fmt.Errorf("port %d: unbound, yet owner start time %d and doorbell of binding %d", no, start, bell)
+	case pid > maxPID:
+		return fmt.Errorf("port %d: owner pid %d beyond %d", no, pid, maxPID)
+	case pid != 0 && (start == 0 || gen == 0):
+		return fmt.Errorf("port %d: bound to pid %d with start time %d and binding %d", no, pid, start, gen)
+	case bell != 0 && bell != gen:
+		return fmt.Errorf("port %d: doorbell of binding %d, the port is at binding %d", no, bell, gen)
+	}
+	// Accept counts its requests after it drops the lock, so an answer may
+	// be counted first: a small negative count is a moment, not damage.
+	if n := q.inflight.Load(); n < -int32(s.nreqs) || n > int32(s.nreqs) {
+		return fmt.Errorf("port %d: %d requests in flight, the pool has %d", no, n, s.nreqs)
+	}
+	// failed goes up right after served (a crash between them leaves
+	// served ahead); read in that order's reverse, so that a request
+	// answered meanwhile cannot make a sound port look damaged. (served
+	// against submitted proves nothing: a submitter that died between its
+	// push and its count leaves served ahead of submitted.)
+	fail := q.failed.Load()
+	if srv := q.served.Load(); fail > srv {
+		return fmt.Errorf("port %d: counters served %d, failed %d", no, srv, fail)
+	}
+	end := false
+	for i, c := range q.name {
+		switch {
+		case c == 0:
+			end = true
+		case end || c < 0x21 || c > 0x7e:
+			return fmt.Errorf("port %d: role name %q: byte %d is %#x", no, q.name[:], i, c)
+		}
 	}
 	return nil
 }

@@ -39,7 +39,8 @@ type Segment struct {
 	pid  uint32
 	// derived from the header
 	nports, dynports, nreqs, units uint32
-	bells                          bells // doorbells this process rings
+	bells                          bells  // doorbells this process rings
+	ino                            uint64 // the file's inode: Unlinked tells a replaced file
 }
 
 func shmPath(name string) string { return filepath.Join(ShmDir, name) }
@@ -85,20 +86,9 @@ func Create(c Config) (*Segment, error) {
 	}
 	nreqs = 1 << bits.Len32(nreqs-1)
 
-	portsOff := uint64(headerSize)
-	ringsOff := roundUp(portsOff+uint64(c.Ports)*portSize, 64)
-	reqsOff := roundUp(ringsOff+uint64(c.Ports)*2*uint64(nreqs)*4, 64)
-	bmapOff := roundUp(reqsOff+uint64(nreqs)*reqSize, 64)
-	// The bitmap needs one bit per unit of what is left.
-	rest := size - bmapOff
-	units := rest / (UnitSize + 1) // generous upper bound on units
-	heapOff := roundUp(bmapOff+roundUp(units, 64)/8, UnitSize)
-	if heapOff >= size {
-		return nil, fmt.Errorf("segment %q: %d MiB is too small for %d ports and %d requests: %w", c.Name, c.SizeMiB, c.Ports, nreqs, errs.ErrInvalid)
-	}
-	units = (size - heapOff) / UnitSize
-	if units < 16 || units > 1<<32-1 {
-		return nil, fmt.Errorf("segment %q: %d MiB leaves a heap of %d units: %w", c.Name, c.SizeMiB, units, errs.ErrInvalid)
+	g, err := layoutOf(size, uint32(c.Ports), nreqs)
+	if err != nil {
+		return nil, fmt.Errorf("segment %q: %d MiB, %d ports, %d requests: %w", c.Name, c.SizeMiB, c.Ports, nreqs, err)
 	}
 
 	path := shmPath(c.Name)
@@ -117,7 +107,9 @@ func Create(c Config) (*Segment, error) {
 	if err := f.Chmod(0o660); err != nil { // umask must not narrow group access
 		return fail(err)
 	}
-	if err := f.Truncate(int64(size)); err != nil {
+	// Back every page now: a segment that tmpfs cannot hold fails here,
+	// with the free space named, and not later with SIGBUS in a peer.
+	if err := reserve(f, path, size); err != nil {
 		return fail(err)
 	}
 	mem, err := unix.Mmap(int(f.Fd()), 0, int(size), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
@@ -125,14 +117,15 @@ func Create(c Config) (*Segment, error) {
 		return fail(err)
 	}
 	s := newSegment(c.Name, mem)
+	s.ino = inode(f)
 	h := s.h
 	h.version = Version
 	h.size = size
 	h.nports = uint32(c.Ports)
 	h.dynports = uint32(c.DynPorts)
 	h.nreqs = nreqs
-	h.units = uint32(units)
-	h.portsOff, h.ringsOff, h.reqsOff, h.bmapOff, h.heapOff = portsOff, ringsOff, reqsOff, bmapOff, heapOff
+	h.units = g.units
+	h.portsOff, h.ringsOff, h.reqsOff, h.bmapOff, h.heapOff = g.portsOff, g.ringsOff, g.reqsOff, g.bmapOff, g.heapOff
 	h.creator = s.pid
 	h.created = time.Now().UnixNano()
 	s.load()
@@ -199,6 +192,11 @@ func Join(name string) (*Segment, error) {
 		unix.Munmap(mem)
 		return nil, fmt.Errorf("segment %q: header says %d bytes, file has %d: %w", name, s.h.size, fi.Size(), errs.ErrCorrupt)
 	}
+	if err := s.checkHeader(); err != nil {
+		unix.Munmap(mem)
+		return nil, err
+	}
+	s.ino = inode(f)
 	s.load()
 	return s, nil
 }
@@ -295,3 +293,113 @@ func (s *Segment) bitmapWord(i uint32) *uint64 {
 
 // Requests is the size of the request pool; request indexes are below it.
 func (s *Segment) Requests() int { return int(s.nreqs) }
+
+// geometry is where the areas of a segment start (see docs/xseg.md).
+type geometry struct {
+	portsOff, ringsOff, reqsOff, bmapOff, heapOff uint64
+	units                                         uint32
+}
+
+// layoutOf computes the layout of a segment of size bytes with nports
+// ports and nreqs requests: Create writes it into the header, Join checks
+// the header against it (a damaged offset would send every process that
+// maps the segment outside it).
+func layoutOf(size uint64, nports, nreqs uint32) (geometry, error) {
+	var g geometry
+	if nports < 1 || nports > 65536 || nreqs < 1 || nreqs > 1<<20 || nreqs&(nreqs-1) != 0 {
+		return g, fmt.Errorf("%d ports, %d requests: %w", nports, nreqs, errs.ErrInvalid)
+	}
+	g.portsOff = uint64(headerSize)
+	g.ringsOff = roundUp(g.portsOff+uint64(nports)*portSize, 64)
+	g.reqsOff = roundUp(g.ringsOff+uint64(nports)*2*uint64(nreqs)*4, 64)
+	g.bmapOff = roundUp(g.reqsOff+uint64(nreqs)*reqSize, 64)
+	if g.bmapOff >= size {
+		return g, fmt.Errorf("too small for its ports and requests: %w", errs.ErrInvalid)
+	}
+	// The bitmap needs one bit per unit of what is left.
+	units := (size - g.bmapOff) / (UnitSize + 1) // generous upper bound on units
+	g.heapOff = roundUp(g.bmapOff+roundUp(units, 64)/8, UnitSize)
+	if g.heapOff >= size {
+		return g, fmt.Errorf("too small for its ports and requests: %w", errs.ErrInvalid)
+	}
+	units = (size - g.heapOff) / UnitSize
+	if units < 16 || units > 1<<32-1 {
+		return g, fmt.Errorf("leaves a heap of %d units: %w", units, errs.ErrInvalid)
+	}
+	g.units = uint32(units)
+	return g, nil
+}
+
+// checkHeader verifies that the header's geometry is the one its size,
+// ports and requests give.
+func (s *Segment) checkHeader() error {
+	h := s.h
+	g, err := layoutOf(h.size, h.nports, h.nreqs)
+	if err != nil {
+		return fmt.Errorf("segment %q: header: %v: %w", s.name, err, errs.ErrCorrupt)
+	}
+	got := geometry{h.portsOff, h.ringsOff, h.reqsOff, h.bmapOff, h.heapOff, h.units}
+	if got != g {
+		return fmt.Errorf("segment %q: header: layout %+v, its size, %d ports and %d requests give %+v: %w", s.name, got, h.nports, h.nreqs, g, errs.ErrCorrupt)
+	}
+	if h.dynports > h.nports {
+		return fmt.Errorf("segment %q: header: dynamic ports from %d of %d: %w", s.name, h.dynports, h.nports, errs.ErrCorrupt)
+	}
+	return nil
+}
+
+// reserve sizes the segment file and allocates every page of it, so that
+// a filesystem too small for it fails now with errs.ErrNoSpace naming
+// what is free, rather than a peer later with SIGBUS or EIO.
+func reserve(f *os.File, path string, size uint64) error {
+	err := unix.Fallocate(int(f.Fd()), 0, 0, int64(size))
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, unix.ENOSPC):
+		var st unix.Statfs_t
+		free := "an unknown amount"
+		if unix.Statfs(filepath.Dir(path), &st) == nil {
+			free = fmt.Sprintf("%d MiB", uint64(st.Bavail)*uint64(st.Bsize)>>20)
+		}
+		return fmt.Errorf("%s: the segment needs %d MiB (SEGMENT_SIZE) and %s has %s free: lower SEGMENT_SIZE or enlarge %s: %w",
+			path, size>>20, filepath.Dir(path), free, filepath.Dir(path), errs.ErrNoSpace)
+	case errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.ENOSYS), errors.Is(err, unix.EINVAL):
+		// A filesystem that cannot allocate ahead: size it only.
+		if err := f.Truncate(int64(size)); err != nil {
+			return fmt.Errorf("%s: %w", path, err)
+		}
+		return nil
+	}
+	return fmt.Errorf("%s: allocating %d MiB: %w", path, size>>20, err)
+}
+
+func inode(f *os.File) uint64 {
+	var st unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &st) != nil {
+		return 0
+	}
+	return st.Ino
+}
+
+// Unlinked says whether the file this process mapped is no longer the
+// segment's file: removed (by a cleanup script, systemd-logind's
+// RemoveIPC, or xseg destroy) or replaced by another. Processes that map
+// it go on talking to each other, but no new process can reach them.
+// It returns "" while the file is in place, else what happened.
+func (s *Segment) Unlinked() string {
+	var st unix.Stat_t
+	err := unix.Stat(shmPath(s.name), &st)
+	switch {
+	case errors.Is(err, unix.ENOENT):
+		return fmt.Sprintf("%s was removed", shmPath(s.name))
+	case err != nil:
+		return ""
+	case s.ino != 0 && st.Ino != s.ino:
+		return fmt.Sprintf("%s was replaced by another segment", shmPath(s.name))
+	}
+	return ""
+}
+
+// Path is the segment's file.
+func (s *Segment) Path() string { return shmPath(s.name) }
