@@ -218,7 +218,7 @@ func (c *Config) Format() string {
 	}
 	fmt.Fprintf(&b, "# Effective Archipelago configuration (file: %s).\n", src)
 	kv := func(k string, v any) {
-		if s := fmt.Sprint(v); s != "" {
+		if s := quoteValue(fmt.Sprint(v)); s != "" {
 			fmt.Fprintf(&b, "%s = %s\n", k, s)
 		} else {
 			fmt.Fprintf(&b, "%s =\n", k)

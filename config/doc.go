@@ -65,9 +65,12 @@
 // # The reader
 //
 // The INI reader is our own, about a hundred lines: `[section]` headers,
-// `key = value` lines, whole-line comments starting with # or ;, values
-// taken verbatim (no inline comments, quoting, continuation lines or
-// interpolation). gopkg.in/ini.v1 is well kept and served, but it keeps
+// `key = value` lines, comments starting with # or ; on a line of their
+// own or after a header or a value: a # or ; that starts a value or
+// follows a space or tab starts a comment, one inside a word (`a#b`) is
+// kept, and `\#` or `\;` writes one anywhere (Format writes every # and ;
+// so). Values are otherwise taken verbatim (no quoting, continuation
+// lines or interpolation). gopkg.in/ini.v1 is well kept and served, but it keeps
 // no line numbers for keys, so its errors could not name the line, and it
 // merges duplicate keys and sections silently where we want to refuse
 // them.

@@ -52,7 +52,11 @@ func (f *iniFile) section(name string) *section {
 }
 
 // readINI parses data: `[section]` headers, `key = value` lines, blank
-// lines and whole-line comments starting with # or ;. Section names are
+// lines and comments: whole-line ones starting with # or ;, and inline
+// ones after a header or a value, from a # or ; that starts the value or
+// follows a space or tab (`listen = 127.0.0.1:10809   # also TCP`). A #
+// or ; inside a word is kept (`a#b`); `\#` and `\;` write one anywhere
+// (`\` before any other character is kept as is). Section names are
 // case-sensitive, keys are not. Duplicate sections and duplicate keys in a
 // section are errors, as is anything before the first section. Every
 // error names the file and the line; all of them are returned, joined.
@@ -77,7 +81,7 @@ func readINI(name string, data []byte) (*iniFile, error) {
 				cur = nil
 				continue
 			}
-			if rest := strings.TrimSpace(line[end+1:]); rest != "" {
+			if rest := strings.TrimSpace(line[end+1:]); rest != "" && rest[0] != '#' && rest[0] != ';' {
 				fail(n, "%q: text after the section header", line)
 			}
 			sn := strings.TrimSpace(line[1:end])
@@ -100,7 +104,7 @@ func readINI(name string, data []byte) (*iniFile, error) {
 				fail(n, "%q: not a `key = value` line", line)
 				continue
 			}
-			key, value := strings.TrimSpace(line[:eq]), strings.TrimSpace(line[eq+1:])
+			key, value := strings.TrimSpace(line[:eq]), unquoteValue(line[eq+1:])
 			if key == "" {
 				fail(n, "%q: no key before =", line)
 				continue
@@ -122,6 +126,35 @@ func readINI(name string, data []byte) (*iniFile, error) {
 		return nil, joinErrors(errList)
 	}
 	return f, nil
+}
+
+// unquoteValue returns the value written after a line's =: up to an
+// inline comment (a # or ; at the start or after a space or tab), trimmed,
+// with \# and \; read as # and ;.
+func unquoteValue(raw string) string {
+	var b strings.Builder
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		switch {
+		case c == '\\' && i+1 < len(raw) && (raw[i+1] == '#' || raw[i+1] == ';'):
+			b.WriteByte(raw[i+1])
+			i++
+		case (c == '#' || c == ';') && (i == 0 || raw[i-1] == ' ' || raw[i-1] == '\t'):
+			return strings.TrimSpace(b.String())
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return strings.TrimSpace(b.String())
+}
+
+// quoteValue writes v so that unquoteValue reads it back: every # and ;
+// escaped.
+func quoteValue(v string) string {
+	if !strings.ContainsAny(v, "#;") {
+		return v
+	}
+	return strings.NewReplacer("#", `\#`, ";", `\;`).Replace(v)
 }
 
 // lineError is one problem in a configuration file:
