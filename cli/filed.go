@@ -1,10 +1,13 @@
 package cli
 
 import (
+	"fmt"
+
 	"github.com/spf13/cobra"
 
 	"github.com/archipelago-go/archipelago/blocker"
 	"github.com/archipelago-go/archipelago/config"
+	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/store/filestore"
 )
@@ -49,6 +52,11 @@ once a later SYNC or FLUSH is answered. Stop it with SIGTERM.`,
 					o.Direct = r.Direct
 				}
 			}
+			if o.FDCache == 0 {
+				o.FDCache = filestore.NoFDCache // fdcache = 0: open the file for each I/O
+			} else if o.FDCache < 0 {
+				return fmt.Errorf("filed: --fdcache %d: negative: %w", o.FDCache, errs.ErrInvalid)
+			}
 			st, err := filestore.Open(o)
 			if err != nil {
 				return err
@@ -60,7 +68,7 @@ once a later SYNC or FLUSH is answered. Stop it with SIGTERM.`,
 	c.Register(cmd.Flags(), "filed")
 	cmd.Flags().StringVar(&o.Dir, "archip-dir", "/var/lib/archipelago/data", "directory holding the objects")
 	cmd.Flags().StringVar(&o.LockDir, "lock-dir", "", "directory holding the locks (default <archip-dir>/locks)")
-	cmd.Flags().IntVar(&o.FDCache, "fdcache", 64, "files kept open at most")
+	cmd.Flags().IntVar(&o.FDCache, "fdcache", 64, "files kept open at most (0: none, each I/O opens its file)")
 	cmd.Flags().BoolVar(&o.Direct, "direct", false, "use O_DIRECT for aligned I/O")
 	cmd.Flags().StringVar(&ident, "ident", "", "lock owner when a request names none (default <hostname>_<pid>)")
 	return cmd

@@ -87,7 +87,7 @@ type Role struct {
 	// file_blocker
 	ArchipDir string // archip_dir: where the objects are
 	LockDir   string // lock_dir: where the locks are (default <ArchipDir>/locks)
-	FDCache   int    // fdcache: files kept open at most
+	FDCache   int    // fdcache: files kept open at most; 0: none (each I/O opens its file)
 	Direct    bool   // direct: O_DIRECT for aligned I/O
 
 	// rados_blocker

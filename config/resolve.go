@@ -468,7 +468,7 @@ func (r *resolver) role(name string, rolesV val, runDir string) *roleState {
 		} else if rs.ArchipDir != "" {
 			rs.LockDir = filepath.Join(rs.ArchipDir, "locks")
 		}
-		rs.FDCache, _ = r.integer(rs.get(r, "fdcache"), 1, 1<<20)
+		rs.FDCache, _ = r.integer(rs.get(r, "fdcache"), 0, 1<<20) // 0: no file kept open
 		rs.Direct, _ = r.boolean(rs.get(r, "direct"))
 	case TypeRadosBlocker:
 		rs.Pool, _ = r.word(rs.get(r, "pool"), "pool name", 255)

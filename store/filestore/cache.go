@@ -3,18 +3,19 @@ package filestore
 import (
 	"container/list"
 	"errors"
+	"fmt"
 	"io/fs"
-	"os"
 	"sync"
+	"sync/atomic"
+
+	"github.com/archipelago-go/archipelago/errs"
 )
 
-// handle is an open object: a buffered descriptor and, with Direct, an
-// O_DIRECT one on the same file.
+// handle is an open object: a buffered file and, with Direct, an O_DIRECT
+// one on the same file.
 type handle struct {
-	f  *os.File
-	fd int
-	d  *os.File // nil without Direct
-	dd int
+	f vfile
+	d vfile // nil without Direct
 }
 
 func (h *handle) close() {
@@ -52,6 +53,8 @@ type fileCache struct {
 	closed  bool
 	entries map[string]*entry
 	idle    list.List // of *entry; front is the most recently used
+
+	stale atomic.Int64 // cached files found replaced or deleted
 }
 
 func newFileCache(max int, open func(string, bool) (*handle, error)) *fileCache {
@@ -60,8 +63,18 @@ func newFileCache(max int, open func(string, bool) (*handle, error)) *fileCache 
 
 // acquire returns the open entry of object name, opening the file (and
 // creating it if create) when it is not cached. The caller must release it.
+//
+// A cached file is used only if its path still names it (vfile.Same):
+// another process or host sharing the directory may have deleted, renamed
+// or replaced the object since it was opened, and I/O through the old file
+// would read stale data or write into a file nobody will read again. A
+// stale entry is dropped and the path opened anew (not found if it is
+// gone and create is false).
 func (c *fileCache) acquire(name string, create bool) (*entry, error) {
 	for attempt := 0; ; attempt++ {
+		if attempt >= 10 {
+			return nil, fmt.Errorf("open %q: replaced or deleted by others too often meanwhile: %w", name, errs.ErrBusy)
+		}
 		c.mu.Lock()
 		if c.closed {
 			c.mu.Unlock()
@@ -76,11 +89,21 @@ func (c *fileCache) acquire(name string, create bool) (*entry, error) {
 			c.mu.Unlock()
 			<-e.ready
 			if e.err == nil {
-				return e, nil
+				err := e.h.f.Same()
+				if err == nil {
+					return e, nil
+				}
+				c.drop(e)
+				c.release(e)
+				if errors.Is(err, errStale) || errors.Is(err, fs.ErrNotExist) {
+					c.stale.Add(1)
+					continue
+				}
+				return nil, err
 			}
 			c.release(e)
 			// The opener did not create the file; this caller must.
-			if create && errors.Is(e.err, fs.ErrNotExist) && attempt < 3 {
+			if create && errors.Is(e.err, fs.ErrNotExist) {
 				continue
 			}
 			return nil, e.err
@@ -93,12 +116,7 @@ func (c *fileCache) acquire(name string, create bool) (*entry, error) {
 
 		e.h, e.err = c.open(name, create)
 		if e.err != nil {
-			c.mu.Lock()
-			if e.cached {
-				delete(c.entries, name)
-				e.cached = false
-			}
-			c.mu.Unlock()
+			c.drop(e)
 			close(e.ready)
 			c.release(e)
 			return nil, e.err
@@ -110,6 +128,17 @@ func (c *fileCache) acquire(name string, create bool) (*entry, error) {
 		closeEntries(victims)
 		return e, nil
 	}
+}
+
+// drop takes e out of the cache if it is still there: later acquires open
+// the path anew. Users of e finish with it; the last closes it.
+func (c *fileCache) drop(e *entry) {
+	c.mu.Lock()
+	if e.cached && c.entries[e.name] == e {
+		delete(c.entries, e.name)
+	}
+	e.cached = false
+	c.mu.Unlock()
 }
 
 // release ends a use of e.

@@ -14,8 +14,9 @@
 // Open refuses another version with errs.ErrVersion. Nothing else in Dir is
 // an object: List walks only the AA/BB directories.
 //
-// One Store at a time may use a Dir, since it caches open files; several
-// processes may share a LockDir.
+// Several Stores, in one process or in several on one or more hosts, may
+// share a Dir and a LockDir (see "Open files" for what makes the file cache
+// safe then).
 //
 // # Durability
 //
@@ -44,7 +45,21 @@
 //
 // At most Options.FDCache objects are kept open, least recently used first
 // out; a file in use is never closed under its user. Delete and Copy drop the
-// cached file of the object they replace.
+// cached file of the object they replace. With NoFDCache each operation opens
+// and closes its file.
+//
+// Another Store on the same Dir (another filed, another host) may delete,
+// re-create or replace an object that this one holds open; I/O through the
+// old file would then read what is gone and write where nobody reads. So
+// before every use a cached file is checked against its path: one fstatat
+// of the path, whose device and inode must be the file's. A file the path
+// no longer names is dropped, and the operation opens the path anew (or
+// finds the object missing). The check costs one system call per
+// operation; opening the file every time (NoFDCache) costs more, see
+// BenchmarkReadAt. It relies on the filesystem's stat being coherent
+// between the hosts, as it is on one machine (NFS clients may cache
+// attributes for seconds: mount it with noac, actimeo=0 or lookupcache=none
+// there).
 //
 // # Direct I/O
 //

@@ -4,14 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/store"
@@ -19,6 +17,11 @@ import (
 
 // DefaultFDCache is the number of objects kept open when Options.FDCache is 0.
 const DefaultFDCache = 64
+
+// NoFDCache as Options.FDCache keeps no object open between operations:
+// each opens and closes its file (concurrent operations on one object
+// share one open).
+const NoFDCache = -1
 
 const (
 	dirPerm  = 0o770
@@ -38,7 +41,8 @@ type Options struct {
 	// LockDir holds the locks; default Dir/locks. It must not be Dir.
 	LockDir string
 	// FDCache is the most objects kept open at once (each holds one file
-	// descriptor, two with Direct); default DefaultFDCache.
+	// descriptor, two with Direct); 0 means DefaultFDCache, NoFDCache
+	// none.
 	FDCache int
 	// Direct uses O_DIRECT for I/O aligned to DirectAlign.
 	Direct bool
@@ -47,6 +51,7 @@ type Options struct {
 // Store keeps one file per object under a directory. See the package
 // documentation for the layout and the durability rules.
 type Store struct {
+	fs                 vfs
 	dir, lockDir       string
 	tmpDir, lockTmpDir string
 	direct             bool
@@ -93,18 +98,30 @@ type stats struct {
 	opens     atomic.Int64 // objects opened into the cache
 }
 
+// staleOpens returns how many cached files were found replaced or deleted
+// by others and dropped.
+func (s *Store) staleOpens() int64 { return s.files.stale.Load() }
+
 var errClosed = fmt.Errorf("store closed: %w", errs.ErrShutdown)
 
 // Open opens, creating if needed, the store in opts.Dir.
-func Open(opts Options) (*Store, error) {
+func Open(opts Options) (*Store, error) { return openFS(osFS{}, opts) }
+
+// openFS is Open on the filesystem fsys.
+func openFS(fsys vfs, opts Options) (*Store, error) {
 	if opts.Dir == "" {
 		return nil, fmt.Errorf("filestore: no directory: %w", errs.ErrInvalid)
 	}
-	if opts.FDCache < 0 {
-		return nil, fmt.Errorf("filestore: FDCache %d < 0: %w", opts.FDCache, errs.ErrInvalid)
-	}
-	if opts.FDCache == 0 {
+	switch {
+	case opts.FDCache == NoFDCache:
+		opts.FDCache = 0
+	case opts.FDCache < 0:
+		return nil, fmt.Errorf("filestore: FDCache %d < 0 (NoFDCache is %d): %w", opts.FDCache, NoFDCache, errs.ErrInvalid)
+	case opts.FDCache == 0:
 		opts.FDCache = DefaultFDCache
+	}
+	if _, ok := fsys.(osFS); opts.Direct && !ok {
+		return nil, fmt.Errorf("filestore: directory %s: Direct on a simulated filesystem: %w", opts.Dir, errs.ErrNotSupported)
 	}
 	dir, err := filepath.Abs(opts.Dir)
 	if err != nil {
@@ -121,6 +138,7 @@ func Open(opts Options) (*Store, error) {
 			lockDir, dir, errs.ErrInvalid)
 	}
 	s := &Store{
+		fs:         fsys,
 		dir:        dir,
 		lockDir:    lockDir,
 		tmpDir:     filepath.Join(dir, tmpName),
@@ -132,7 +150,7 @@ func Open(opts Options) (*Store, error) {
 	}
 	s.files = newFileCache(opts.FDCache, s.openObject)
 	for _, d := range []string{s.tmpDir, s.lockTmpDir} {
-		if err := mkdirDurable(d); err != nil {
+		if err := mkdirDurable(s.fs, d); err != nil {
 			return nil, fmt.Errorf("filestore: open: %w", ioErr(err))
 		}
 	}
@@ -145,7 +163,7 @@ func Open(opts Options) (*Store, error) {
 		return nil, err
 	}
 	for _, d := range []string{s.tmpDir, s.lockTmpDir} {
-		if err := cleanTemp(d); err != nil {
+		if err := cleanTemp(s.fs, d); err != nil {
 			return nil, fmt.Errorf("filestore: open: %w", ioErr(err))
 		}
 	}
@@ -227,7 +245,7 @@ func (s *Store) Stat(ctx context.Context, name string) (int64, error) {
 	if err := s.begin(ctx, "stat", name); err != nil {
 		return 0, err
 	}
-	fi, err := os.Stat(s.place(s.dir, name).file)
+	fi, err := s.fs.Stat(s.place(s.dir, name).file)
 	if err != nil {
 		return 0, opErr("stat", name, err)
 	}
@@ -260,7 +278,7 @@ func (s *Store) Delete(ctx context.Context, name string) error {
 		return err
 	}
 	pl := s.place(s.dir, name)
-	if err := unlink(pl.file); err != nil {
+	if err := s.fs.Unlink(pl.file); err != nil {
 		return opErr("delete", name, err)
 	}
 	// After the unlink, not before: a file opened between the two would
@@ -280,19 +298,19 @@ func (s *Store) Copy(ctx context.Context, src, dst string) error {
 	}
 	sp, dp := s.place(s.dir, src), s.place(s.dir, dst)
 	if src == dst {
-		if _, err := os.Stat(sp.file); err != nil {
+		if _, err := s.fs.Stat(sp.file); err != nil {
 			return opErr("copy", src, err)
 		}
 		return nil
 	}
 	// A descriptor of its own, so that the copy may use the file offset
 	// (and copy_file_range) without disturbing cached descriptors.
-	in, err := os.Open(sp.file)
+	in, err := s.fs.OpenFile(sp.file, os.O_RDONLY, 0)
 	if err != nil {
 		return opErr("copy", src, err)
 	}
 	defer in.Close()
-	tmp, err := createTemp(s.tmpDir)
+	tmp, err := createTemp(s.fs, s.tmpDir)
 	if err != nil {
 		return opErr("copy", dst, err)
 	}
@@ -300,13 +318,13 @@ func (s *Store) Copy(ctx context.Context, src, dst string) error {
 	defer func() {
 		if !renamed {
 			tmp.Close()
-			os.Remove(tmp.Name())
+			s.fs.Unlink(tmp.Name())
 		}
 	}()
-	if _, err := tmp.ReadFrom(in); err != nil {
+	if err := copyData(tmp, in); err != nil {
 		return opErr("copy", dst, err)
 	}
-	_, err = os.Lstat(dp.file)
+	_, err = s.fs.Stat(dp.file)
 	replacing := err == nil
 	if replacing {
 		if err := s.fdatasync(tmp); err != nil {
@@ -316,10 +334,10 @@ func (s *Store) Copy(ctx context.Context, src, dst string) error {
 	if err := tmp.Close(); err != nil {
 		return opErr("copy", dst, err)
 	}
-	err = os.Rename(tmp.Name(), dp.file)
+	err = s.fs.Rename(tmp.Name(), dp.file)
 	if errors.Is(err, fs.ErrNotExist) {
 		if err = s.makeLeaf(dp); err == nil {
-			err = os.Rename(tmp.Name(), dp.file)
+			err = s.fs.Rename(tmp.Name(), dp.file)
 		}
 	}
 	if err != nil {
@@ -416,7 +434,7 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(name string) er
 	if s.closed.Load() {
 		return fmt.Errorf("filestore: list %q: %w", prefix, errClosed)
 	}
-	return walkSpread(ctx, s.dir, func(name string) error {
+	return s.walkSpread(ctx, s.dir, func(name string) error {
 		if !strings.HasPrefix(name, prefix) {
 			return nil
 		}
@@ -426,17 +444,17 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(name string) er
 
 // walkSpread calls fn for every file in the AA/BB directories under root.
 // An error of fn comes back as it is; others are wrapped.
-func walkSpread(ctx context.Context, root string, fn func(name string) error) error {
-	err := readDir(root, func(mid fs.DirEntry) error {
+func (s *Store) walkSpread(ctx context.Context, root string, fn func(name string) error) error {
+	err := s.readDir(root, func(mid fs.DirEntry) error {
 		if !mid.IsDir() || !isSpreadName(mid.Name()) {
 			return nil
 		}
 		midPath := filepath.Join(root, mid.Name())
-		return readDir(midPath, func(leaf fs.DirEntry) error {
+		return s.readDir(midPath, func(leaf fs.DirEntry) error {
 			if !leaf.IsDir() || !isSpreadName(leaf.Name()) {
 				return nil
 			}
-			return readDir(filepath.Join(midPath, leaf.Name()), func(obj fs.DirEntry) error {
+			return s.readDir(filepath.Join(midPath, leaf.Name()), func(obj fs.DirEntry) error {
 				if err := ctx.Err(); err != nil {
 					return err
 				}
@@ -468,31 +486,17 @@ type callbackError struct{ err error }
 
 func (e *callbackError) Error() string { return e.err.Error() }
 
-// readDir calls fn for each entry of dir, reading it in batches. A directory
-// removed meanwhile reads as empty.
-func readDir(dir string, fn func(fs.DirEntry) error) error {
-	f, err := os.Open(dir)
+// readDir calls fn for each entry of dir. A directory removed meanwhile
+// reads as empty.
+func (s *Store) readDir(dir string, fn func(fs.DirEntry) error) error {
+	err := s.fs.ReadDir(dir, fn)
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	for {
-		ents, err := f.ReadDir(256)
-		for _, e := range ents {
-			if err := fn(e); err != nil {
-				return err
-			}
-		}
-		if err == io.EOF {
+		var ce *callbackError
+		if !errors.As(err, &ce) {
 			return nil
 		}
-		if err != nil {
-			return err
-		}
 	}
+	return err
 }
 
 // Close implements store.Store. It closes the cached files (a file in use
@@ -503,18 +507,4 @@ func (s *Store) Close() error {
 	}
 	s.files.close()
 	return nil
-}
-
-// unlink removes a file (never a directory).
-func unlink(path string) error {
-	for {
-		err := syscall.Unlink(path)
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			return &fs.PathError{Op: "unlink", Path: path, Err: err}
-		}
-		return nil
-	}
 }

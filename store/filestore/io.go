@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"syscall"
@@ -23,72 +22,50 @@ func aligned(p []byte, off int64) bool {
 		uintptr(unsafe.Pointer(unsafe.SliceData(p)))%DirectAlign == 0
 }
 
-// pick returns the descriptor for an I/O of p at off.
-func (s *Store) pick(h *handle, p []byte, off int64) int {
+// pick returns the file for an I/O of p at off.
+func (s *Store) pick(h *handle, p []byte, off int64) vfile {
 	if h.d != nil && aligned(p, off) {
 		s.stats.directIO.Add(1)
-		return h.dd
+		return h.d
 	}
-	return h.fd
+	return h.f
 }
 
 // pread reads into p at off until p is full or the file ends.
 func (s *Store) pread(h *handle, p []byte, off int64) (int, error) {
+	if h.d == nil {
+		return h.f.Pread(p, off)
+	}
 	n := 0
 	for n < len(p) {
 		// Picked anew each round: after a short O_DIRECT read the rest
 		// is unaligned and goes through the page cache.
-		m, err := syscall.Pread(s.pick(h, p[n:], off+int64(n)), p[n:], off+int64(n))
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			return n, &fs.PathError{Op: "pread", Path: h.f.Name(), Err: err}
-		}
-		if m == 0 {
-			break
-		}
+		m, err := s.pick(h, p[n:], off+int64(n)).Pread(p[n:], off+int64(n))
 		n += m
+		if err != nil || m == 0 {
+			return n, err
+		}
 	}
 	return n, nil
 }
 
 // pwrite writes all of p at off.
 func (s *Store) pwrite(h *handle, p []byte, off int64) error {
-	for n := 0; n < len(p); {
-		m, err := syscall.Pwrite(s.pick(h, p[n:], off+int64(n)), p[n:], off+int64(n))
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			return &fs.PathError{Op: "pwrite", Path: h.f.Name(), Err: err}
-		}
-		if m == 0 {
-			return &fs.PathError{Op: "pwrite", Path: h.f.Name(), Err: io.ErrShortWrite}
-		}
-		n += m
-	}
-	return nil
+	return s.pick(h, p, off).Pwrite(p, off)
 }
 
 // fdatasync flushes f's data and the metadata needed to read it back.
-func (s *Store) fdatasync(f *os.File) error {
+func (s *Store) fdatasync(f vfile) error {
 	if s.fault != nil {
 		if err := s.fault("fdatasync", f.Name()); err != nil {
 			return &fs.PathError{Op: "fdatasync", Path: f.Name(), Err: err}
 		}
 	}
-	for {
-		err := syscall.Fdatasync(int(f.Fd()))
-		if err == syscall.EINTR {
-			continue
-		}
-		if err != nil {
-			return &fs.PathError{Op: "fdatasync", Path: f.Name(), Err: err}
-		}
-		s.stats.fileSyncs.Add(1)
-		return nil
+	if err := f.Datasync(); err != nil {
+		return err
 	}
+	s.stats.fileSyncs.Add(1)
+	return nil
 }
 
 // alignedBuffer returns n zero bytes at an address aligned to DirectAlign.
@@ -100,11 +77,11 @@ func alignedBuffer(n int) []byte {
 
 // probeDirect checks that files in dir take O_DIRECT opens and I/O.
 func probeDirect(dir string) error {
-	f, err := createTemp(dir)
+	f, err := createTemp(osFS{}, dir)
 	if err != nil {
 		return ioErr(err)
 	}
-	defer os.Remove(f.Name())
+	defer osFS{}.Unlink(f.Name())
 	defer f.Close()
 	d, err := os.OpenFile(f.Name(), os.O_RDWR|syscall.O_DIRECT, 0)
 	if err != nil {

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/archipelago-go/archipelago/errs"
@@ -55,7 +54,7 @@ func isSpreadName(name string) bool {
 // entries changed.
 func (s *Store) makeLeaf(p placement) error {
 	for _, d := range [...]struct{ parent, dir string }{{p.root, p.mid}, {p.mid, p.leaf}} {
-		err := os.Mkdir(d.dir, dirPerm)
+		err := s.fs.Mkdir(d.dir, dirPerm)
 		switch {
 		case err == nil:
 			s.dirChanged(d.parent)
@@ -74,27 +73,28 @@ func (s *Store) openObject(name string, create bool) (*handle, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &handle{f: f, fd: int(f.Fd())}
+	h := &handle{f: f}
 	if s.direct {
-		// Reopen the very file, not the path, which may have changed.
-		d, err := os.OpenFile("/proc/self/fd/"+strconv.Itoa(h.fd), os.O_RDWR|syscall.O_DIRECT, 0)
+		// Reopen the very file, not the path, which may have changed
+		// (Open allows Direct on the real filesystem only).
+		d, err := f.(*osFile).reopenDirect()
 		if err != nil {
 			f.Close()
 			return nil, fmt.Errorf("reopen %s with O_DIRECT: %w", p.file, err)
 		}
-		h.d, h.dd = d, int(d.Fd())
+		h.d = d
 	}
 	s.stats.opens.Add(1)
 	return h, nil
 }
 
-func (s *Store) openFile(p placement, create bool) (*os.File, error) {
+func (s *Store) openFile(p placement, create bool) (vfile, error) {
 	for range 10 {
-		f, err := os.OpenFile(p.file, os.O_RDWR, 0)
+		f, err := s.fs.OpenFile(p.file, os.O_RDWR, 0)
 		if err == nil || !create || !errors.Is(err, fs.ErrNotExist) {
 			return f, err
 		}
-		f, err = os.OpenFile(p.file, os.O_RDWR|os.O_CREATE|os.O_EXCL, filePerm)
+		f, err = s.fs.OpenFile(p.file, os.O_RDWR|os.O_CREATE|os.O_EXCL, filePerm)
 		switch {
 		case err == nil:
 			// Recorded before anyone can see the file as open, so a
@@ -161,7 +161,7 @@ func (s *Store) syncDir(d *dirState) error {
 			return &fs.PathError{Op: "fsync", Path: d.path, Err: err}
 		}
 	}
-	if err := fsyncPath(d.path); err != nil {
+	if err := fsyncPath(s.fs, d.path); err != nil {
 		return err
 	}
 	d.synced = gen
@@ -186,8 +186,8 @@ func (s *Store) syncDirs(paths ...string) error {
 }
 
 // fsyncPath fsyncs a directory (or file) by path.
-func fsyncPath(path string) error {
-	f, err := os.Open(path)
+func fsyncPath(fsys vfs, path string) error {
+	f, err := fsys.OpenFile(path, os.O_RDONLY, 0)
 	if err != nil {
 		return err
 	}
@@ -197,10 +197,10 @@ func fsyncPath(path string) error {
 
 // mkdirDurable makes dir and its missing parents, and fsyncs the parent of
 // each directory it made.
-func mkdirDurable(dir string) error {
+func mkdirDurable(fsys vfs, dir string) error {
 	var missing []string
 	for d := dir; ; d = filepath.Dir(d) {
-		if _, err := os.Stat(d); err == nil {
+		if _, err := fsys.Stat(d); err == nil {
 			break
 		} else if !errors.Is(err, fs.ErrNotExist) {
 			return err
@@ -211,10 +211,10 @@ func mkdirDurable(dir string) error {
 		}
 	}
 	for i := len(missing) - 1; i >= 0; i-- {
-		if err := os.Mkdir(missing[i], dirPerm); err != nil && !errors.Is(err, fs.ErrExist) {
+		if err := fsys.Mkdir(missing[i], dirPerm); err != nil && !errors.Is(err, fs.ErrExist) {
 			return err
 		}
-		if err := fsyncPath(filepath.Dir(missing[i])); err != nil {
+		if err := fsyncPath(fsys, filepath.Dir(missing[i])); err != nil {
 			return err
 		}
 	}
@@ -222,10 +222,10 @@ func mkdirDurable(dir string) error {
 }
 
 // createTemp creates a new file in dir.
-func createTemp(dir string) (*os.File, error) {
+func createTemp(fsys vfs, dir string) (vfile, error) {
 	for range 100 {
 		path := filepath.Join(dir, strconv.FormatUint(rand.Uint64(), 36))
-		f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, filePerm)
+		f, err := fsys.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_EXCL, filePerm)
 		if !errors.Is(err, fs.ErrExist) {
 			return f, err
 		}
@@ -235,33 +235,29 @@ func createTemp(dir string) (*os.File, error) {
 
 // cleanTemp removes the files in dir older than tempMaxAge: leftovers of a
 // crash, not files of a copy or lock in flight.
-func cleanTemp(dir string) error {
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return err
-	}
-	for _, e := range ents {
+func cleanTemp(fsys vfs, dir string) error {
+	return fsys.ReadDir(dir, func(e fs.DirEntry) error {
 		fi, err := e.Info()
 		if errors.Is(err, fs.ErrNotExist) {
-			continue
+			return nil
 		}
 		if err != nil {
 			return err
 		}
 		if time.Since(fi.ModTime()) > tempMaxAge {
-			if err := os.Remove(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			if err := fsys.Unlink(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, fs.ErrNotExist) {
 				return err
 			}
 		}
-	}
-	return nil
+		return nil
+	})
 }
 
 // checkFormat checks Dir/FORMAT, writing it into a new store.
 func (s *Store) checkFormat() error {
 	path := filepath.Join(s.dir, formatFile)
 	want := fmt.Sprintf("%s %d\n", formatMagic, formatVersion)
-	data, err := os.ReadFile(path)
+	data, err := readFile(s.fs, path)
 	switch {
 	case err == nil && string(data) == want:
 		return nil
@@ -276,12 +272,12 @@ func (s *Store) checkFormat() error {
 		return fmt.Errorf("filestore: open: %w", ioErr(err))
 	}
 	// A new store: write the file whole, then rename it in place.
-	tmp, err := createTemp(s.tmpDir)
+	tmp, err := createTemp(s.fs, s.tmpDir)
 	if err != nil {
 		return fmt.Errorf("filestore: open: %w", ioErr(err))
 	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.WriteString(want)
+	defer s.fs.Unlink(tmp.Name())
+	err = tmp.Pwrite([]byte(want), 0)
 	if err == nil {
 		err = tmp.Sync()
 	}
@@ -289,10 +285,10 @@ func (s *Store) checkFormat() error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp.Name(), path)
+		err = s.fs.Rename(tmp.Name(), path)
 	}
 	if err == nil {
-		err = fsyncPath(s.dir)
+		err = fsyncPath(s.fs, s.dir)
 	}
 	if err != nil {
 		return fmt.Errorf("filestore: open: write %s: %w", path, ioErr(err))

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"strings"
 
 	"github.com/archipelago-go/archipelago/errs"
@@ -25,12 +24,12 @@ func (s *Store) TryLock(ctx context.Context, name, owner string) error {
 	if done, err := s.heldBy(p, name, owner); done {
 		return err
 	}
-	tmp, err := createTemp(s.lockTmpDir)
+	tmp, err := createTemp(s.fs, s.lockTmpDir)
 	if err != nil {
 		return lockErr("lock", name, err)
 	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.WriteString(owner + "\n")
+	defer s.fs.Unlink(tmp.Name())
+	err = tmp.Pwrite([]byte(owner+"\n"), 0)
 	if err == nil {
 		err = tmp.Sync()
 	}
@@ -41,7 +40,7 @@ func (s *Store) TryLock(ctx context.Context, name, owner string) error {
 		return lockErr("lock", name, err)
 	}
 	for range 10 {
-		err := os.Link(tmp.Name(), p.file)
+		err := s.fs.Link(tmp.Name(), p.file)
 		switch {
 		case err == nil:
 			s.dirChanged(p.leaf)
@@ -69,7 +68,7 @@ func (s *Store) TryLock(ctx context.Context, name, owner string) error {
 // for owner: nil (durably) if owner holds it, a *store.LockedError if
 // another does.
 func (s *Store) heldBy(p placement, name, owner string) (bool, error) {
-	holder, err := readLock(p.file)
+	holder, err := s.readLock(p.file)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return false, nil
@@ -96,14 +95,14 @@ func (s *Store) Unlock(ctx context.Context, name, owner string, force bool) erro
 	p := s.place(s.lockDir, name)
 	s.unlockMu.Lock()
 	defer s.unlockMu.Unlock()
-	holder, err := readLock(p.file)
+	holder, err := s.readLock(p.file)
 	switch {
 	case err != nil && !(force && errors.Is(err, errs.ErrCorrupt)):
 		return lockErr("unlock", name, err)
 	case err == nil && holder != owner && !force:
 		return fmt.Errorf("filestore: unlock %q by %q: held by %q: %w", name, owner, holder, errs.ErrNotOwner)
 	}
-	if err := unlink(p.file); err != nil {
+	if err := s.fs.Unlink(p.file); err != nil {
 		return lockErr("unlock", name, err)
 	}
 	s.dirChanged(p.leaf)
@@ -118,7 +117,7 @@ func (s *Store) LockOwner(ctx context.Context, name string) (string, error) {
 	if err := s.begin(ctx, "lock owner", name); err != nil {
 		return "", err
 	}
-	holder, err := readLock(s.place(s.lockDir, name).file)
+	holder, err := s.readLock(s.place(s.lockDir, name).file)
 	if err != nil {
 		return "", lockErr("lock owner", name, err)
 	}
@@ -127,8 +126,8 @@ func (s *Store) LockOwner(ctx context.Context, name string) (string, error) {
 
 // readLock returns the owner written in a lock file: the owner and a
 // newline. A lock file of any other form is corrupt.
-func readLock(path string) (string, error) {
-	data, err := os.ReadFile(path)
+func (s *Store) readLock(path string) (string, error) {
+	data, err := readFile(s.fs, path)
 	if err != nil {
 		return "", err
 	}
