@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,9 +15,11 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"golang.org/x/sys/unix"
 
 	"github.com/archipelago-go/archipelago/config"
 	"github.com/archipelago-go/archipelago/errs"
+	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/xseg"
 )
 
@@ -67,6 +70,11 @@ log under LOG_DIR. With -u, only the storage peers: the block endpoint
 			if err != nil {
 				return err
 			}
+			unlock, err := m.runLock(cmd.OutOrStdout(), "start")
+			if err != nil {
+				return err
+			}
+			defer unlock()
 			return m.start(cmd.OutOrStdout(), args)
 		},
 	}
@@ -86,6 +94,11 @@ Stopping every peer removes the segment.`,
 			if err != nil {
 				return err
 			}
+			unlock, err := m.runLock(cmd.OutOrStdout(), "stop")
+			if err != nil {
+				return err
+			}
+			defer unlock()
 			return m.stop(cmd.OutOrStdout(), args, force)
 		},
 	}
@@ -100,6 +113,11 @@ Stopping every peer removes the segment.`,
 			if err != nil {
 				return err
 			}
+			unlock, err := m.runLock(cmd.OutOrStdout(), "restart")
+			if err != nil {
+				return err
+			}
+			defer unlock()
 			if err := m.stop(cmd.OutOrStdout(), args, force); err != nil {
 				return err
 			}
@@ -183,25 +201,198 @@ func (m *manager) cfgName() string {
 	return m.cfg.Path
 }
 
-// pid reads a role's pidfile; 0 if there is none or its process is gone.
+// proc reads a role's pidfile and checks its process (peer.ReadPidfile:
+// the lock a running peer holds on it, and the pid's identity).
+func (m *manager) proc(r *config.Role) peer.PidInfo {
+	return peer.ReadPidfile(m.cfg.PidFile(r.Name))
+}
+
+// pid is the pid of the role's running process; 0 if none runs (or it has
+// not written its pid yet).
 func (m *manager) pid(r *config.Role) int {
-	b, err := os.ReadFile(m.cfg.PidFile(r.Name))
+	if pi := m.proc(r); pi.Running() {
+		return pi.PID
+	}
+	return 0
+}
+
+// removeStale removes a role's pidfile if no process holds it (a peer that
+// was killed leaves it). A running peer's pidfile is never touched.
+func (m *manager) removeStale(r *config.Role) {
+	path := m.cfg.PidFile(r.Name)
+	f, err := os.Open(path)
 	if err != nil {
-		return 0
+		return
 	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 0 {
-		return 0
+	defer f.Close()
+	if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
+		return
 	}
-	if !xseg.ProcessAlive(pid) {
-		return 0
+	var a, b unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &a) == nil && unix.Stat(path, &b) == nil && a.Ino == b.Ino {
+		if pi := peer.ReadPidfile(path); !pi.Alive {
+			os.Remove(path)
+		}
 	}
-	return pid
+}
+
+// runLock serialises start, stop and restart of one configuration: they
+// take an exclusive flock on <RUN_DIR>/archipelago.lock for their whole
+// run. A second one says who holds it and waits (up to runLockWait); when
+// its turn comes it sees what the first one did (a second start finds the
+// peers running).
+func (m *manager) runLock(out io.Writer, what string) (func(), error) {
+	if err := os.MkdirAll(m.cfg.RunDir, 0o755); err != nil {
+		return nil, err
+	}
+	path := filepath.Join(m.cfg.RunDir, "archipelago.lock")
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	deadline := time.Now().Add(runLockWait)
+	said := false
+	for {
+		err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, unix.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		holder := "another archipelago"
+		if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+			holder = strings.TrimSpace(string(b))
+		}
+		if time.Now().After(deadline) {
+			f.Close()
+			return nil, fmt.Errorf("%s (%s) still runs after %v; not starting %s beside it: %w", holder, path, runLockWait, what, errs.ErrBusy)
+		}
+		if !said {
+			fmt.Fprintf(out, "%s runs (%s): waiting for it to finish\n", holder, path)
+			said = true
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	f.Truncate(0)
+	f.WriteAt([]byte(fmt.Sprintf("archipelago %s (pid %d)\n", what, os.Getpid())), 0)
+	return func() { f.Truncate(0); f.Close() }, nil
+}
+
+// runLockWait bounds how long start, stop or restart waits for another.
+const runLockWait = 3 * time.Minute
+
+// segProc is a process that maps the configured segment.
+type segProc struct {
+	pid     int
+	prog    string // program name
+	role    string // its --role, "" if none
+	deleted bool   // it maps a segment file that was removed or replaced
+}
+
+// segmentPeers lists the peer programs (those of Programs, and nulld)
+// that map the segment's file, whether that file is still in place or was
+// deleted: the processes a lost segment leaves behind, found by what they
+// map rather than by their pidfiles.
+func segmentPeers(name string) []segProc {
+	progs := map[string]bool{"nulld": true}
+	for _, p := range Programs {
+		progs[p] = true
+	}
+	path := filepath.Join(xseg.ShmDir, name)
+	ents, _ := os.ReadDir("/proc")
+	var out []segProc
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == os.Getpid() {
+			continue
+		}
+		exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+		if err != nil {
+			continue
+		}
+		prog := filepath.Base(strings.TrimSuffix(exe, " (deleted)"))
+		if !progs[prog] {
+			continue
+		}
+		maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+		if err != nil {
+			continue
+		}
+		found, deleted := false, false
+		for _, line := range strings.Split(string(maps), "\n") {
+			i := strings.Index(line, " /")
+			if i < 0 {
+				continue
+			}
+			switch strings.TrimSpace(line[i:]) {
+			case path:
+				found = true
+			case path + " (deleted)":
+				found, deleted = true, true
+			}
+		}
+		if !found {
+			continue
+		}
+		sp := segProc{pid: pid, prog: prog, deleted: deleted}
+		if cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil {
+			args := strings.Split(strings.TrimRight(string(cmd), "\x00"), "\x00")
+			for i, a := range args {
+				if a == "--role" && i+1 < len(args) {
+					sp.role = args[i+1]
+				} else if strings.HasPrefix(a, "--role=") {
+					sp.role = strings.TrimPrefix(a, "--role=")
+				}
+			}
+		}
+		if xseg.ProcessAlive(pid) {
+			out = append(out, sp)
+		}
+	}
+	return out
+}
+
+// mapsDeleted reports whether the live process pid maps the segment's
+// file as deleted (it runs on a segment that was removed or replaced).
+func mapsDeleted(pid int, name string) bool {
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	return err == nil && strings.Contains(string(maps), filepath.Join(xseg.ShmDir, name)+" (deleted)")
+}
+
+// lostSegment says which roles still run while the segment they are on is
+// gone (its file removed or replaced), and which peers map the deleted
+// file without a pidfile naming them. Nothing started now could reach
+// them, and they would run beside the new peers on the same storage.
+func (m *manager) lostSegment() []string {
+	name := m.cfg.XSEG.Name
+	exists := xseg.Exists(name)
+	var lost []string
+	named := map[int]bool{}
+	for i := range m.cfg.Roles {
+		r := &m.cfg.Roles[i]
+		pi := m.proc(r)
+		if !pi.Running() {
+			continue
+		}
+		named[pi.PID] = true
+		if pi.PID != 0 && (!exists || mapsDeleted(pi.PID, name)) {
+			lost = append(lost, fmt.Sprintf("%s (pid %d)", r.Name, pi.PID))
+		}
+	}
+	for _, sp := range segmentPeers(name) {
+		if sp.deleted && !named[sp.pid] {
+			lost = append(lost, fmt.Sprintf("%s of role %q (pid %d, no pidfile names it)", sp.prog, sp.role, sp.pid))
+		}
+	}
+	return lost
 }
 
 // segment joins the configured segment, creating it if missing and
-// replacing it if no live process uses it (left by a crash).
-func (m *manager) segment(out io.Writer) (*xseg.Segment, error) {
+// replacing it if no live process uses it (left by a crash). created says
+// that this call made it.
+func (m *manager) segment(out io.Writer) (seg *xseg.Segment, created bool, err error) {
 	x := m.cfg.XSEG
 	want := xseg.Config{Name: x.Name, SizeMiB: x.SizeMiB, Ports: x.Ports, DynPorts: x.DynPorts}
 	if xseg.Exists(x.Name) {
@@ -215,10 +406,10 @@ func (m *manager) segment(out io.Writer) (*xseg.Segment, error) {
 			if live {
 				if in.Size != uint64(x.SizeMiB)<<20 || in.Ports != x.Ports || in.DynPorts != x.DynPorts {
 					seg.Close()
-					return nil, fmt.Errorf("segment %q is in use with %d MiB and %d ports (%d dynamic from), the configuration says %d MiB, %d ports, %d: stop every peer first",
+					return nil, false, fmt.Errorf("segment %q is in use with %d MiB and %d ports (%d dynamic from), the configuration says %d MiB, %d ports, %d: stop every peer first",
 						x.Name, in.Size>>20, in.Ports, in.DynPorts, x.SizeMiB, x.Ports, x.DynPorts)
 				}
-				return seg, nil
+				return seg, false, nil
 			}
 			seg.Close()
 		} else if errors.Is(err, errs.ErrVersion) {
@@ -226,7 +417,7 @@ func (m *manager) segment(out io.Writer) (*xseg.Segment, error) {
 			// any still run, are ours by their pidfiles.
 			for i := range m.cfg.Roles {
 				if pid := m.pid(&m.cfg.Roles[i]); pid != 0 {
-					return nil, fmt.Errorf("%w; role %s (pid %d) of that version still runs: stop it with the archipelago that started it",
+					return nil, false, fmt.Errorf("%w; role %s (pid %d) of that version still runs: stop it with the archipelago that started it",
 						err, m.cfg.Roles[i].Name, pid)
 				}
 			}
@@ -234,10 +425,14 @@ func (m *manager) segment(out io.Writer) (*xseg.Segment, error) {
 		// Nobody lives on it (or it is unreadable): a crash left it.
 		fmt.Fprintf(out, "segment %s: stale (no live peer), recreating\n", x.Name)
 		if err := xseg.Destroy(x.Name); err != nil && !errors.Is(err, errs.ErrNotFound) {
-			return nil, err
+			return nil, false, err
 		}
 	}
-	return xseg.Create(want)
+	seg, err = xseg.Create(want)
+	if err != nil {
+		return nil, false, err
+	}
+	return seg, true, nil
 }
 
 func (m *manager) start(out io.Writer, args []string) error {
@@ -250,25 +445,51 @@ func (m *manager) start(out io.Writer, args []string) error {
 			return err
 		}
 	}
-	seg, err := m.segment(out)
+	if lost := m.lostSegment(); len(lost) > 0 {
+		return fmt.Errorf("segment %s (%s) was removed or replaced while %s still run on the old one: starting now would run a second set of peers beside them on the same storage; run 'archipelago stop' first: %w",
+			m.cfg.XSEG.Name, filepath.Join(xseg.ShmDir, m.cfg.XSEG.Name), strings.Join(lost, ", "), errs.ErrBusy)
+	}
+	seg, created, err := m.segment(out)
 	if err != nil {
 		return err
 	}
 	defer seg.Close()
 	for _, r := range roles {
-		if pid := m.pid(r); pid != 0 {
-			if owner, alive := seg.Owner(r.PortStart); alive && owner == pid {
-				fmt.Fprintf(out, "%s: already running (pid %d)\n", r.Name, pid)
+		if pi := m.proc(r); pi.Running() {
+			// Its process lives: never a second one, whatever the
+			// segment says.
+			if owner, alive := seg.Owner(r.PortStart); alive && owner == pi.PID {
+				fmt.Fprintf(out, "%s: already running (pid %d)\n", r.Name, pi.PID)
 				continue
 			}
+			if pi.PID == 0 {
+				return fmt.Errorf("%s: a process holds %s and has not written its pid yet (starting?): %w", r.Name, m.cfg.PidFile(r.Name), errs.ErrBusy)
+			}
+			return fmt.Errorf("%s: runs as pid %d (%s) but does not own port %d of segment %s: %w",
+				r.Name, pi.PID, m.cfg.PidFile(r.Name), r.PortStart, m.cfg.XSEG.Name, errs.ErrBusy)
 		}
 		pid, err := m.launch(seg, r)
 		if err != nil {
+			if created && !m.segmentInUse(seg) {
+				if xseg.Destroy(m.cfg.XSEG.Name) == nil {
+					err = fmt.Errorf("%w\nsegment %s: removed (no peer runs on it)", err, m.cfg.XSEG.Name)
+				}
+			}
 			return err
 		}
 		fmt.Fprintf(out, "%s: started (pid %d, ports %d..%d)\n", r.Name, pid, r.PortStart, r.PortEnd)
 	}
 	return nil
+}
+
+// segmentInUse reports whether a live process owns a port of seg.
+func (m *manager) segmentInUse(seg *xseg.Segment) bool {
+	for no := 0; no < seg.Info().Ports; no++ {
+		if _, alive := seg.Owner(no); alive {
+			return true
+		}
+	}
+	return false
 }
 
 // program finds the program serving a role type: next to this program,
@@ -305,6 +526,11 @@ func (m *manager) launch(seg *xseg.Segment, r *config.Role) (int, error) {
 		return 0, err
 	}
 	defer logf.Close()
+	// What this run writes starts here: a failure quotes only that.
+	var from int64
+	if fi, err := logf.Stat(); err == nil {
+		from = fi.Size()
+	}
 	argv := []string{"--role", r.Name}
 	if m.cfgArg != "" {
 		abs, _ := filepath.Abs(m.cfgArg)
@@ -326,7 +552,7 @@ func (m *manager) launch(seg *xseg.Segment, r *config.Role) (int, error) {
 		}
 		select {
 		case err := <-exited:
-			return 0, fmt.Errorf("%s: %s exited (%v) before binding its ports; %s says:\n%s", r.Name, filepath.Base(bin), err, logPath, tail(logPath, 5))
+			return 0, fmt.Errorf("%s: %s exited (%v) before binding its ports; %s says:\n%s", r.Name, filepath.Base(bin), err, logPath, tailFrom(logPath, from, 5))
 		case <-deadline:
 			return 0, fmt.Errorf("%s: did not bind port %d within 15 s; see %s", r.Name, r.PortStart, logPath)
 		case <-time.After(10 * time.Millisecond):
@@ -335,12 +561,22 @@ func (m *manager) launch(seg *xseg.Segment, r *config.Role) (int, error) {
 }
 
 // tail returns the last n lines of a file.
-func tail(path string, n int) string {
+func tail(path string, n int) string { return tailFrom(path, 0, n) }
+
+// tailFrom returns the last n lines a file got from offset from on.
+func tailFrom(path string, from int64, n int) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return ""
 	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if from > 0 && from <= int64(len(b)) {
+		b = b[from:]
+	}
+	text := strings.TrimRight(string(b), "\n")
+	if text == "" {
+		return "  (nothing)"
+	}
+	lines := strings.Split(text, "\n")
 	if len(lines) > n {
 		lines = lines[len(lines)-n:]
 	}
@@ -348,21 +584,100 @@ func tail(path string, n int) string {
 }
 
 // busy says why the peers should not stop: mapped volumes, NBD clients.
+// The client count is the kernel's, read now (nbdClients), not a file the
+// endpoint rewrites now and then; a count that is not zero is read again
+// for up to a second, for clients that are just leaving.
 func (m *manager) busy() []string {
 	var why []string
 	if ents, err := os.ReadDir(filepath.Join(m.cfg.RunDir, "mapped")); err == nil && len(ents) > 0 {
 		why = append(why, fmt.Sprintf("%d volume(s) mapped (vlmc showmapped)", len(ents)))
 	}
 	for _, r := range m.cfg.RolesOfType(config.TypeNBDEndpoint) {
-		b, err := os.ReadFile(filepath.Join(m.cfg.RunDir, r.Name+".clients"))
-		if err != nil || m.pid(r) == 0 {
+		if m.pid(r) == 0 {
 			continue
 		}
-		if n, _ := strconv.Atoi(strings.TrimSpace(string(b))); n > 0 {
+		n := m.nbdClients(r)
+		for deadline := time.Now().Add(time.Second); n > 0 && time.Now().Before(deadline); n = m.nbdClients(r) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if n > 0 {
 			why = append(why, fmt.Sprintf("%d NBD client(s) connected to %s", n, r.Name))
 		}
 	}
 	return why
+}
+
+// nbdClients counts the NBD connections of a block endpoint as the kernel
+// sees them now: the accepted and not yet accepted connections to its Unix
+// socket (/proc/net/unix) and to its TCP address (/proc/net/tcp, tcp6).
+// Where /proc cannot tell, it falls back to the count the endpoint writes.
+func (m *manager) nbdClients(r *config.Role) int {
+	n, err := unixConns(r.Socket)
+	if err != nil {
+		b, err := os.ReadFile(filepath.Join(m.cfg.RunDir, r.Name+".clients"))
+		if err != nil {
+			return 0
+		}
+		n, _ = strconv.Atoi(strings.TrimSpace(string(b)))
+		return n
+	}
+	if r.Listen != "" {
+		if _, port, err := net.SplitHostPort(r.Listen); err == nil {
+			if p, err := strconv.Atoi(port); err == nil {
+				n += tcpConns(p)
+			}
+		}
+	}
+	return n
+}
+
+// unixConns counts the server-side sockets of connections to the Unix
+// socket at path: its entries in /proc/net/unix other than the listener,
+// connected (state 3) or waiting to be accepted (state 2).
+func unixConns(path string) (int, error) {
+	b, err := os.ReadFile("/proc/net/unix")
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		// Num RefCount Protocol Flags Type St Inode Path
+		f := strings.Fields(line)
+		if len(f) < 8 || strings.Join(f[7:], " ") != path {
+			continue
+		}
+		flags, _ := strconv.ParseUint(f[3], 16, 32)
+		if flags&0x10000 != 0 { // __SO_ACCEPTCON: the listener
+			continue
+		}
+		if f[5] == "02" || f[5] == "03" {
+			n++
+		}
+	}
+	return n, nil
+}
+
+// tcpConns counts established TCP connections whose local port is port.
+func tcpConns(port int) int {
+	n := 0
+	for _, file := range []string{"/proc/net/tcp", "/proc/net/tcp6"} {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n")[1:] {
+			// sl local_address rem_address st ...
+			f := strings.Fields(line)
+			if len(f) < 4 || f[3] != "01" {
+				continue
+			}
+			i := strings.LastIndexByte(f[1], ':')
+			if p, err := strconv.ParseUint(f[1][i+1:], 16, 16); err == nil && int(p) == port {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 func (m *manager) stop(out io.Writer, args []string, force bool) error {
@@ -375,28 +690,75 @@ func (m *manager) stop(out io.Writer, args []string, force bool) error {
 	}
 	for i := len(roles) - 1; i >= 0; i-- {
 		r := roles[i]
-		pid := m.pid(r)
-		if pid == 0 {
+		pi := m.proc(r)
+		if pi.Running() && pi.PID == 0 {
+			// Locked, pid not written yet: a peer starting.
+			deadline := time.Now().Add(5 * time.Second)
+			for pi.Running() && pi.PID == 0 && time.Now().Before(deadline) {
+				time.Sleep(10 * time.Millisecond)
+				pi = m.proc(r)
+			}
+		}
+		if !pi.Running() || pi.PID == 0 {
 			fmt.Fprintf(out, "%s: not running\n", r.Name)
-			os.Remove(m.cfg.PidFile(r.Name))
+			m.removeStale(r)
 			continue
 		}
-		syscall.Kill(pid, syscall.SIGTERM)
-		stopped := waitGone(pid, 15*time.Second)
-		if !stopped && force {
-			syscall.Kill(pid, syscall.SIGKILL)
-			stopped = waitGone(pid, 5*time.Second)
+		if err := stopPid(pi.PID, force); err != nil {
+			return fmt.Errorf("%s: %w", r.Name, err)
 		}
-		if !stopped {
-			return fmt.Errorf("%s: pid %d did not stop within 15 s (use -f to kill it): %w", r.Name, pid, errs.ErrBusy)
+		m.removeStale(r)
+		fmt.Fprintf(out, "%s: stopped (pid %d)\n", r.Name, pi.PID)
+	}
+	// Peers no pidfile names that still map the segment, deleted or not
+	// (left by a segment that was removed under them, or by a pidfile
+	// that was removed).
+	for _, sp := range segmentPeers(m.cfg.XSEG.Name) {
+		if (len(args) > 0 && sp.role != args[0]) || (m.user && len(args) == 0 && m.isEndpoint(sp.role)) {
+			continue
 		}
-		os.Remove(m.cfg.PidFile(r.Name))
-		fmt.Fprintf(out, "%s: stopped (pid %d)\n", r.Name, pid)
+		if err := stopPid(sp.pid, force); err != nil {
+			return fmt.Errorf("%s of role %q, on segment %s but named by no pidfile: %w", sp.prog, sp.role, m.cfg.XSEG.Name, err)
+		}
+		on := "on"
+		if sp.deleted {
+			on = "on the deleted"
+		}
+		fmt.Fprintf(out, "%s: stopped %s (pid %d) %s segment %s, which no pidfile named\n", sp.role, sp.prog, sp.pid, on, m.cfg.XSEG.Name)
 	}
 	if len(args) == 0 && !m.user {
 		if err := xseg.Destroy(m.cfg.XSEG.Name); err == nil {
 			fmt.Fprintf(out, "segment %s: removed\n", m.cfg.XSEG.Name)
 		}
+	}
+	return nil
+}
+
+func (m *manager) isEndpoint(role string) bool {
+	r, ok := m.cfg.Role(role)
+	return ok && r.Type == config.TypeNBDEndpoint
+}
+
+// stopPid sends SIGTERM to pid and waits for it to go; with force it
+// kills what does not stop within 15 s. A process of another user is an
+// error at once.
+func stopPid(pid int, force bool) error {
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		if errors.Is(err, syscall.ESRCH) {
+			return nil
+		}
+		if errors.Is(err, syscall.EPERM) {
+			return fmt.Errorf("pid %d: %w: it belongs to another user; run this as root or as that user", pid, err)
+		}
+		return fmt.Errorf("pid %d: %w", pid, err)
+	}
+	stopped := waitGone(pid, 15*time.Second)
+	if !stopped && force {
+		syscall.Kill(pid, syscall.SIGKILL)
+		stopped = waitGone(pid, 5*time.Second)
+	}
+	if !stopped {
+		return fmt.Errorf("pid %d did not stop within 15 s (use -f to kill it): %w", pid, errs.ErrBusy)
 	}
 	return nil
 }
@@ -415,6 +777,7 @@ func waitGone(pid int, d time.Duration) bool {
 func (m *manager) status(out io.Writer) error {
 	x := m.cfg.XSEG
 	seg, err := xseg.Join(x.Name)
+	var problems []string
 	switch {
 	case errors.Is(err, errs.ErrNotFound):
 		fmt.Fprintf(out, "segment %s: not running\n", x.Name)
@@ -426,22 +789,35 @@ func (m *manager) status(out io.Writer) error {
 		fmt.Fprintf(out, "segment %s: %d MiB, %d ports, %d/%d requests free, heap %d/%d MiB used\n",
 			x.Name, in.Size>>20, in.Ports, in.FreeRequests, in.Requests, in.HeapUsed>>20, in.HeapBytes>>20)
 	}
+	if lost := m.lostSegment(); len(lost) > 0 {
+		msg := fmt.Sprintf("segment %s (%s) was removed or replaced while %s still run on the old one; no new client reaches them: run 'archipelago stop', then 'archipelago start'",
+			x.Name, filepath.Join(xseg.ShmDir, x.Name), strings.Join(lost, ", "))
+		fmt.Fprintln(out, msg)
+		problems = append(problems, "the segment was lost under running peers")
+	}
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ROLE\tTYPE\tPID\tPORTS\tSTATE\tINFLIGHT\tQUEUED")
 	down := 0
+	named := map[int]bool{}
 	for i := range m.cfg.Roles {
 		r := &m.cfg.Roles[i]
-		pid := m.pid(r)
+		pi := m.proc(r)
+		pid := 0
 		state, inflight, queued := "stopped", 0, 0
-		if pid != 0 {
+		if pi.Running() {
+			pid = pi.PID
+			named[pid] = true
 			state = "starting"
+			if pid != 0 && mapsDeleted(pid, x.Name) {
+				state = "on a deleted segment"
+			}
 		}
 		if seg != nil {
 			owner, alive := seg.Owner(r.PortStart)
 			switch {
-			case alive && owner == pid:
+			case alive && pid != 0 && owner == pid:
 				state = "running"
-			case owner != 0 && !alive:
+			case owner != 0 && !alive && pid == 0:
 				state = "dead"
 			}
 			for no := r.PortStart; no <= r.PortEnd; no++ {
@@ -460,9 +836,23 @@ func (m *manager) status(out io.Writer) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d..%d\t%s\t%d\t%d\n", r.Name, r.Type, pidS, r.PortStart, r.PortEnd, state, inflight, queued)
 	}
+	for _, sp := range segmentPeers(x.Name) {
+		if named[sp.pid] {
+			continue
+		}
+		state := "orphan (no pidfile)"
+		if sp.deleted {
+			state = "orphan on a deleted segment"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t-\t%s\t-\t-\n", sp.role, sp.prog, sp.pid, state)
+		problems = append(problems, fmt.Sprintf("%s (pid %d) runs with no pidfile naming it", sp.prog, sp.pid))
+	}
 	tw.Flush()
 	if down > 0 {
-		return fmt.Errorf("%d of %d peers not running", down, len(m.cfg.Roles))
+		problems = append(problems, fmt.Sprintf("%d of %d peers not running", down, len(m.cfg.Roles)))
+	}
+	if len(problems) > 0 {
+		return errors.New(strings.Join(problems, "; "))
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/internal/clitest"
 	"github.com/archipelago-go/archipelago/internal/testbin"
+	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/xseg"
 )
 
@@ -68,10 +69,9 @@ func TestArchipelagoStartCleansStaleSegment(t *testing.T) {
 	// A crash: every peer killed, the segment left behind.
 	var pids []int
 	for _, r := range e.Cfg.Roles {
-		b, _ := os.ReadFile(e.Cfg.PidFile(r.Name))
-		if pid := strings.TrimSpace(string(b)); pid != "" {
-			pids = append(pids, atoi(pid))
-			syscall.Kill(atoi(pid), syscall.SIGKILL)
+		if pid := peer.ReadPidfile(e.Cfg.PidFile(r.Name)).PID; pid != 0 {
+			pids = append(pids, pid)
+			syscall.Kill(pid, syscall.SIGKILL)
 		}
 	}
 	for _, pid := range pids {

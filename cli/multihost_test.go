@@ -2,7 +2,6 @@ package cli_test
 
 import (
 	"fmt"
-	"os"
 	"os/exec"
 	"strings"
 	"syscall"
@@ -11,6 +10,7 @@ import (
 
 	"github.com/archipelago-go/archipelago/internal/clitest"
 	"github.com/archipelago-go/archipelago/internal/testbin"
+	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/xseg"
 )
 
@@ -48,11 +48,10 @@ func uriOf(e *clitest.Env, vol string) string {
 func killAll(t *testing.T, e *clitest.Env) {
 	t.Helper()
 	for _, r := range e.Cfg.Roles {
-		b, err := os.ReadFile(e.Cfg.PidFile(r.Name))
-		if err != nil {
+		pid := peer.ReadPidfile(e.Cfg.PidFile(r.Name)).PID
+		if pid == 0 {
 			continue
 		}
-		pid := atoi(strings.TrimSpace(string(b)))
 		syscall.Kill(pid, syscall.SIGKILL)
 		testbin.WaitFor(t, 10*time.Second, r.Name+" to die", func() bool { return !xseg.ProcessAlive(pid) })
 	}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,7 +22,7 @@ type Options struct {
 	PortEnd   int    // last port bound (portno_end)
 	NrOps     int    // requests in flight at most (nr_ops)
 	NrThreads int    // workers serving them (nr_threads)
-	PidFile   string // written at start, removed at exit ("" = none)
+	PidFile   string // held (locked) while running, removed at exit ("" = none); see TakePidfile
 	// DrainTimeout bounds how long a stopping peer waits for requests in
 	// flight before it cancels their context (default 10s).
 	DrainTimeout time.Duration
@@ -86,6 +85,8 @@ type Peer struct {
 	ctx     context.Context
 	cancel  context.CancelFunc
 	workers sync.WaitGroup
+	pidf    *Pidfile
+	fails   failLog
 }
 
 type job struct {
@@ -125,6 +126,15 @@ func Start(opts Options, h Handler) (*Peer, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &Peer{opts: opts, seg: seg, h: h, log: opts.Logger, work: make(chan job, opts.NrOps), ctx: ctx, cancel: cancel}
+	// The pidfile first: a second process for the role stops here,
+	// before it touches a port (whatever segment it joined).
+	if opts.PidFile != "" {
+		if p.pidf, err = TakePidfile(opts.PidFile); err != nil {
+			seg.Close()
+			cancel()
+			return nil, fmt.Errorf("%s: %w", opts.Role, err)
+		}
+	}
 	var ports []*xseg.Port
 	for no := opts.PortStart; no <= opts.PortEnd; no++ {
 		port, err := seg.Bind(no)
@@ -132,6 +142,7 @@ func Start(opts Options, h Handler) (*Peer, error) {
 			for _, q := range ports {
 				q.Release()
 			}
+			p.pidf.Remove()
 			seg.Close()
 			cancel()
 			return nil, fmt.Errorf("%s: %w", opts.Role, err)
@@ -144,14 +155,15 @@ func Start(opts Options, h Handler) (*Peer, error) {
 			}
 		}
 	}
-	if opts.PidFile != "" {
-		if err := os.WriteFile(opts.PidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+	if p.pidf != nil {
+		if err := p.pidf.WritePid(); err != nil {
 			for _, q := range ports {
 				q.Release()
 			}
+			p.pidf.Remove()
 			seg.Close()
 			cancel()
-			return nil, fmt.Errorf("%s: pidfile: %w", opts.Role, err)
+			return nil, fmt.Errorf("%s: %w", opts.Role, err)
 		}
 	}
 	for i := 0; i < opts.NrThreads; i++ {
@@ -166,6 +178,7 @@ func Start(opts Options, h Handler) (*Peer, error) {
 	for _, ep := range p.eps {
 		ep.start()
 	}
+	go p.watchSegment()
 	p.log.Info("peer started", "role", opts.Role, "segment", opts.Segment, "ports", fmt.Sprintf("%d..%d", opts.PortStart, opts.PortEnd), "nr_ops", opts.NrOps, "nr_threads", opts.NrThreads, "pid", os.Getpid())
 	return p, nil
 }
@@ -229,6 +242,7 @@ func (p *Peer) Answer(r *xseg.Request, err error) {
 		if p.log.Enabled(p.ctx, slog.LevelDebug) {
 			p.log.Debug("failed", "req", r.String(), "err", err)
 		}
+		p.logFailed(r, err)
 		ReplyErrorText(r, err)
 	}
 	p.eps[0].port.Respond(r, err)
@@ -314,9 +328,7 @@ func (p *Peer) Stop() {
 		}
 		ep.port.Release()
 	}
-	if p.opts.PidFile != "" {
-		os.Remove(p.opts.PidFile)
-	}
+	p.pidf.Remove()
 	p.seg.Close()
 	p.log.Info("stopped", "role", p.opts.Role)
 }
@@ -342,4 +354,39 @@ func useDoorbell(want bool) bool {
 		return true
 	}
 	return want
+}
+
+// segmentWatch is how often a peer checks that its segment's file is
+// still there, and segmentNag how often it says so again while it is not.
+const (
+	segmentWatch = 2 * time.Second
+	segmentNag   = 10 * time.Minute
+)
+
+// watchSegment logs, at level error, when the segment's file is removed
+// (a cleanup script, systemd-logind's RemoveIPC) or replaced while the
+// peer runs: the peer goes on serving the processes that share its
+// mapping, but no process started from now on reaches it.
+func (p *Peer) watchSegment() {
+	t := time.NewTicker(segmentWatch)
+	defer t.Stop()
+	var said string
+	var saidAt time.Time
+	for {
+		select {
+		case <-p.ctx.Done():
+			return
+		case <-t.C:
+		}
+		u := p.seg.Unlinked()
+		if u != "" && (u != said || time.Since(saidAt) >= segmentNag) {
+			p.log.Error("segment file gone while this peer runs: it keeps serving the processes already on it, but no new one can reach it; run 'archipelago stop' (which finds it by its pidfile), then 'archipelago start'",
+				"segment", p.opts.Segment, "what", u, "role", p.opts.Role, "pid", os.Getpid())
+			saidAt = time.Now()
+		}
+		if u == "" && said != "" {
+			p.log.Info("segment file back in place", "segment", p.opts.Segment)
+		}
+		said = u
+	}
 }

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -56,9 +55,12 @@ func TestNulldServesAndStopsGracefully(t *testing.T) {
 	p := testbin.Start(t, "nulld", "--segment", s.Name(), "--portno-start", "2", "--portno-end", "3", "--pidfile", pidfile, "--log-level", "3")
 	waitBound(t, s, 2)
 	waitBound(t, s, 3)
-	b, err := os.ReadFile(pidfile)
-	if err != nil || strings.TrimSpace(string(b)) != strconv.Itoa(p.Cmd.Process.Pid) {
-		t.Fatalf("pidfile %q, %v; pid %d", b, err, p.Cmd.Process.Pid)
+	testbin.WaitFor(t, 10*time.Second, "the pidfile to name nulld", func() bool {
+		return peer.ReadPidfile(pidfile).PID == p.Cmd.Process.Pid
+	})
+	if pi := peer.ReadPidfile(pidfile); !pi.Held || !pi.Alive || !pi.Running() {
+		b, _ := os.ReadFile(pidfile)
+		t.Fatalf("pidfile %q: %+v; pid %d", b, pi, p.Cmd.Process.Pid)
 	}
 	c, err := peer.NewClient(s)
 	if err != nil {

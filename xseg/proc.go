@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"os"
 	"strconv"
+	"time"
 )
 
 // procInfo reads /proc/<pid>/stat and reports whether the process exists and
@@ -51,4 +52,42 @@ func pidAlive(pid uint32) bool {
 func ownerAlive(pid uint32, start uint64) bool {
 	ok, st := procInfo(pid)
 	return ok && (start == 0 || st == start)
+}
+
+// ProcessStart reports whether pid names a live process and its start
+// time (clock ticks since boot): with the pid, an identity that a reused
+// pid does not share.
+func ProcessStart(pid int) (alive bool, start uint64) {
+	if pid <= 0 || pid > 1<<31-1 {
+		return false, 0
+	}
+	return procInfo(uint32(pid))
+}
+
+// clockTicks is USER_HZ, the unit of /proc start times (100 on every
+// Linux architecture Go supports).
+const clockTicks = 100
+
+// ProcessStartedAfter reports whether the live process pid started after
+// t (to the second: false when it cannot tell).
+func ProcessStartedAfter(pid int, t time.Time) bool {
+	alive, start := ProcessStart(pid)
+	if !alive {
+		return false
+	}
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return false
+	}
+	for _, line := range bytes.Split(b, []byte("\n")) {
+		if f := bytes.Fields(line); len(f) == 2 && string(f[0]) == "btime" {
+			boot, err := strconv.ParseInt(string(f[1]), 10, 64)
+			if err != nil {
+				return false
+			}
+			started := time.Unix(boot+int64(start/clockTicks), 0)
+			return started.After(t.Add(time.Second))
+		}
+	}
+	return false
 }
