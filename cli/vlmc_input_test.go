@@ -51,3 +51,22 @@ func TestVlmcSizeUnits(t *testing.T) {
 		t.Fatalf("after resize --size 3GiB: size %d, want 3 GiB", got)
 	}
 }
+
+// TestVlmcNames: a name with a newline, a tab, a space or a '/' is
+// refused with an error naming it (a newline made `vlmc list` show
+// volumes that do not exist); a short name is a name like any other.
+func TestVlmcNames(t *testing.T) {
+	e := clitest.New(t, "host-a", "")
+	e.Start()
+	e.Must("vlmc", "create", "ab", "--size", "1")
+	e.Must("vlmc", "create", "x", "--size", "1")
+	for _, name := range []string{"new\nline", "x\ny", "tab\tname", "two words", "a/b", "bad\xffutf8", "zero\u200bwidth"} {
+		fails(t, e, []string{"create", name, "--size", "1"}, "volume name")
+		fails(t, e, []string{"rename", "ab", name}, "volume name")
+		fails(t, e, []string{"snapshot", "ab", name}, "volume name")
+	}
+	e.Must("vlmc", "snapshot", "ab", "s")
+	if got := e.Must("vlmc", "list"); got != "ab\ns\nx" {
+		t.Errorf("list:\n%s", got)
+	}
+}

@@ -84,7 +84,7 @@ func TestVlmcErrors(t *testing.T) {
 		{[]string{"info", "nosuchvolume"}, "not found"},
 		{[]string{"remove", "nosuchvolume"}, "not found"},
 		{[]string{"create", "volume1", "--size", "1G"}, "already exists"},
-		{[]string{"create", "ab", "--size", "1G"}, "shorter than 6"},
+		{[]string{"create", "bad\nname", "--size", "1G"}, "control character"},
 		{[]string{"create", "volume2"}, "give --size, --snap or both"},
 		{[]string{"create", "volume2", "--size", "lots"}, `size "lots"`},
 		{[]string{"create", "volume2", "--snap", "volume1-snap", "--size", "1M"}, "volume2"},

@@ -3,6 +3,8 @@ package volume
 import (
 	"fmt"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/store"
@@ -10,9 +12,13 @@ import (
 
 // Name limits. A volume name becomes the prefix of its objects' names
 // (<name>_<16 hex>_m<level>_<16 hex> is the longest, 37 bytes more), so it
-// must leave room within store.MaxNameLen.
+// must leave room within store.MaxNameLen. There is no other lower bound
+// than one byte: every object name the engine derives from a volume name
+// adds a suffix ("_lock", "_epoch", a data or map page form) that
+// ValidName refuses at the end of a name, so a name of any length can be
+// neither another volume's object nor the prefix of another's objects.
 const (
-	MinNameLen = 6
+	MinNameLen = 1
 	MaxNameLen = store.MaxNameLen - 40
 )
 
@@ -23,12 +29,14 @@ const (
 	legacyPrefix = "archip_"
 )
 
-// ValidName checks a volume name: MinNameLen to MaxNameLen bytes, a valid
-// object name (store.ValidName) that collides with none of the engine's
-// object forms: it must not start with "archip_" (the original's legacy
-// maps), end in "_lock" or "_epoch", end in a data object form
-// "_<16 hex>_<16 hex>" or a map page form "_<16 hex>_m<digit>_<16 hex>", or
-// be 64 hex digits (a content-addressed object). The error wraps
+// ValidName checks a volume name: MinNameLen to MaxNameLen bytes of
+// UTF-8, printable characters only (no space, no control or invisible
+// formatting character: a name is an NBD export name and one line of
+// `vlmc list`), no '/', that collides with none of the engine's object
+// forms: it must not start with "archip_" (the original's legacy maps),
+// end in "_lock" or "_epoch", end in a data object form
+// "_<16 hex>_<16 hex>" or a map page form "_<16 hex>_m<digit>_<16 hex>",
+// or be 64 hex digits (a content-addressed object). The error wraps
 // errs.ErrInvalid.
 func ValidName(name string) error {
 	bad := func(why string) error {
@@ -36,9 +44,25 @@ func ValidName(name string) error {
 	}
 	switch {
 	case len(name) < MinNameLen:
-		return bad(fmt.Sprintf("is shorter than %d bytes", MinNameLen))
+		return bad("is empty")
 	case len(name) > MaxNameLen:
 		return bad(fmt.Sprintf("is longer than %d bytes", MaxNameLen))
+	case !utf8.ValidString(name):
+		return bad("is not valid UTF-8")
+	}
+	for i, r := range name {
+		switch {
+		case r == '/':
+			return bad(fmt.Sprintf("holds a '/' (byte %d)", i))
+		case unicode.IsControl(r):
+			return bad(fmt.Sprintf("holds a control character %U (byte %d): names are printable", r, i))
+		case unicode.IsSpace(r):
+			return bad(fmt.Sprintf("holds a space %U (byte %d): names are one word", r, i))
+		case !unicode.IsPrint(r):
+			return bad(fmt.Sprintf("holds an invisible character %U (byte %d): names are printable", r, i))
+		}
+	}
+	switch {
 	case strings.HasPrefix(name, legacyPrefix):
 		return bad("has the legacy prefix " + legacyPrefix)
 	case strings.HasSuffix(name, lockSuffix):
