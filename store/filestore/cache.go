@@ -1,7 +1,6 @@
 package filestore
 
 import (
-	"container/list"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -35,9 +34,11 @@ type entry struct {
 	h     *handle       // nil if the open failed
 	err   error
 
-	refs   int           // users between acquire and release
-	elem   *list.Element // in fileCache.idle iff refs == 0 and cached
-	cached bool          // in fileCache.entries
+	refs int // users between acquire and release
+	// prev and next link e into fileCache.idle iff refs == 0 and
+	// cached (an intrusive list: releasing an entry allocates nothing).
+	prev, next *entry
+	cached     bool // in fileCache.entries
 }
 
 // fileCache keeps at most max objects open, closing the least recently used
@@ -52,7 +53,7 @@ type fileCache struct {
 	mu      sync.Mutex
 	closed  bool
 	entries map[string]*entry
-	idle    list.List // of *entry; front is the most recently used
+	idle    idleList // front is the most recently used
 
 	stale atomic.Int64 // cached files found replaced or deleted
 }
@@ -82,10 +83,7 @@ func (c *fileCache) acquire(name string, create bool) (*entry, error) {
 		}
 		if e := c.entries[name]; e != nil {
 			e.refs++
-			if e.elem != nil {
-				c.idle.Remove(e.elem)
-				e.elem = nil
-			}
+			c.idle.remove(e)
 			c.mu.Unlock()
 			<-e.ready
 			if e.err == nil {
@@ -148,7 +146,7 @@ func (c *fileCache) release(e *entry) {
 	e.refs--
 	if e.refs == 0 && e.h != nil {
 		if e.cached {
-			e.elem = c.idle.PushFront(e)
+			c.idle.pushFront(e)
 			victims = c.trimLocked()
 		} else {
 			victims = append(victims, e)
@@ -170,9 +168,8 @@ func (c *fileCache) invalidate(name string) {
 	delete(c.entries, name)
 	e.cached = false
 	var victims []*entry
-	if e.elem != nil {
-		c.idle.Remove(e.elem)
-		e.elem = nil
+	if e.next != nil {
+		c.idle.remove(e)
 		victims = append(victims, e)
 	}
 	c.mu.Unlock()
@@ -183,9 +180,9 @@ func (c *fileCache) invalidate(name string) {
 // max are cached, and returns them for closing.
 func (c *fileCache) trimLocked() []*entry {
 	var victims []*entry
-	for len(c.entries) > c.max && c.idle.Len() > 0 {
-		e := c.idle.Remove(c.idle.Back()).(*entry)
-		e.elem = nil
+	for len(c.entries) > c.max && c.idle.n > 0 {
+		e := c.idle.back()
+		c.idle.remove(e)
 		delete(c.entries, e.name)
 		e.cached = false
 		victims = append(victims, e)
@@ -199,12 +196,11 @@ func (c *fileCache) close() {
 	c.mu.Lock()
 	c.closed = true
 	var victims []*entry
-	for el := c.idle.Front(); el != nil; el = el.Next() {
-		e := el.Value.(*entry)
-		e.elem = nil
+	for c.idle.n > 0 {
+		e := c.idle.back()
+		c.idle.remove(e)
 		victims = append(victims, e)
 	}
-	c.idle.Init()
 	for _, e := range c.entries {
 		e.cached = false
 	}
@@ -225,3 +221,33 @@ func closeEntries(es []*entry) {
 		e.h.close()
 	}
 }
+
+// idleList is a doubly linked list of entries through their prev and next
+// fields, with a sentinel; the zero value is empty.
+type idleList struct {
+	root entry // root.next is the front, root.prev the back
+	n    int
+}
+
+func (l *idleList) pushFront(e *entry) {
+	if l.root.next == nil {
+		l.root.next, l.root.prev = &l.root, &l.root
+	}
+	e.prev, e.next = &l.root, l.root.next
+	l.root.next.prev = e
+	l.root.next = e
+	l.n++
+}
+
+// remove takes e out of the list if it is in it.
+func (l *idleList) remove(e *entry) {
+	if e.next == nil {
+		return
+	}
+	e.prev.next, e.next.prev = e.next, e.prev
+	e.prev, e.next = nil, nil
+	l.n--
+}
+
+// back returns the least recently used entry; the list must not be empty.
+func (l *idleList) back() *entry { return l.root.prev }

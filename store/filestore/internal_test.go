@@ -426,3 +426,28 @@ func TestNoFDLeak(t *testing.T) {
 		t.Errorf("%d descriptors before Open, %d after Close", before, after)
 	}
 }
+
+// TestHotPathAllocs checks that a read and a write of a cached object
+// allocate nothing: not the filesystem interface, not the check that the
+// file is still the object's, not the cache's bookkeeping.
+func TestHotPathAllocs(t *testing.T) {
+	ctx := t.Context()
+	s := openTest(t, Options{})
+	p := make([]byte, 4096)
+	if err := s.WriteAt(ctx, "obj", p, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	read := testing.AllocsPerRun(100, func() {
+		if _, err := s.ReadAt(ctx, "obj", p, 0); err != nil {
+			t.Fatal(err)
+		}
+	})
+	write := testing.AllocsPerRun(100, func() {
+		if err := s.WriteAt(ctx, "obj", p, 0, false); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if read != 0 || write != 0 {
+		t.Errorf("allocations per ReadAt %v, per WriteAt %v; want 0", read, write)
+	}
+}
