@@ -243,12 +243,17 @@ func (m *manager) removeStale(r *config.Role) {
 // peers running).
 func (m *manager) runLock(out io.Writer, what string) (func(), error) {
 	if err := os.MkdirAll(m.cfg.RunDir, 0o755); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s: %w (run it as root, or as the user that started the peers)", what, err)
 	}
 	path := filepath.Join(m.cfg.RunDir, "archipelago.lock")
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if errors.Is(err, os.ErrPermission) {
+		// Another user's installation: a read-only descriptor takes the
+		// lock too, and what comes next says what this user may not do.
+		f, err = os.Open(path)
+	}
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%s %s: %w (run it as root, or as the user that started the peers)", what, m.cfgName(), err)
 	}
 	deadline := time.Now().Add(runLockWait)
 	said := false
@@ -748,7 +753,7 @@ func stopPid(pid int, force bool) error {
 			return nil
 		}
 		if errors.Is(err, syscall.EPERM) {
-			return fmt.Errorf("pid %d: %w: it belongs to another user; run this as root or as that user", pid, err)
+			return fmt.Errorf("pid %d: permission denied (%w): it belongs to another user; run this as root or as that user", pid, err)
 		}
 		return fmt.Errorf("pid %d: %w", pid, err)
 	}
