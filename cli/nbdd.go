@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"os/signal"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/archipelago-go/archipelago/config"
 	"github.com/archipelago-go/archipelago/endpoint"
@@ -27,6 +29,7 @@ func Nbdd() *cobra.Command {
 	var c peer.CommonFlags
 	var vlmcd int
 	var socket, listen, clientsFile string
+	var tcp nbddTCP
 	cmd := &cobra.Command{
 		Use:   "nbdd",
 		Short: "Block endpoint: serves every volume by name over NBD",
@@ -61,8 +64,9 @@ unwritten ranges as holes. QEMU reaches a volume at the URI that
 				if !fs.Changed("clients-file") {
 					clientsFile = filepath.Join(cfg.RunDir, r.Name+".clients")
 				}
+				tcp.fromConfig(fs, r)
 			}
-			return runNbdd(&c, vlmcd, socket, listen, clientsFile)
+			return runNbdd(&c, vlmcd, socket, listen, clientsFile, tcp)
 		},
 	}
 	c.Register(cmd.Flags(), "nbdd")
@@ -70,7 +74,67 @@ unwritten ranges as holes. QEMU reaches a volume at the URI that
 	cmd.Flags().StringVar(&socket, "socket", "/run/archipelago/nbd.sock", "Unix socket to serve NBD on")
 	cmd.Flags().StringVar(&listen, "listen", "", "also serve NBD on this TCP address (host:port)")
 	cmd.Flags().StringVar(&clientsFile, "clients-file", "", "keep the number of connected clients in this file")
+	tcp.register(cmd.Flags())
 	return cmd
+}
+
+// nbddTCP are nbdd's handshake timeout and the TLS policy of its TCP
+// address (the Unix socket is guarded by its permissions).
+type nbddTCP struct {
+	handshakeTimeout time.Duration
+	tls, tlsDir      string
+	verifyClients    bool
+}
+
+func (n *nbddTCP) register(fs *pflag.FlagSet) {
+	fs.DurationVar(&n.handshakeTimeout, "handshake-timeout", nbd.DefaultHandshakeTimeout, "drop a connection that has not finished the NBD handshake (TLS included) by then")
+	fs.StringVar(&n.tls, "tls", config.TLSOff, "TLS on the TCP address: off, or require (NBD_OPT_STARTTLS before any other option)")
+	fs.StringVar(&n.tlsDir, "tls-dir", "/etc/archipelago/tls", "server-cert.pem, server-key.pem, ca-cert.pem (QEMU's tls-creds-x509 layout)")
+	fs.BoolVar(&n.verifyClients, "tls-verify-clients", true, "require a client certificate signed by ca-cert.pem")
+}
+
+// fromConfig takes what the flags did not set from role r.
+func (n *nbddTCP) fromConfig(fs *pflag.FlagSet, r *config.Role) {
+	if !fs.Changed("handshake-timeout") {
+		n.handshakeTimeout = time.Duration(r.HandshakeTimeout) * time.Second
+	}
+	if !fs.Changed("tls") {
+		n.tls = r.TLS
+	}
+	if !fs.Changed("tls-dir") {
+		n.tlsDir = r.TLSDir
+	}
+	if !fs.Changed("tls-verify-clients") {
+		n.verifyClients = r.TLSVerifyClients
+	}
+}
+
+// policy returns the TLS policy of the TCP listener (nil: none), and
+// warns of a TCP address anyone may use.
+func (n *nbddTCP) policy(log *slog.Logger, l net.Listener) (*nbd.TLS, error) {
+	var t *nbd.TLS
+	switch n.tls {
+	case config.TLSOff:
+	case config.TLSRequire:
+		cfg, err := nbd.LoadTLSDir(n.tlsDir, n.verifyClients)
+		if err != nil {
+			return nil, err
+		}
+		t = &nbd.TLS{Config: cfg, Require: true}
+	default:
+		return nil, fmt.Errorf("--tls %q: want %s or %s: %w", n.tls, config.TLSOff, config.TLSRequire, errs.ErrInvalid)
+	}
+	a, _ := l.Addr().(*net.TCPAddr)
+	loopback := a != nil && a.IP.IsLoopback()
+	switch {
+	case t == nil && !loopback:
+		log.Warn("NBD over TCP on a non-loopback address without TLS: whoever reaches it reads and writes every volume; set tls = require in the nbd_endpoint's section",
+			"address", l.Addr().String())
+	case t != nil && !n.verifyClients && !loopback:
+		log.Warn("NBD over TLS without client certificates: whoever reaches the address reads and writes every volume; set tls_verify_clients = true",
+			"address", l.Addr().String())
+	}
+	return t, nil
 }
 
 // refuse answers requests sent to the endpoint's ports: it serves NBD, not
@@ -79,7 +143,7 @@ var refuse = peer.HandlerFunc(func(_ context.Context, _ *peer.Peer, r *xseg.Requ
 	return fmt.Errorf("the block endpoint serves no %s: %w", r.Op(), errs.ErrNotSupported)
 })
 
-func runNbdd(c *peer.CommonFlags, vlmcd int, socket, listen, clientsFile string) error {
+func runNbdd(c *peer.CommonFlags, vlmcd int, socket, listen, clientsFile string, tcp nbddTCP) error {
 	c.Setup()
 	opts := c.Options
 	if opts.PortEnd < 0 {
@@ -112,20 +176,29 @@ func runNbdd(c *peer.CommonFlags, vlmcd int, socket, listen, clientsFile string)
 	}
 	os.Chmod(socket, 0o660)
 	ls = append(ls, ul)
+	policies := []*nbd.TLS{nil}
 	if listen != "" {
 		tl, err := net.Listen("tcp", listen)
 		if err != nil {
 			ul.Close()
 			return err
 		}
+		t, err := tcp.policy(p.Logger(), tl)
+		if err != nil {
+			ul.Close()
+			tl.Close()
+			return err
+		}
 		ls = append(ls, tl)
+		policies = append(policies, t)
 	}
-	srv := nbd.NewServer(endpoint.New(volclient.New(p, vlmcd)), nbd.Options{MaxPayload: endpoint.MaxIO, Logger: p.Logger()})
+	srv := nbd.NewServer(endpoint.New(volclient.New(p, vlmcd)), nbd.Options{MaxPayload: endpoint.MaxIO, Logger: p.Logger(),
+		HandshakeTimeout: tcp.handshakeTimeout})
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, len(ls))
-	for _, l := range ls {
-		go func(l net.Listener) { errc <- srv.Serve(ctx, l) }(l)
-		p.Logger().Info("serving NBD", "address", l.Addr().String())
+	for i, l := range ls {
+		go func(l net.Listener, t *nbd.TLS) { errc <- srv.ServeTLS(ctx, l, t) }(l, policies[i])
+		p.Logger().Info("serving NBD", "address", l.Addr().String(), "tls", policies[i] != nil)
 	}
 	if clientsFile != "" {
 		go keepCount(ctx, srv, clientsFile)

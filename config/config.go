@@ -108,7 +108,26 @@ type Role struct {
 	VlmcdPort int    // vlmcd_port: a port of the volume composer
 	Socket    string // socket: Unix socket path (default <RUN_DIR>/<Name>.sock)
 	Listen    string // listen: TCP address, "" for none
+	// HandshakeTimeout (handshake_timeout, seconds, default 10): a
+	// connection that has not finished the NBD handshake (TLS included)
+	// by then is closed.
+	HandshakeTimeout int
+	// TLS (tls): TLSOff, or TLSRequire: NBD over TCP only after
+	// NBD_OPT_STARTTLS, with the certificates of TLSDir.
+	TLS string
+	// TLSDir (tls_dir, default /etc/archipelago/tls): server-cert.pem,
+	// server-key.pem and ca-cert.pem, the layout of QEMU's tls-creds-x509.
+	TLSDir string
+	// TLSVerifyClients (tls_verify_clients, default true): clients must
+	// present a certificate signed by TLSDir/ca-cert.pem.
+	TLSVerifyClients bool
 }
+
+// TLS policies of an nbd_endpoint's TCP listener.
+const (
+	TLSOff     = "off"
+	TLSRequire = "require"
+)
 
 // IsBlocker reports whether the role stores objects.
 func (r *Role) IsBlocker() bool { return r.Type == TypeFileBlocker || r.Type == TypeRadosBlocker }
@@ -275,6 +294,10 @@ func (c *Config) Format() string {
 			kv("mapper_port", r.MapperPort)
 			kv("socket", r.Socket)
 			kv("listen", r.Listen)
+			kv("handshake_timeout", r.HandshakeTimeout)
+			kv("tls", r.TLS)
+			kv("tls_dir", r.TLSDir)
+			kv("tls_verify_clients", strconv.FormatBool(r.TLSVerifyClients))
 		}
 	}
 	return b.String()

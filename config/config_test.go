@@ -67,7 +67,8 @@ func TestDefault(t *testing.T) {
 		{Name: "vlmcd", Type: TypeVlmcd, PortStart: 503, PortEnd: 503, LogLevel: 2, NrOps: 512, NrThreads: 128,
 			BlockerPort: 500, MapperPort: 502},
 		{Name: "nbd", Type: TypeNBDEndpoint, PortStart: 0, PortEnd: 15, LogLevel: 2, NrOps: 256, NrThreads: 4,
-			VlmcdPort: 503, MapperPort: 502, Socket: "/run/archipelago/nbd.sock"},
+			VlmcdPort: 503, MapperPort: 502, Socket: "/run/archipelago/nbd.sock",
+			HandshakeTimeout: 10, TLS: TLSOff, TLSDir: "/etc/archipelago/tls", TLSVerifyClients: true},
 	}
 	for i := range want {
 		if !reflect.DeepEqual(c.Roles[i], want[i]) {
@@ -234,7 +235,8 @@ portno_end = 7
 		{Name: "mapper2", Type: TypeMapperd, PortStart: 506, PortEnd: 506, LogLevel: 2, NrOps: 512, NrThreads: 128,
 			BlockerBPort: 500, BlockerMPort: 501},
 		{Name: "nbd2", Type: TypeNBDEndpoint, PortStart: 8, PortEnd: 8, LogLevel: 2, NrOps: 256, NrThreads: 4,
-			VlmcdPort: 503, MapperPort: 502, Socket: "/run/archipelago/nbd2.sock"},
+			VlmcdPort: 503, MapperPort: 502, Socket: "/run/archipelago/nbd2.sock",
+			HandshakeTimeout: 10, TLS: TLSOff, TLSDir: "/etc/archipelago/tls", TLSVerifyClients: true},
 	}
 	for _, w := range want {
 		r, ok := c.Role(w.Name)

@@ -41,7 +41,9 @@
 //	                 as its old name)
 //	  mapperd        blockerb_port, blockerm_port
 //	  vlmcd          blocker_port, mapper_port
-//	  nbd_endpoint   vlmcd_port, mapper_port, socket, listen
+//	  nbd_endpoint   vlmcd_port, mapper_port, socket, listen,
+//	                 handshake_timeout (seconds), tls (off, require),
+//	                 tls_dir, tls_verify_clients
 //
 // Section and role names are case-sensitive, keys are not.
 //

@@ -34,7 +34,8 @@ var typeKeys = map[string][]string{
 	TypeRadosBlocker: {"pool", "namespace", "ceph_conf", "cephx_id", "ceph_id"}, // ceph_id: old name of cephx_id
 	TypeMapperd:      {"blockerb_port", "blockerm_port"},
 	TypeVlmcd:        {"blocker_port", "mapper_port"},
-	TypeNBDEndpoint:  {"vlmcd_port", "mapper_port", "socket", "listen"},
+	TypeNBDEndpoint: {"vlmcd_port", "mapper_port", "socket", "listen", "handshake_timeout",
+		"tls", "tls_dir", "tls_verify_clients"},
 }
 
 // typeDefaults are the values of a role's keys that neither the file nor
@@ -59,6 +60,8 @@ func typeDefaults(name, typ string) map[string]string {
 	case TypeNBDEndpoint:
 		d["nr_ops"], d["nr_threads"] = "256", "4"
 		d["listen"] = ""
+		d["handshake_timeout"] = "10"
+		d["tls"], d["tls_dir"], d["tls_verify_clients"] = "off", "/etc/archipelago/tls", "true"
 	}
 	return d
 }
@@ -511,6 +514,20 @@ func (r *resolver) role(name string, rolesV val, runDir string) *roleState {
 			} else {
 				rs.Listen = v.value
 			}
+		}
+		rs.HandshakeTimeout, _ = r.integer(rs.get(r, "handshake_timeout"), 1, 3600)
+		rs.TLSDir, _ = r.absPath(rs.get(r, "tls_dir"))
+		rs.TLSVerifyClients, _ = r.boolean(rs.get(r, "tls_verify_clients"))
+		switch v := rs.get(r, "tls"); strings.ToLower(v.value) {
+		case TLSOff:
+			rs.TLS = TLSOff
+		case TLSRequire:
+			rs.TLS = TLSRequire
+			if rs.get(r, "listen").value == "" {
+				r.fail(v, "no listen address: TLS is for NBD over TCP (the Unix socket is guarded by its permissions)")
+			}
+		default:
+			r.fail(v, "not a TLS policy (%s or %s)", TLSOff, TLSRequire)
 		}
 	}
 	return rs

@@ -3,6 +3,7 @@ package nbd
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -19,9 +20,13 @@ import (
 // conn is one client connection: the handshake, then a session.
 type conn struct {
 	s   *Server
-	nc  net.Conn
+	raw net.Conn // as accepted
+	nc  net.Conn // raw, or a *tls.Conn over it after NBD_OPT_STARTTLS
 	br  *bufio.Reader
 	log *slog.Logger
+
+	tls   *TLS // the listener's policy; nil: no TLS
+	tlsOn bool // NBD_OPT_STARTTLS succeeded
 
 	mu       sync.Mutex // guards stopping and the read deadline
 	stopping bool
@@ -39,14 +44,17 @@ type haggle struct {
 var (
 	errAbort    = errors.New("nbd: client aborted the handshake")
 	errProtocol = fmt.Errorf("nbd: protocol violation: %w", errs.ErrInvalid)
+	errTLS      = errors.New("nbd: TLS")
 )
 
-func (s *Server) newConn(nc net.Conn) *conn {
+func (s *Server) newConn(nc net.Conn, t *TLS) *conn {
 	return &conn{
 		s:   s,
+		raw: nc,
 		nc:  nc,
 		br:  bufio.NewReaderSize(nc, 64<<10),
 		log: s.log.With("remote", remoteName(nc)),
+		tls: t,
 	}
 }
 
@@ -80,16 +88,32 @@ func (c *conn) enterTransmission() bool {
 }
 
 func (c *conn) serve(ctx context.Context) {
-	defer c.nc.Close()
+	// The accepted connection, not a TLS one over it: closing never waits
+	// for a peer that does not read.
+	defer c.raw.Close()
 	c.log.Debug("nbd: client connected")
+	// The whole handshake has one deadline: reads and writes of the
+	// connection, the TLS handshake and the export's opening.
+	deadline := time.Now().Add(c.s.opts.HandshakeTimeout)
 	c.mu.Lock()
 	if !c.stopping {
-		c.nc.SetDeadline(time.Now().Add(c.s.opts.HandshakeTimeout))
+		c.nc.SetDeadline(deadline)
 	}
 	c.mu.Unlock()
-	sess, err := c.handshake(ctx)
+	hctx, cancel := context.WithDeadline(ctx, deadline)
+	sess, err := c.handshake(hctx)
+	cancel()
 	if err != nil {
-		if !errors.Is(err, errAbort) && !errors.Is(err, io.EOF) {
+		var ne net.Error
+		switch {
+		case errors.Is(err, errAbort) || errors.Is(err, io.EOF):
+		case errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded):
+			if !c.isStopping() {
+				c.log.Info("nbd: handshake not finished in time: disconnected", "timeout", c.s.opts.HandshakeTimeout, "err", err)
+			}
+		case errors.Is(err, errTLS):
+			c.log.Warn("nbd: disconnected", "err", err)
+		default:
 			c.log.Debug("nbd: handshake ended", "err", err)
 		}
 		return
@@ -145,6 +169,9 @@ func (c *conn) handshake(ctx context.Context) (*session, error) {
 				return nil, err
 			}
 			sess, err := c.option(ctx, &h, opt, data)
+			if err == nil && sess == nil && len(h.out) == 0 {
+				continue // NBD_OPT_STARTTLS answered and done
+			}
 			if err != nil || sess != nil {
 				if len(h.out) > 0 {
 					if _, werr := c.nc.Write(h.out); werr != nil && err == nil {
@@ -165,7 +192,18 @@ func (c *conn) handshake(ctx context.Context) (*session, error) {
 // option ends the handshake successfully, an error when the connection
 // must close.
 func (c *conn) option(ctx context.Context, h *haggle, opt uint32, data []byte) (*session, error) {
+	if c.tls != nil && c.tls.Require && !c.tlsOn && opt != optStartTLS && opt != optAbort {
+		if opt == optExportName {
+			// No error can be sent: the protocol says to drop the client.
+			return nil, fmt.Errorf("%w: NBD_OPT_EXPORT_NAME before NBD_OPT_STARTTLS on a listener that requires TLS", errTLS)
+		}
+		h.reply(opt, repErrTLSReqd, []byte("TLS required: send NBD_OPT_STARTTLS first"))
+		return nil, nil
+	}
 	switch opt {
+	case optStartTLS:
+		return nil, c.startTLS(ctx, h, data)
+
 	case optExportName:
 		name := string(data)
 		exp, err := c.s.backend.Open(ctx, name)
@@ -255,10 +293,60 @@ func (c *conn) option(ctx context.Context, h *haggle, opt uint32, data []byte) (
 		h.reply(opt, repAck, nil)
 		return nil, nil
 
-	default: // NBD_OPT_STARTTLS and anything unknown
+	default:
 		h.reply(opt, repErrUnsup, fmt.Appendf(nil, "option %d not supported", opt))
 		return nil, nil
 	}
+}
+
+// startTLS answers NBD_OPT_STARTTLS: NBD_REP_ACK, sent at once, then the
+// TLS handshake, after which everything goes over TLS. The options
+// negotiated before are forgotten, as the protocol says (structured
+// replies and meta contexts are negotiated again over TLS). It returns an
+// error when the connection must close; h.out is empty when it succeeded.
+func (c *conn) startTLS(ctx context.Context, h *haggle, data []byte) error {
+	switch {
+	case c.tls == nil:
+		h.reply(optStartTLS, repErrUnsup, []byte("TLS is not configured on this listener"))
+		return nil
+	case c.tlsOn:
+		h.reply(optStartTLS, repErrInvalid, []byte("TLS is already on"))
+		return nil
+	case len(data) != 0:
+		h.reply(optStartTLS, repErrInvalid, []byte("NBD_OPT_STARTTLS takes no data"))
+		return nil
+	case c.br.Buffered() > 0:
+		// Bytes sent before our answer would be taken as if they came
+		// over TLS: a plain-text injection. The client must wait.
+		return fmt.Errorf("%w: %d bytes sent after NBD_OPT_STARTTLS before its answer", errTLS, c.br.Buffered())
+	}
+	h.reply(optStartTLS, repAck, nil)
+	if _, err := c.nc.Write(h.out); err != nil {
+		return err
+	}
+	h.out = h.out[:0]
+	tc := tls.Server(c.raw, c.tls.Config)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, context.DeadlineExceeded) {
+			return err
+		}
+		return fmt.Errorf("%w handshake: %w", errTLS, err)
+	}
+	c.mu.Lock()
+	c.nc = tc
+	c.mu.Unlock()
+	c.br.Reset(tc)
+	c.tlsOn = true
+	*h = haggle{noZeroes: h.noZeroes, out: h.out}
+	cs := tc.ConnectionState()
+	subject := ""
+	if len(cs.PeerCertificates) > 0 {
+		subject = cs.PeerCertificates[0].Subject.String()
+	}
+	c.log = c.log.With("tls", tls.VersionName(cs.Version), "client_cert", subject)
+	c.log.Debug("nbd: TLS on")
+	return nil
 }
 
 // infoGo answers NBD_OPT_INFO and NBD_OPT_GO.

@@ -2,6 +2,7 @@ package nbd
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -23,11 +24,31 @@ type Options struct {
 	// bound DefaultMaxPayload, 32 MiB). An export's BlockSizer may lower
 	// it further.
 	MaxPayload uint32
-	// HandshakeTimeout bounds the option haggling of a connection
-	// (default 30s).
+	// HandshakeTimeout bounds the handshake of a connection, from accept
+	// to transmission: option haggling, a TLS handshake, and the opening
+	// of the export (default DefaultHandshakeTimeout). A client that has
+	// not finished by then is disconnected.
 	HandshakeTimeout time.Duration
 	// Logger receives connection events (default slog.Default()).
 	Logger *slog.Logger
+}
+
+// DefaultHandshakeTimeout is Options.HandshakeTimeout's default.
+const DefaultHandshakeTimeout = 10 * time.Second
+
+// TLS is the TLS policy of a listener (ServeTLS): the NBD protocol's
+// NBD_OPT_STARTTLS upgrades a connection during option haggling.
+type TLS struct {
+	// Config holds the server's certificate; to authenticate clients,
+	// ClientCAs and ClientAuth = tls.RequireAndVerifyClientCert. TLS 1.2
+	// is the least version accepted (the protocol's floor).
+	Config *tls.Config
+	// Require refuses every option but NBD_OPT_STARTTLS and NBD_OPT_ABORT
+	// with NBD_REP_ERR_TLS_REQD until TLS is on, and drops a client that
+	// sends NBD_OPT_EXPORT_NAME before (the protocol's FORCEDTLS mode).
+	// Otherwise TLS is the client's choice (SELECTIVETLS, with no export
+	// that needs it).
+	Require bool
 }
 
 // Server serves the exports of a Backend over NBD. One Server may serve
@@ -48,7 +69,7 @@ func NewServer(b Backend, o Options) *Server {
 		o.MaxPayload = DefaultMaxPayload
 	}
 	if o.HandshakeTimeout <= 0 {
-		o.HandshakeTimeout = 30 * time.Second
+		o.HandshakeTimeout = DefaultHandshakeTimeout
 	}
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -67,6 +88,21 @@ func (s *Server) Clients() int { return int(s.clients.Load()) }
 // if Accept fails for another reason (after the same shutdown). Serve
 // closes l in every case.
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	return s.ServeTLS(ctx, l, nil)
+}
+
+// ServeTLS is Serve with a TLS policy for the connections of l; nil
+// serves without TLS (NBD_OPT_STARTTLS is then unsupported).
+func (s *Server) ServeTLS(ctx context.Context, l net.Listener, t *TLS) error {
+	if t != nil {
+		if t.Config == nil {
+			l.Close()
+			return fmt.Errorf("nbd: TLS on %s without a configuration: %w", l.Addr(), errs.ErrInvalid)
+		}
+		c := t.Config.Clone()
+		c.MinVersion = max(c.MinVersion, tls.VersionTLS12)
+		t = &TLS{Config: c, Require: t.Require}
+	}
 	var (
 		mu    sync.Mutex
 		conns = map[*conn]struct{}{}
@@ -99,7 +135,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 			}
 			break
 		}
-		c := s.newConn(nc)
+		c := s.newConn(nc, t)
 		mu.Lock()
 		if done {
 			mu.Unlock()
