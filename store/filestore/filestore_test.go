@@ -239,86 +239,25 @@ func TestErrorsWrapSentinels(t *testing.T) {
 	}
 }
 
-// TestTwoStoresOneDir runs two Stores on one directory, as two hosts (or
-// two filed processes) sharing it: an object deleted, re-created or
-// replaced through one is never read or written through a file the other
-// still holds open from before.
-func TestTwoStoresOneDir(t *testing.T) {
+// TestShared runs two Stores on one directory, as two hosts (or two
+// filed processes) sharing it, through the shared-storage suite: an object
+// deleted, re-created or replaced through one is never read or written
+// through a file the other still holds open from before.
+func TestShared(t *testing.T) {
 	for _, fdc := range []int{0, 1, filestore.NoFDCache} {
 		t.Run(fmt.Sprint("fdcache=", fdc), func(t *testing.T) {
-			ctx := t.Context()
-			dir := t.TempDir()
-			a := open(t, filestore.Options{Dir: dir})
-			b := open(t, filestore.Options{Dir: dir, FDCache: fdc})
-			read := func(s *filestore.Store, who string) string {
-				t.Helper()
-				p := make([]byte, 16)
-				n, err := s.ReadAt(ctx, "obj", p, 0)
-				if errors.Is(err, errs.ErrNotFound) {
-					return "<not found>"
-				}
+			storetest.RunShared(t, func(t *testing.T) (store.Store, store.Store) {
+				dir := t.TempDir()
+				a, err := filestore.Open(filestore.Options{Dir: dir})
 				if err != nil {
-					t.Fatalf("%s reads obj: %v", who, err)
-				}
-				return string(p[:n])
-			}
-			write := func(s *filestore.Store, data string) {
-				t.Helper()
-				if err := s.WriteAt(ctx, "obj", []byte(data), 0, false); err != nil {
 					t.Fatal(err)
 				}
-			}
-			want := func(s *filestore.Store, who, data string) {
-				t.Helper()
-				if got := read(s, who); got != data {
-					t.Errorf("%s reads %q, want %q", who, got, data)
+				b, err := filestore.Open(filestore.Options{Dir: dir, FDCache: fdc})
+				if err != nil {
+					t.Fatal(err)
 				}
-			}
-			write(a, "one")
-			want(b, "B", "one") // b opens (and may cache) the file
-
-			// Deleted by a: b finds nothing, neither to read nor to
-			// truncate.
-			if err := a.Delete(ctx, "obj"); err != nil {
-				t.Fatal(err)
-			}
-			want(b, "B after A's delete", "<not found>")
-			if err := b.Truncate(ctx, "obj", 1); !errors.Is(err, errs.ErrNotFound) {
-				t.Errorf("B truncates an object A deleted: %v, want ErrNotFound", err)
-			}
-
-			// Re-created by a: b reads the new file, and its write
-			// lands there.
-			write(a, "two")
-			want(b, "B after A re-created it", "two")
-			if err := a.Delete(ctx, "obj"); err != nil {
-				t.Fatal(err)
-			}
-			write(a, "three")
-			write(b, "B")
-			want(a, "A after B's write", "Bhree")
-
-			// Replaced by a copy through a.
-			if err := a.WriteAt(ctx, "src", []byte("copied"), 0, false); err != nil {
-				t.Fatal(err)
-			}
-			if err := a.Copy(ctx, "src", "obj"); err != nil {
-				t.Fatal(err)
-			}
-			want(b, "B after A's copy over it", "copied")
-			write(b, "C")
-			want(a, "A after B's write", "Copied")
-
-			// Deleted by a, written by b: the write makes the
-			// object anew instead of vanishing into the old file.
-			if err := a.Delete(ctx, "obj"); err != nil {
-				t.Fatal(err)
-			}
-			write(b, "four")
-			if err := b.Sync(ctx); err != nil {
-				t.Fatal(err)
-			}
-			want(a, "A after B's write of a deleted object", "four")
+				return a, b
+			})
 		})
 	}
 }

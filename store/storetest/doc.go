@@ -5,6 +5,7 @@
 //	storetest.Run(t, open)       // the Store contract
 //	storetest.RunLocker(t, open) // the Locker contract, if implemented
 //	storetest.RunCrash(t, open)  // durability, if the backend can crash
+//	storetest.RunShared(t, open) // two clients of one storage (two hosts)
 //
 // where open returns a new, empty store for each sub-test. The suite closes
 // the stores it opens; open may register its own cleanup too (Close may be
