@@ -15,6 +15,9 @@ import (
 type handle struct {
 	f vfile
 	d vfile // nil without Direct
+	// seen is Store.seq after the open: the file and its directories
+	// existed then (see Store.syncPath).
+	seen uint64
 }
 
 func (h *handle) close() {

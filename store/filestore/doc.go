@@ -26,10 +26,18 @@
 // created the file — so the data and the object's existence are stable when
 // WriteAt returns.
 //
+// An entry this Store did not make may not be durable either: another
+// process or host may have created the file (or its directories) without a
+// sync, or this process before a restart. So the first FUA write or Sync
+// through a newly opened file also fsyncs its directory, unless an fsync of
+// it started after the open, and, once per directory and process, the two
+// above it. A file kept open costs this once; one the cache closed, once per
+// reopen.
+//
 // Every other change is recorded: a plain write or Truncate records the
 // object, a create, Delete or Copy records the directories it changed.
-// Sync fdatasyncs every object recorded since the last Sync and then fsyncs
-// every recorded directory. A file closed by the descriptor cache stays
+// Sync fdatasyncs every object recorded since the last Sync (and its path,
+// as above) and then fsyncs every recorded directory. A file closed by the descriptor cache stays
 // recorded by name, so Sync reopens it and still covers it. Syncs run one at
 // a time; if an fdatasync or fsync fails, the kernel may already have dropped
 // the unwritten pages, so that Sync and every later one fails: reopen the

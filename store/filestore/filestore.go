@@ -84,6 +84,9 @@ type Store struct {
 	// unlockMu serializes Unlock's read, check and unlink.
 	unlockMu sync.Mutex
 
+	// seq orders opens and directory fsyncs (see dirState.syncedAfter).
+	seq atomic.Uint64
+
 	stats stats
 	// fault, if set by a test, is called before each fdatasync and
 	// directory fsync; an error it returns stands for the call's failure.
@@ -233,8 +236,7 @@ func (s *Store) WriteAt(ctx context.Context, name string, p []byte, off int64, f
 	if err := s.fdatasync(e.h.f); err != nil {
 		return opErr("write", name, err)
 	}
-	pl := s.place(s.dir, name)
-	if err := s.syncDirs(pl.leaf, pl.mid, pl.root); err != nil {
+	if err := s.syncPath(s.place(s.dir, name), e.h.seen); err != nil {
 		return opErr("write", name, err)
 	}
 	return nil
@@ -389,7 +391,7 @@ func (s *Store) Sync(ctx context.Context) error {
 	for _, d := range dirs {
 		if err == nil {
 			if err = ctx.Err(); err == nil {
-				err = s.syncDir(d)
+				err = s.syncDir(d, 0)
 			}
 		}
 		if err != nil {
@@ -421,6 +423,11 @@ func (s *Store) syncFile(name string) error {
 	}
 	defer s.files.release(e)
 	if err := s.fdatasync(e.h.f); err != nil {
+		return fmt.Errorf("object %q: %w", name, err)
+	}
+	// The object may exist in directory entries that this Store did not
+	// make and so will not sync below.
+	if err := s.syncPath(s.place(s.dir, name), e.h.seen); err != nil {
 		return fmt.Errorf("object %q: %w", name, err)
 	}
 	return nil

@@ -73,7 +73,8 @@ func (s *Store) openObject(name string, create bool) (*handle, error) {
 	if err != nil {
 		return nil, err
 	}
-	h := &handle{f: f}
+	// After the open: the file and its directories exist now.
+	h := &handle{f: f, seen: s.seq.Add(1)}
 	if s.direct {
 		// Reopen the very file, not the path, which may have changed
 		// (Open allows Direct on the real filesystem only).
@@ -116,13 +117,21 @@ func (s *Store) openFile(p placement, create bool) (vfile, error) {
 
 // dirState tracks the durability of a directory's entries with generations:
 // gen counts changes, synced is the gen that the last successful fsync
-// covered.
+// covered. Changes this Store did not make (another process's or host's,
+// or its own before a restart) have no generation: for them syncedAfter
+// tells which entries the last fsync covered, those that existed when it
+// started (Store.seq then).
 type dirState struct {
 	path string
 	gen  atomic.Uint64 // bumped after each change of the entries
+	// pathDurable (of a leaf directory): the entries that lead to it, in
+	// its parent and grandparent, are durable. Directories are never
+	// removed, so it stays true.
+	pathDurable atomic.Bool
 
-	mu     sync.Mutex // held across the fsync
-	synced uint64     // guarded by mu
+	mu          sync.Mutex // held across the fsync
+	synced      uint64     // guarded by mu
+	syncedAfter uint64     // guarded by mu
 }
 
 // dirChanged records a change (create, delete, rename) of the entries of
@@ -146,16 +155,19 @@ func (s *Store) fileChanged(name string) {
 	s.dirtyMu.Unlock()
 }
 
-// syncDir fsyncs d if it changed since its last fsync. A caller that finds
-// an fsync in flight waits for it, so a change recorded before the call is
+// syncDir fsyncs d if it changed since its last fsync, or if seen is not
+// 0 and its last fsync started before Store.seq was seen: so that an entry
+// seen to exist then, whoever made it, is durable. A caller that finds an
+// fsync in flight waits for it, so a change recorded before the call is
 // durable when syncDir returns nil.
-func (s *Store) syncDir(d *dirState) error {
+func (s *Store) syncDir(d *dirState, seen uint64) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	gen := d.gen.Load()
-	if gen == d.synced {
+	if gen == d.synced && (seen == 0 || d.syncedAfter > seen) {
 		return nil
 	}
+	start := s.seq.Add(1)
 	if s.fault != nil {
 		if err := s.fault("fsync", d.path); err != nil {
 			return &fs.PathError{Op: "fsync", Path: d.path, Err: err}
@@ -164,7 +176,7 @@ func (s *Store) syncDir(d *dirState) error {
 	if err := fsyncPath(s.fs, d.path); err != nil {
 		return err
 	}
-	d.synced = gen
+	d.synced, d.syncedAfter = gen, start
 	s.stats.dirSyncs.Add(1)
 	return nil
 }
@@ -178,11 +190,49 @@ func (s *Store) syncDirs(paths ...string) error {
 		if d == nil {
 			continue
 		}
-		if err := s.syncDir(d); err != nil {
+		if err := s.syncDir(d, 0); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// syncPath makes the entries that lead to the file of p durable: its own
+// in the leaf directory and the leaf's and its parent's, all of which
+// existed when Store.seq was seen (whoever made them: this Store, another
+// process or host, or this process before a restart, which may all have
+// left them unsynced). It costs a leaf fsync once per open of the file (not
+// again while the open file stays cached), and fsyncs of the leaf's
+// parents once per leaf and process.
+func (s *Store) syncPath(p placement, seen uint64) error {
+	leaf := s.dirState(p.leaf)
+	if err := s.syncDir(leaf, seen); err != nil {
+		return err
+	}
+	if leaf.pathDurable.Load() {
+		// Changes of this Store's own to the parents are synced by
+		// Sync: they are not on this path.
+		return nil
+	}
+	for _, path := range []string{p.mid, p.root} {
+		if err := s.syncDir(s.dirState(path), seen); err != nil {
+			return err
+		}
+	}
+	leaf.pathDurable.Store(true)
+	return nil
+}
+
+// dirState returns the state of directory path, making it if needed.
+func (s *Store) dirState(path string) *dirState {
+	s.dirsMu.Lock()
+	defer s.dirsMu.Unlock()
+	d := s.dirs[path]
+	if d == nil {
+		d = &dirState{path: path}
+		s.dirs[path] = d
+	}
+	return d
 }
 
 // fsyncPath fsyncs a directory (or file) by path.

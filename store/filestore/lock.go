@@ -44,7 +44,7 @@ func (s *Store) TryLock(ctx context.Context, name, owner string) error {
 		switch {
 		case err == nil:
 			s.dirChanged(p.leaf)
-			if err := s.syncDirs(p.leaf, p.mid, p.root); err != nil {
+			if err := s.syncPath(p, s.seq.Add(1)); err != nil {
 				return lockErr("lock", name, err)
 			}
 			return nil
@@ -69,6 +69,7 @@ func (s *Store) TryLock(ctx context.Context, name, owner string) error {
 // another does.
 func (s *Store) heldBy(p placement, name, owner string) (bool, error) {
 	holder, err := s.readLock(p.file)
+	seen := s.seq.Add(1)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return false, nil
@@ -77,8 +78,9 @@ func (s *Store) heldBy(p placement, name, owner string) (bool, error) {
 	case holder != owner:
 		return true, fmt.Errorf("filestore: %w", &store.LockedError{Name: name, Owner: holder})
 	}
-	// Re-entrant: make sure that the earlier take is durable.
-	if err := s.syncDirs(p.leaf, p.mid, p.root); err != nil {
+	// Re-entrant: make sure that the earlier take is durable (it may have
+	// been by this owner's process before a restart).
+	if err := s.syncPath(p, seen); err != nil {
 		return true, lockErr("lock", name, err)
 	}
 	return true, nil

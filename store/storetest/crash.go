@@ -30,6 +30,7 @@ func RunCrash[S CrashableStore[S]](t *testing.T, open func(t *testing.T) S) {
 	t.Run("Synced", func(t *testing.T) { testCrashSynced(t, openStore(t, open)) })
 	t.Run("Unsynced", func(t *testing.T) { testCrashUnsynced(t, openStore(t, open)) })
 	t.Run("Locks", func(t *testing.T) { testCrashLocks(t, openStore(t, open)) })
+	t.Run("Restart", func(t *testing.T) { testCrashRestart(t, openStore(t, open)) })
 	t.Run("Random", func(t *testing.T) {
 		for seed := range uint64(40) {
 			t.Run(fmt.Sprint(seed), func(t *testing.T) {
@@ -37,6 +38,41 @@ func RunCrash[S CrashableStore[S]](t *testing.T, open func(t *testing.T) S) {
 			})
 		}
 	})
+}
+
+// Restartable is a CrashableStore that can also simulate the restart of
+// its process without a power cut: Restart returns a new store of the same
+// storage that sees everything written so far, durable or not (it still
+// sits in the operating system's caches); the old one is closed.
+type Restartable[S any] interface {
+	Restart() S
+}
+
+// testCrashRestart: a store opened after a process restart finds objects
+// whose existence is not durable yet (the old process wrote them without
+// a Sync); its FUA writes and Syncs must make them durable all the same,
+// existence included.
+func testCrashRestart[S CrashableStore[S]](t *testing.T, s S) {
+	r, ok := any(s).(Restartable[S])
+	if !ok {
+		t.Skipf("%T cannot restart without a crash", s)
+	}
+	ctx := t.Context()
+	write(t, s, "fua", []byte("old data"), 0, false)
+	write(t, s, "synced", []byte("old data"), 0, false)
+	s = openStore(t, func(*testing.T) S { return r.Restart() })
+	write(t, s, "fua", []byte("NEW"), 4, true)
+	write(t, s, "synced", []byte("NEW"), 4, false)
+	if err := s.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c := crash(t, s)
+	for _, name := range []string{"fua", "synced"} {
+		got := read(t, c, name, 0, 16)
+		if len(got) < 7 || string(got[4:7]) != "NEW" {
+			t.Errorf("object %q after a restart, a write (FUA or synced) and a crash: %q", name, got)
+		}
+	}
 }
 
 // crash crashes s and closes the new store when t ends.
