@@ -6,6 +6,7 @@ import (
 	"io/fs"
 	"sync"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/archipelago-go/archipelago/errs"
 )
@@ -96,7 +97,8 @@ func (c *fileCache) acquire(name string, create bool) (*entry, error) {
 				}
 				c.drop(e)
 				c.release(e)
-				if errors.Is(err, errStale) || errors.Is(err, fs.ErrNotExist) {
+				// ESTALE: NFS's word for a file deleted by another client.
+				if errors.Is(err, errStale) || errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESTALE) {
 					c.stale.Add(1)
 					continue
 				}
