@@ -19,9 +19,28 @@
 // NBD_FLAG_NO_ZEROES) with the options NBD_OPT_GO, NBD_OPT_INFO
 // (NBD_INFO_EXPORT, NBD_INFO_BLOCK_SIZE always, NBD_INFO_NAME and
 // NBD_INFO_DESCRIPTION on request), NBD_OPT_LIST, NBD_OPT_EXPORT_NAME,
-// NBD_OPT_ABORT, NBD_OPT_STRUCTURED_REPLY and NBD_OPT_{LIST,SET}_META_CONTEXT
-// with the one context base:allocation. Other options (TLS, extended
-// headers) get NBD_REP_ERR_UNSUP; an unknown export NBD_REP_ERR_UNKNOWN.
+// NBD_OPT_ABORT, NBD_OPT_STRUCTURED_REPLY, NBD_OPT_{LIST,SET}_META_CONTEXT
+// with the one context base:allocation, and NBD_OPT_STARTTLS on a listener
+// served with ServeTLS. Other options (extended headers) get
+// NBD_REP_ERR_UNSUP; an unknown export NBD_REP_ERR_UNKNOWN.
+//
+// The whole handshake (options, TLS, the opening of the export) has one
+// deadline, Options.HandshakeTimeout (10 s): a client that has not
+// entered transmission by then is disconnected.
+//
+// # TLS
+//
+// ServeTLS(ctx, l, &TLS{Config: cfg, Require: true}) is the protocol's
+// FORCEDTLS mode: before NBD_OPT_STARTTLS every option but NBD_OPT_ABORT
+// gets NBD_REP_ERR_TLS_REQD, and NBD_OPT_EXPORT_NAME (which cannot be
+// refused) drops the client. NBD_OPT_STARTTLS is answered with
+// NBD_REP_ACK, then TLS (1.2 at least) runs over the connection; what was
+// negotiated before (structured replies, meta contexts) is forgotten; a
+// second STARTTLS is NBD_REP_ERR_INVALID. Bytes a client sent after
+// STARTTLS before its answer (they would pass as sent under TLS) close the
+// connection. Without Require, TLS is the client's choice. LoadTLSDir
+// reads a directory in the layout of QEMU's tls-creds-x509: clients
+// authenticate with a certificate signed by its ca-cert.pem.
 //
 // In transmission it serves READ (with structured replies, holes reported
 // by a SparseReader go out as NBD_REPLY_TYPE_OFFSET_HOLE chunks; with
