@@ -218,23 +218,7 @@ func (m *manager) pid(r *config.Role) int {
 
 // removeStale removes a role's pidfile if no process holds it (a peer that
 // was killed leaves it). A running peer's pidfile is never touched.
-func (m *manager) removeStale(r *config.Role) {
-	path := m.cfg.PidFile(r.Name)
-	f, err := os.Open(path)
-	if err != nil {
-		return
-	}
-	defer f.Close()
-	if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil {
-		return
-	}
-	var a, b unix.Stat_t
-	if unix.Fstat(int(f.Fd()), &a) == nil && unix.Stat(path, &b) == nil && a.Ino == b.Ino {
-		if pi := peer.ReadPidfile(path); !pi.Alive {
-			os.Remove(path)
-		}
-	}
-}
+func (m *manager) removeStale(r *config.Role) { peer.RemoveStalePidfile(m.cfg.PidFile(r.Name)) }
 
 // runLock serialises start, stop and restart of one configuration: they
 // take an exclusive flock on <RUN_DIR>/archipelago.lock for their whole

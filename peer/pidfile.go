@@ -55,8 +55,13 @@ func TakePidfile(path string) (*Pidfile, error) {
 		if err == nil {
 			// The holder before us may have removed the file between our
 			// open and our lock: then we locked a file nobody sees.
-			var a, b unix.Stat_t
-			if unix.Fstat(int(f.Fd()), &a) == nil && unix.Stat(path, &b) == nil && a.Ino == b.Ino && a.Dev == b.Dev {
+			if sameFile(f, path) {
+				// Nobody holds it; but a peer from before the lock
+				// holds none and may still run.
+				if pi := readPid(f, false); pi.Alive && pi.PID != os.Getpid() {
+					f.Close()
+					return nil, fmt.Errorf("pidfile %s names pid %d, which runs and holds no lock on it (a peer of an earlier version?): %w", path, pi.PID, errs.ErrBusy)
+				}
 				if err := f.Truncate(0); err != nil {
 					f.Close()
 					return nil, fmt.Errorf("pidfile %s: %w", path, err)
@@ -122,19 +127,50 @@ func (pi PidInfo) Running() bool { return pi.Held || pi.Alive }
 
 // ReadPidfile reads the pidfile at path and checks its process.
 func ReadPidfile(path string) PidInfo {
-	var pi PidInfo
 	f, err := os.Open(path)
 	if err != nil {
-		return pi
+		return PidInfo{}
 	}
 	defer f.Close()
-	pi.Exists = true
+	held := false
 	err = unix.Flock(int(f.Fd()), unix.LOCK_SH|unix.LOCK_NB)
 	if errors.Is(err, unix.EWOULDBLOCK) {
-		pi.Held = true
+		held = true
 	} else if err == nil {
 		unix.Flock(int(f.Fd()), unix.LOCK_UN)
 	}
+	return readPid(f, held)
+}
+
+// RemoveStalePidfile removes the pidfile at path if no process serves
+// the role by it (a killed peer's): nobody holds its lock, and the pid it
+// names does not run (or is another process now). A pidfile of a running
+// peer is never touched. It reports whether it removed the file.
+func RemoveStalePidfile(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	if unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) != nil || !sameFile(f, path) {
+		return false
+	}
+	if readPid(f, false).Alive {
+		return false
+	}
+	return os.Remove(path) == nil
+}
+
+// sameFile reports whether f is still the file at path.
+func sameFile(f *os.File, path string) bool {
+	var a, b unix.Stat_t
+	return unix.Fstat(int(f.Fd()), &a) == nil && unix.Stat(path, &b) == nil && a.Ino == b.Ino && a.Dev == b.Dev
+}
+
+// readPid reads an open pidfile; held says whether another process holds
+// its lock.
+func readPid(f *os.File, held bool) PidInfo {
+	pi := PidInfo{Exists: true, Held: held}
 	b := make([]byte, 64)
 	n, _ := f.ReadAt(b, 0)
 	fields := strings.Fields(string(b[:n]))

@@ -2,13 +2,17 @@ package peer_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/internal/testbin"
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/xseg"
@@ -115,5 +119,46 @@ func TestPidfileOfAnotherProcess(t *testing.T) {
 	os.WriteFile(self, []byte(fmt.Sprintf("%d 1\n", os.Getpid())), 0o644)
 	if pi := peer.ReadPidfile(self); pi.Alive || pi.Running() {
 		t.Errorf("pidfile with another start time: %+v", pi)
+	}
+
+	// A peer from before the lock runs: its pidfile is neither taken over
+	// nor removed.
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	legacy := filepath.Join(dir, "legacy.pid")
+	os.WriteFile(legacy, []byte(fmt.Sprintf("%d\n", cmd.Process.Pid)), 0o644)
+	if _, err := peer.TakePidfile(legacy); !errors.Is(err, errs.ErrBusy) || !strings.Contains(err.Error(), strconv.Itoa(cmd.Process.Pid)) {
+		t.Errorf("TakePidfile of a running legacy peer's pidfile: %v", err)
+	}
+	if peer.RemoveStalePidfile(legacy) {
+		t.Error("a running legacy peer's pidfile removed")
+	}
+	cmd.Process.Kill()
+	cmd.Wait()
+	if !peer.RemoveStalePidfile(legacy) {
+		t.Error("a dead peer's pidfile not removed")
+	}
+
+	// A held pidfile is never removed by another.
+	held := filepath.Join(dir, "held.pid")
+	pf, err := peer.TakePidfile(held)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pf.WritePid(); err != nil {
+		t.Fatal(err)
+	}
+	if peer.RemoveStalePidfile(held) {
+		t.Error("a held pidfile removed")
+	}
+	if pi := peer.ReadPidfile(held); !pi.Held || pi.PID != os.Getpid() {
+		t.Errorf("held pidfile: %+v", pi)
+	}
+	pf.Remove()
+	if _, err := os.Stat(held); !os.IsNotExist(err) {
+		t.Errorf("Remove left the pidfile: %v", err)
 	}
 }
