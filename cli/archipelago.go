@@ -829,12 +829,22 @@ func (m *manager) status(out io.Writer) error {
 		if named[sp.pid] {
 			continue
 		}
-		state := "orphan (no pidfile)"
-		if sp.deleted {
+		_, configured := m.cfg.Role(sp.role)
+		state := "extra (not a role of the configuration)"
+		switch {
+		case sp.deleted:
 			state = "orphan on a deleted segment"
+		case configured:
+			state = "orphan (its pidfile does not name it)"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t-\t%s\t-\t-\n", sp.role, sp.prog, sp.pid, state)
-		problems = append(problems, fmt.Sprintf("%s (pid %d) runs with no pidfile naming it", sp.prog, sp.pid))
+		role := sp.role
+		if role == "" {
+			role = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t-\t%s\t-\t-\n", role, sp.prog, sp.pid, state)
+		if sp.deleted || configured {
+			problems = append(problems, fmt.Sprintf("%s (pid %d) of role %q runs with no pidfile naming it", sp.prog, sp.pid, sp.role))
+		}
 	}
 	tw.Flush()
 	if down > 0 {

@@ -257,3 +257,21 @@ func TestArchipelagoStopOtherUser(t *testing.T) {
 	}
 	e.Must("archipelago", "status")
 }
+
+// TestArchipelagoExtraPeer: a peer of no role of the configuration on the
+// segment (nulld for `xseg load`) is shown by status without failing it;
+// a full stop stops it with the rest (the segment goes away under it).
+func TestArchipelagoExtraPeer(t *testing.T) {
+	e := clitest.New(t, "host-a", "")
+	e.Start()
+	nulld := testbin.Start(t, "nulld", "--segment", e.Cfg.XSEG.Name, "--portno-start", "600")
+	testbin.WaitFor(t, 10*time.Second, "nulld on port 600", func() bool { return len(mappers(e.Cfg.XSEG.Name)) == len(e.Cfg.Roles)+1 })
+	out := e.Must("archipelago", "status")
+	if !strings.Contains(out, "extra") || !strings.Contains(out, strconv.Itoa(nulld.Cmd.Process.Pid)) {
+		t.Errorf("status does not show the extra peer:\n%s", out)
+	}
+	out = e.Must("archipelago", "stop")
+	if err := nulld.Wait(10 * time.Second); err != nil {
+		t.Errorf("nulld after stop: %v\n%s", err, out)
+	}
+}
