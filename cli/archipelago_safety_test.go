@@ -230,6 +230,26 @@ func TestArchipelagoStopCountsClientsNow(t *testing.T) {
 	}
 	conn.Close()
 	e.Must("archipelago", "stop")
+
+	// The same over TCP.
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	e = clitest.New(t, "host-a", "[nbd]\nlisten = "+addr+"\n")
+	e.Start()
+	tc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err = e.Run("archipelago", "stop")
+	if err == nil || !strings.Contains(out, "1 NBD client(s) connected") {
+		t.Errorf("stop with a TCP client that has just connected: %v\n%s", err, out)
+	}
+	tc.Close()
+	e.Must("archipelago", "stop")
 }
 
 // TestArchipelagoStopOtherUser: stop by a user who may not signal the
