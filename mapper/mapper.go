@@ -58,7 +58,9 @@ func New(opts volume.Options, blockerM, blockerB int) *Mapper {
 // reaches the blockers exists.
 func (m *Mapper) engine(p *peer.Peer) (*volume.Engine, error) {
 	m.once.Do(func() {
-		m.e, m.err = volume.New(xsegstore.New(p, m.blockerMPort), xsegstore.New(p, m.blockerBPort), m.opts)
+		opts := m.opts
+		opts.Logger = p.Logger() // damaged map objects
+		m.e, m.err = volume.New(xsegstore.New(p, m.blockerMPort), xsegstore.New(p, m.blockerBPort), opts)
 	})
 	return m.e, m.err
 }

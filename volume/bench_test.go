@@ -9,9 +9,9 @@ import (
 	"time"
 
 	"github.com/archipelago-go/archipelago/store"
+	"github.com/archipelago-go/archipelago/store/faultstore"
 	"github.com/archipelago-go/archipelago/store/filestore"
 	"github.com/archipelago-go/archipelago/store/memstore"
-	"github.com/archipelago-go/archipelago/volume/internal/faultstore"
 )
 
 // Benchmarks: snapshot and clone latency by volume size (the ratio

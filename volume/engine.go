@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"math/bits"
 	"sync"
 	"time"
@@ -32,6 +33,9 @@ type Options struct {
 	// a power of two from MinBlockSize to MaxBlockSize; 0 means
 	// DefaultBlockSize. Clones keep their parent's.
 	BlockSize uint32
+	// Logger receives damaged and unreadable map objects; nil:
+	// slog.Default().
+	Logger *slog.Logger
 }
 
 // Segment is one piece of a mapped range: Size bytes at Offset of Object.
@@ -72,6 +76,7 @@ type Engine struct {
 	blockSize  uint32
 	dataSync   *syncer
 	mapsSync   *syncer
+	dmg        damageLog
 
 	// Tunables, changed only by tests before use. A waiting MapWrite or
 	// Trim retries after pollMin, doubling up to pollMax; when the locker
@@ -131,6 +136,7 @@ func New(maps, data store.Store, opts Options) (*Engine, error) {
 		maps: maps, data: data, locker: locker,
 		owner: opts.Owner, blockSize: bs,
 		dataSync: &syncer{st: data}, mapsSync: &syncer{st: maps},
+		dmg:     damageLog{logger: opts.Logger},
 		pollMin: time.Millisecond, pollMax: 100 * time.Millisecond, pollWatchMax: 2 * time.Second,
 		maxPages: 4096,
 		vols:     make(map[string]*vol),
@@ -327,6 +333,7 @@ func (e *Engine) header(ctx context.Context, v *vol) (*header, error) {
 		if err != nil {
 			return nil, err
 		}
+		e.repairHeader(ctx, v, h)
 		v.hdr = h
 	}
 	return v.hdr, nil

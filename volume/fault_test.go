@@ -10,8 +10,8 @@ import (
 	"testing"
 
 	"github.com/archipelago-go/archipelago/errs"
+	"github.com/archipelago-go/archipelago/store/faultstore"
 	"github.com/archipelago-go/archipelago/store/memstore"
-	"github.com/archipelago-go/archipelago/volume/internal/faultstore"
 )
 
 // TestFaults injects a fault at every mutating store call of an operation

@@ -13,23 +13,34 @@ import (
 // On-storage formats (see docs/maps.md). Every object the engine writes to
 // the maps store is a "dual-slot" object: two fixed-size slots, each a
 // complete, checksummed copy of the object's payload with a sequence number.
-// A write goes to the slot whose sequence number is older, so a torn write
-// only ever damages the older copy; a read takes the valid slot with the
-// higher sequence number. All integers are big-endian.
 //
-// Slot layout:
+// Version 2 keeps the newest state in both slots: an update writes the new
+// state with the next sequence number into one slot and then into the
+// other, each write FUA, the slot that does not hold the current state
+// first. So one damaged slot never hides the newest state: a read that
+// finds one valid slot takes it (the other was torn by a crash during an
+// update that was never acknowledged, or is damaged), and two valid slots
+// with different sequence numbers mean the second write of an update was
+// torn (the higher one is the newest). No valid slot is an error.
+//
+// Version 1 wrote only the older slot per update (slot i held an i-parity
+// sequence number) and read the valid slot with the higher number; its
+// objects are read by that rule and rewritten in version 2 when the engine
+// next writes them or reads them under the volume's lock.
+//
+// Slot layout (all integers big-endian):
 //
 //	magic    [4]byte  "AGVH" header, "AGVP" map page, "AGVE" epoch record
-//	version  uint16   formatVersion
+//	version  uint16   formatVersion (1 or 2 is read)
 //	reserved uint16   0
-//	seq      uint64   slot i always holds an i-parity sequence number
+//	seq      uint64   version 1: slot i always holds an i-parity number
 //	length   uint32   payload length
 //	payload  [length]byte
 //	crc      uint32   CRC-32C of everything above
 //	(zero padding up to the slot size)
 
 const (
-	formatVersion = 1
+	formatVersion = 2
 	slotHeadLen   = 20
 	slotCRCLen    = 4
 )
@@ -49,7 +60,8 @@ var (
 	kindEpoch  = kind{[4]byte{'A', 'G', 'V', 'E'}, 64, "epoch record"}
 )
 
-// encodeSlot returns one slot (k.slot bytes) holding payload with seq.
+// encodeSlot returns one slot (k.slot bytes) of today's version holding
+// payload with seq.
 func encodeSlot(k kind, seq uint64, payload []byte) ([]byte, error) {
 	if slotHeadLen+len(payload)+slotCRCLen > k.slot {
 		return nil, fmt.Errorf("%s of %d bytes does not fit a %d-byte slot: %w",
@@ -69,81 +81,193 @@ func encodeSlot(k kind, seq uint64, payload []byte) ([]byte, error) {
 type slotState int
 
 const (
-	slotValid slotState = iota
-	slotEmpty           // all zero bytes: never written
-	slotBad             // damaged or torn
+	slotValid  slotState = iota
+	slotEmpty            // all zero bytes: never written
+	slotBad              // damaged or torn
+	slotFuture           // a valid checksum, of a version newer than ours
 )
 
-// decodeSlot checks one slot. A slot of another format version is an
-// error wrapping errs.ErrVersion.
-func decodeSlot(k kind, b []byte, index int) (seq uint64, payload []byte, st slotState, err error) {
+// slot is one decoded slot.
+type slot struct {
+	st      slotState
+	version uint16
+	seq     uint64
+	payload []byte
+	padding bool // a valid slot whose zero padding is damaged
+}
+
+// decodeSlot checks slot index of an object. The checksum is checked
+// before the version, so that a damaged version field makes a damaged
+// slot, not an object of another version.
+func decodeSlot(k kind, b []byte, index int) slot {
 	if isZero(b) {
-		return 0, nil, slotEmpty, nil
+		return slot{st: slotEmpty}
 	}
 	if !bytes.Equal(b[:4], k.magic[:]) {
-		return 0, nil, slotBad, nil
+		return slot{st: slotBad}
 	}
-	if v := binary.BigEndian.Uint16(b[4:]); v != formatVersion {
-		return 0, nil, slotBad, fmt.Errorf("%s of format version %d, want %d: %w",
-			k.what, v, formatVersion, errs.ErrVersion)
-	}
-	seq = binary.BigEndian.Uint64(b[8:])
 	n := int(binary.BigEndian.Uint32(b[16:]))
 	if n > len(b)-slotHeadLen-slotCRCLen || binary.BigEndian.Uint16(b[6:]) != 0 {
-		return 0, nil, slotBad, nil
+		return slot{st: slotBad}
 	}
 	end := slotHeadLen + n
 	if crc32.Checksum(b[:end], castagnoli) != binary.BigEndian.Uint32(b[end:]) {
-		return 0, nil, slotBad, nil
+		return slot{st: slotBad}
 	}
-	if int(seq%2) != index {
-		return 0, nil, slotBad, nil
+	s := slot{
+		st:      slotValid,
+		version: binary.BigEndian.Uint16(b[4:]),
+		seq:     binary.BigEndian.Uint64(b[8:]),
+		payload: b[slotHeadLen:end],
+		padding: !isZero(b[end+slotCRCLen:]),
 	}
-	return seq, b[slotHeadLen:end], slotValid, nil
+	switch {
+	case s.version == 0 || s.version > formatVersion:
+		s.st = slotFuture
+	case s.version == 1 && int(s.seq%2) != index:
+		s.st = slotBad
+	}
+	return s
 }
 
 // errUncommitted reports a dual-slot object whose first write never
-// completed: slot 0 is not valid and slot 1 was never written. Headers and
-// epoch records are created by writing slot 0 and then slot 1, so such an
-// object was never acknowledged.
+// completed (see decodeObject). Such an object was never acknowledged.
 var errUncommitted = fmt.Errorf("uncommitted object: %w", errs.ErrNotFound)
 
-// decodeObject picks the newest valid slot of a dual-slot object read into
-// b (2*k.slot bytes; bytes past the object's end must be zero).
-func decodeObject(k kind, b []byte) (seq uint64, payload []byte, err error) {
-	var (
-		seqs     [2]uint64
-		payloads [2][]byte
-		states   [2]slotState
-	)
-	for i := range 2 {
-		var err error
-		seqs[i], payloads[i], states[i], err = decodeSlot(k, b[i*k.slot:(i+1)*k.slot], i)
-		if err != nil {
-			return 0, nil, err
-		}
-	}
-	switch {
-	case states[0] == slotValid && states[1] == slotValid:
-		if seqs[1] > seqs[0] {
-			return seqs[1], payloads[1], nil
-		}
-		return seqs[0], payloads[0], nil
-	case states[0] == slotValid:
-		return seqs[0], payloads[0], nil
-	case states[1] == slotValid:
-		return seqs[1], payloads[1], nil
-	case states[1] == slotEmpty:
-		return 0, nil, errUncommitted
-	}
-	return 0, nil, fmt.Errorf("%s: no valid slot: %w", k.what, errs.ErrCorrupt)
+// object is a decoded dual-slot object: the newest state and what each
+// slot holds.
+type object struct {
+	seq     uint64
+	payload []byte
+	// stale: the slots (bit i: slot i) that do not hold this state
+	// (damaged, torn, empty or older). An update writes them first.
+	stale uint8
+	// fix: the slots to rewrite for the object to hold the state in both
+	// slots in today's version: stale ones, version 1 ones, damaged
+	// padding.
+	fix uint8
+	// damage says why for every slot of fix that is damaged, torn or
+	// missing (nothing for slots of version 1 or older states that a
+	// version 1 update left).
+	damage [2]string
 }
 
+// decodeObject picks the newest state of a dual-slot object read into b
+// (2*k.slot bytes; bytes past the object's end must be zero).
+//
+// An object of which no slot is valid is uncommitted (errUncommitted, an
+// ErrNotFound) if its creation can have been torn: version 2 creates an
+// object by writing slot 1 and then slot 0, so slot 0 empty; version 1
+// wrote slot 0 first, so slot 1 empty and slot 0 a torn version 1 slot.
+// Anything else with no valid slot is ErrCorrupt; a slot of a newer version
+// is ErrVersion.
+func decodeObject(k kind, b []byte) (object, error) {
+	var s [2]slot
+	for i := range 2 {
+		s[i] = decodeSlot(k, b[i*k.slot:(i+1)*k.slot], i)
+	}
+	for i := range 2 {
+		if s[i].st == slotFuture {
+			return object{}, fmt.Errorf("%s copy %d of format version %d, want at most %d: %w",
+				k.what, i, s[i].version, formatVersion, errs.ErrVersion)
+		}
+	}
+	var o object
+	switch {
+	case s[0].st == slotValid && s[1].st == slotValid:
+		switch {
+		case s[0].seq > s[1].seq:
+			o.seq, o.payload, o.stale = s[0].seq, s[0].payload, 2
+		case s[1].seq > s[0].seq:
+			o.seq, o.payload, o.stale = s[1].seq, s[1].payload, 1
+		case bytes.Equal(s[0].payload, s[1].payload):
+			o.seq, o.payload = s[0].seq, s[0].payload
+		default:
+			return object{}, fmt.Errorf("%s: two copies of sequence number %d differ: %w",
+				k.what, s[0].seq, errs.ErrCorrupt)
+		}
+		if i := o.stale >> 1; o.stale != 0 && s[i].version != 1 {
+			o.damage[i] = fmt.Sprintf("holds sequence number %d, not %d (an update interrupted)", s[i].seq, o.seq)
+		}
+	case s[0].st == slotValid || s[1].st == slotValid:
+		i := 0
+		if s[1].st == slotValid {
+			i = 1
+		}
+		o.seq, o.payload, o.stale = s[i].seq, s[i].payload, uint8(1)<<(1-i)
+		switch {
+		case s[1-i].st == slotBad:
+			o.damage[1-i] = "damaged or torn"
+			if s[i].version == 1 {
+				o.damage[1-i] += " (version 1: it may have held a newer state)"
+			}
+		case s[i].version != 1: // empty
+			o.damage[1-i] = "missing (all zero)"
+		}
+	default:
+		if v := unverifiedVersion(k, b); v > formatVersion {
+			return object{}, fmt.Errorf("%s of format version %d, want at most %d: %w",
+				k.what, v, formatVersion, errs.ErrVersion)
+		}
+		if s[0].st == slotEmpty || (s[1].st == slotEmpty && isVersion1(k, b)) {
+			return object{}, errUncommitted
+		}
+		return object{}, fmt.Errorf("%s: no valid copy (%s, %s): %w",
+			k.what, s[0].st, s[1].st, errs.ErrCorrupt)
+	}
+	o.fix = o.stale
+	for i := range 2 {
+		if o.stale&(1<<i) == 0 && (s[i].version == 1 || s[i].padding) {
+			o.fix |= 1 << i
+			if s[i].padding {
+				o.damage[i] = "damaged (after its checksum)"
+			}
+		}
+	}
+	return o, nil
+}
+
+func (st slotState) String() string {
+	switch st {
+	case slotValid:
+		return "valid"
+	case slotEmpty:
+		return "all zero"
+	case slotBad:
+		return "damaged"
+	}
+	return "of another version"
+}
+
+// unverifiedVersion returns the highest version field of a slot with the
+// right magic, checksum or not (a newer version may lay out its slots
+// otherwise).
+func unverifiedVersion(k kind, b []byte) uint16 {
+	var v uint16
+	for i := range 2 {
+		s := b[i*k.slot:]
+		if bytes.Equal(s[:4], k.magic[:]) {
+			v = max(v, binary.BigEndian.Uint16(s[4:]))
+		}
+	}
+	return v
+}
+
+// isVersion1 tells whether slot 0 starts as a version 1 slot does.
+func isVersion1(k kind, b []byte) bool {
+	return bytes.Equal(b[:4], k.magic[:]) && binary.BigEndian.Uint16(b[4:]) == 1
+}
+
+// zeros is compared with, by isZero.
+var zeros [4096]byte
+
 func isZero(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
+	for len(b) > 0 {
+		n := min(len(b), len(zeros))
+		if !bytes.Equal(b[:n], zeros[:n]) {
 			return false
 		}
+		b = b[n:]
 	}
 	return true
 }
@@ -214,8 +338,10 @@ type pageKey struct {
 type page struct {
 	pageKey
 	ref ref    // the object holding it
-	seq uint64 // sequence number of its newest slot
-	e   [fanout]entry
+	seq uint64 // sequence number of its newest state
+	// stale and fix as read (see object); zero once written.
+	stale, fix uint8
+	e          [fanout]entry
 }
 
 func (p *page) clone() *page {
@@ -286,6 +412,8 @@ const maxSpans = 8
 //	nprefixes  uint16, then per prefix: uint16 length + bytes
 type header struct {
 	seq       uint64
+	stale     uint8 // as read (see object); zero once written
+	fix       uint8
 	id        [16]byte
 	flags     uint32
 	size      uint64

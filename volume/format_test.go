@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"hash/crc32"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/archipelago-go/archipelago/errs"
@@ -38,7 +41,7 @@ func TestHeaderRoundTrip(t *testing.T) {
 	}
 }
 
-func twoSlots(t *testing.T, k kind, seqs [2]uint64, payload []byte) []byte {
+func twoSlots(t testing.TB, k kind, seqs [2]uint64, payload []byte) []byte {
 	b := make([]byte, 2*k.slot)
 	for i, seq := range seqs {
 		s, err := encodeSlot(k, seq, payload)
@@ -50,41 +53,139 @@ func twoSlots(t *testing.T, k kind, seqs [2]uint64, payload []byte) []byte {
 	return b
 }
 
+// slotV1 is a slot as format version 1 wrote it.
+func slotV1(k kind, seq uint64, payload []byte) []byte {
+	b := must1(encodeSlot(k, seq, payload))
+	binary.BigEndian.PutUint16(b[4:], 1)
+	end := slotHeadLen + len(payload)
+	binary.BigEndian.PutUint32(b[end:], crc32.Checksum(b[:end], castagnoli))
+	return b
+}
+
 func TestDualSlot(t *testing.T) {
 	k := kindEpoch
 	newer, older := encodeEpoch(2), encodeEpoch(1)
-	b := twoSlots(t, k, [2]uint64{4, 1}, newer)
-	copy(b[k.slot:], must1(encodeSlot(k, 1, older)))
-	seq, p, err := decodeObject(k, b)
-	if err != nil || seq != 4 || string(p) != string(newer) {
-		t.Fatalf("newest slot: seq %d %x %v", seq, p, err)
+	check := func(desc string, b []byte, seq uint64, payload []byte, stale, fix uint8) object {
+		t.Helper()
+		o, err := decodeObject(k, b)
+		if err != nil || o.seq != seq || string(o.payload) != string(payload) || o.stale != stale || o.fix != fix {
+			t.Fatalf("%s: seq %d payload %x stale %b fix %b (%v), want seq %d %x stale %b fix %b",
+				desc, o.seq, o.payload, o.stale, o.fix, err, seq, payload, stale, fix)
+		}
+		return o
 	}
-	// A torn write of the newer slot falls back to the older.
-	b[10] ^= 0xff
-	if seq, _, err := decodeObject(k, b); err != nil || seq != 1 {
-		t.Fatalf("after damage to slot 0: seq %d %v", seq, err)
+	fails := func(desc string, b []byte, want error) {
+		t.Helper()
+		if _, err := decodeObject(k, b); !errors.Is(err, want) {
+			t.Fatalf("%s: %v, want %v", desc, err, want)
+		}
+	}
+	b := twoSlots(t, k, [2]uint64{4, 4}, newer)
+	check("both slots", b, 4, newer, 0, 0)
+	// One damaged byte in either slot: the other one is read, and the
+	// damaged one is to be rewritten.
+	for i := range 2 {
+		d := slices.Clone(b)
+		d[i*k.slot+10] ^= 0xff
+		if o := check(fmt.Sprintf("slot %d damaged", i), d, 4, newer, 1<<i, 1<<i); o.damage[i] == "" {
+			t.Fatalf("slot %d damaged: not reported", i)
+		}
+		// Damaged version field: a damaged slot, not another version.
+		d = slices.Clone(b)
+		d[i*k.slot+5] = 9
+		check(fmt.Sprintf("slot %d version damaged", i), d, 4, newer, 1<<i, 1<<i)
+		// Damaged padding: read, and rewritten.
+		d = slices.Clone(b)
+		d[i*k.slot+k.slot-1] = 1
+		check(fmt.Sprintf("slot %d padding damaged", i), d, 4, newer, 0, 1<<i)
 	}
 	// Both damaged: corrupt.
-	b[k.slot+30] ^= 0xff
-	if _, _, err := decodeObject(k, b); !errors.Is(err, errs.ErrCorrupt) {
-		t.Fatalf("both damaged: %v", err)
-	}
-	// Slot 0 torn on creation, slot 1 never written: uncommitted.
+	d := slices.Clone(b)
+	d[10] ^= 0xff
+	d[k.slot+30] ^= 0xff
+	fails("both damaged", d, errs.ErrCorrupt)
+	// An update that wrote one slot: the newer state.
+	b = twoSlots(t, k, [2]uint64{5, 4}, newer)
+	copy(b[k.slot:], must1(encodeSlot(k, 4, older)))
+	check("second write missing", b, 5, newer, 2, 2)
+	b[20] ^= 1 // first write torn: the older state
+	check("first write torn", b, 4, older, 1, 1)
+	// The same sequence number with two payloads: corrupt.
+	b = twoSlots(t, k, [2]uint64{4, 4}, newer)
+	copy(b[k.slot:], must1(encodeSlot(k, 4, older)))
+	fails("copies differ", b, errs.ErrCorrupt)
+	// Creation writes slot 1 and then slot 0: slot 0 empty and slot 1
+	// empty or torn is an object never created.
 	b = make([]byte, 2*k.slot)
-	copy(b, "AGVE\x00\x01")
-	if _, _, err := decodeObject(k, b); !errors.Is(err, errUncommitted) || !errors.Is(err, errs.ErrNotFound) {
-		t.Fatalf("uncommitted: %v", err)
+	fails("never written", b, errUncommitted)
+	copy(b[k.slot:], "AGVE\x00\x02")
+	fails("creation torn", b, errUncommitted)
+	if _, err := decodeObject(k, b); !errors.Is(err, errs.ErrNotFound) {
+		t.Fatalf("uncommitted is not ErrNotFound: %v", err)
 	}
-	// Another version: ErrVersion.
-	b = twoSlots(t, k, [2]uint64{0, 1}, newer)
-	binary.BigEndian.PutUint16(b[4:], 2)
-	if _, _, err := decodeObject(k, b); !errors.Is(err, errs.ErrVersion) {
-		t.Fatalf("version 2: %v", err)
+	copy(b[k.slot:], must1(encodeSlot(k, 1, older)))
+	check("second creation write missing", b, 1, older, 1, 1)
+	// Slot 0 damaged and slot 1 empty (a truncated object): corrupt.
+	b = twoSlots(t, k, [2]uint64{4, 4}, newer)
+	clear(b[k.slot:])
+	check("truncated to one slot", b, 4, newer, 2, 2)
+	clear(b[30:])
+	fails("truncated into slot 0", b, errs.ErrCorrupt)
+	// Another version: ErrVersion, whether its checksum is as ours or not.
+	b = twoSlots(t, k, [2]uint64{4, 4}, newer)
+	copy(b[k.slot:], must1(encodeSlot(k, 5, newer)))
+	binary.BigEndian.PutUint16(b[k.slot+4:], formatVersion+1)
+	end := k.slot + slotHeadLen + len(newer)
+	binary.BigEndian.PutUint32(b[end:], crc32.Checksum(b[k.slot:end], castagnoli))
+	fails("a newer version in slot 1", b, errs.ErrVersion)
+	b = twoSlots(t, k, [2]uint64{4, 4}, newer)
+	binary.BigEndian.PutUint16(b[4:], formatVersion+1)
+	binary.BigEndian.PutUint16(b[k.slot+4:], formatVersion+1)
+	fails("a newer version, another layout", b, errs.ErrVersion)
+}
+
+// TestDualSlotVersion1: objects of format version 1 are read by its rule
+// (the valid slot with the higher sequence number; slot i holds i-parity
+// numbers) and are to be rewritten in today's version.
+func TestDualSlotVersion1(t *testing.T) {
+	k := kindEpoch
+	newer, older := encodeEpoch(2), encodeEpoch(1)
+	b := append(slotV1(k, 4, newer), slotV1(k, 3, older)...)
+	o, err := decodeObject(k, b)
+	if err != nil || o.seq != 4 || o.stale != 2 || o.fix != 3 || o.damage != [2]string{} {
+		t.Fatalf("version 1: %+v %v", o, err)
 	}
-	// A slot whose sequence number has the wrong parity is not trusted.
-	b = twoSlots(t, k, [2]uint64{1, 2}, newer)
-	if _, _, err := decodeObject(k, b); !errors.Is(err, errs.ErrCorrupt) {
+	d := slices.Clone(b)
+	d[12] ^= 1
+	o, err = decodeObject(k, d)
+	if err != nil || o.seq != 3 || string(o.payload) != string(older) || o.stale != 1 || !strings.Contains(o.damage[0], "version 1") {
+		t.Fatalf("version 1, newer slot damaged: %+v %v", o, err)
+	}
+	// A fresh version 1 page: slot 1 never written, not damage.
+	b = append(slotV1(k, 0, newer), make([]byte, k.slot)...)
+	if o, err := decodeObject(k, b); err != nil || o.seq != 0 || o.stale != 2 || o.damage != [2]string{} {
+		t.Fatalf("version 1, slot 1 empty: %+v %v", o, err)
+	}
+	// Version 1 created slot 0 first: slot 0 torn and slot 1 empty is an
+	// object never created.
+	b[30] ^= 1
+	if _, err := decodeObject(k, b); !errors.Is(err, errUncommitted) {
+		t.Fatalf("version 1 creation torn: %v", err)
+	}
+	// Wrong parity: not trusted.
+	b = append(slotV1(k, 1, newer), slotV1(k, 2, older)...)
+	if _, err := decodeObject(k, b); !errors.Is(err, errs.ErrCorrupt) {
 		t.Fatalf("wrong parity: %v", err)
+	}
+	// Half updated to version 2: the newer state.
+	b = append(slotV1(k, 4, older), must1(encodeSlot(k, 5, newer))...)
+	if o, err := decodeObject(k, b); err != nil || o.seq != 5 || o.stale != 1 || o.fix != 1 {
+		t.Fatalf("version 1 and 2: %+v %v", o, err)
+	}
+	// Repaired: both hold the state, one in version 1.
+	b = append(slotV1(k, 4, older), must1(encodeSlot(k, 4, older))...)
+	if o, err := decodeObject(k, b); err != nil || o.seq != 4 || o.stale != 0 || o.fix != 1 {
+		t.Fatalf("version 1 and 2, same state: %+v %v", o, err)
 	}
 }
 
@@ -159,6 +260,7 @@ func TestDamagedStorage(t *testing.T) {
 		return nil
 	})
 	flip(pageObj, 40)
+	flip(pageObj, int64(kindPage.slot)+40)
 	if _, err := e.Info(ctx, "damaged-vol"); !errors.Is(err, errs.ErrCorrupt) {
 		t.Errorf("damaged header: %v", err)
 	}

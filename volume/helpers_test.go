@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"testing"
@@ -11,8 +12,8 @@ import (
 
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/store"
+	"github.com/archipelago-go/archipelago/store/faultstore"
 	"github.com/archipelago-go/archipelago/store/memstore"
-	"github.com/archipelago-go/archipelago/volume/internal/faultstore"
 )
 
 // env is an engine over two memory stores seen through one fault plan.
@@ -22,6 +23,7 @@ type env struct {
 	e          *Engine
 	owner      string
 	bs         uint32
+	log        *slog.Logger // the engine's; nil: slog.Default()
 }
 
 func newEnv(t testing.TB, bs uint32) *env {
@@ -37,7 +39,7 @@ func (v *env) restart(t testing.TB) {
 	t.Helper()
 	v.plan = faultstore.NewPlan(1)
 	e, err := New(faultstore.Wrap(v.maps, v.plan), faultstore.Wrap(v.data, v.plan),
-		Options{Owner: v.owner, BlockSize: v.bs})
+		Options{Owner: v.owner, BlockSize: v.bs, Logger: v.log})
 	if err != nil {
 		t.Fatal(err)
 	}

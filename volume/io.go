@@ -280,7 +280,7 @@ func (e *Engine) ensureSession(ctx context.Context, v *vol) error {
 	if err != nil || session {
 		return err
 	}
-	ep, err := e.bumpEpoch(ctx, v.name)
+	ep, err := e.bumpEpochAbove(ctx, v.name, usedEpoch(h, v.name))
 	if err != nil {
 		return err
 	}

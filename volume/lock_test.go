@@ -11,7 +11,7 @@ import (
 
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/store"
-	"github.com/archipelago-go/archipelago/volume/internal/faultstore"
+	"github.com/archipelago-go/archipelago/store/faultstore"
 )
 
 // engineAs returns another engine, of owner, over v's stores.

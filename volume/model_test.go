@@ -13,7 +13,7 @@ import (
 	"testing"
 
 	"github.com/archipelago-go/archipelago/errs"
-	"github.com/archipelago-go/archipelago/volume/internal/faultstore"
+	"github.com/archipelago-go/archipelago/store/faultstore"
 )
 
 // The model test drives an engine with random operations and compares

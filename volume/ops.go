@@ -239,7 +239,7 @@ func (e *Engine) snapshot(ctx context.Context, name, snap string) (err error) {
 	// First the origin leaves the shared epoch (durably), then the
 	// snapshot appears: a crash between leaves no snapshot and an origin
 	// that copies on its next writes.
-	ep, err := e.bumpEpoch(ctx, name)
+	ep, err := e.bumpEpochAbove(ctx, name, usedEpoch(h, name))
 	if err != nil {
 		return err
 	}

@@ -29,6 +29,9 @@ func (pg *pager) get(ctx context.Context, key pageKey, r ref) (*page, error) {
 	if err != nil {
 		return nil, err
 	}
+	if pg.v != nil {
+		pg.e.repairPage(ctx, pg.v, pg.h, p)
+	}
 	if pg.v != nil && len(cache) >= pg.e.maxPages {
 		n := len(cache) / 4
 		for k := range cache { // random order: drop a quarter

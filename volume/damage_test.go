@@ -1,0 +1,404 @@
+package volume
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/archipelago-go/archipelago/errs"
+	"github.com/archipelago-go/archipelago/store/faultstore"
+	"github.com/archipelago-go/archipelago/store/memstore"
+)
+
+// Damage to map objects at the storage seam: one damaged byte anywhere in
+// a header, a map page (of any level) or an epoch record never changes
+// what a volume reads or where it allocates; damage beyond the redundancy
+// (both copies, a truncated or deleted object) is an error that names the
+// object, to the caller and in the log, never an older state.
+
+// logBuf is a slog handler's output, safe for concurrent use.
+type logBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func (l *logBuf) Reset() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.b.Reset()
+}
+
+func (l *logBuf) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
+
+// damageWorld: volume damage-vol (1 GiB of 4 KiB blocks: a tree of
+// height 3) with data in blocks spread over it, flushed and closed.
+type damageWorld struct {
+	maps, data *memstore.Store
+	vol        *mvol
+	objects    map[string]string // kind -> object name
+}
+
+const damageVol = "damage-vol"
+
+var damageBlocks = []uint64{0, 2, 300, 70000, 262143}
+
+func newDamageWorld(t *testing.T) *damageWorld {
+	ctx := context.Background()
+	v := newEnv(t, modelBS)
+	v.log = slog.New(slog.DiscardHandler)
+	v.restart(t)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(v.e.Create(ctx, damageVol, 1<<30))
+	m := &mvol{size: 1 << 30, blocks: map[uint64][]byte{}}
+	for i, b := range damageBlocks {
+		p := fill(byte('a'+i), modelBS)
+		must(writeVol(ctx, v.e, v.dataStore(), damageVol, b*modelBS, p))
+		m.write(b*modelBS, p)
+	}
+	must(v.e.Close(ctx, damageVol))
+	must(v.maps.Sync(ctx))
+	must(v.data.Sync(ctx))
+	w := &damageWorld{maps: v.maps, data: v.data, vol: m, objects: map[string]string{
+		"header": damageVol, "epoch record": epochName(damageVol),
+	}}
+	must(v.maps.List(ctx, damageVol+"_", func(n string) error {
+		if isPageForm(n) {
+			// <prefix>_<epoch>_m<level>_<index>: one page per level.
+			level := n[len(damageVol)+1+16+2 : len(damageVol)+1+16+3]
+			w.objects["page at level "+level] = n
+		}
+		return nil
+	}))
+	for _, k := range []string{"page at level 0", "page at level 1", "page at level 2"} {
+		if w.objects[k] == "" {
+			t.Fatalf("no %s: %v", k, w.objects)
+		}
+	}
+	return w
+}
+
+func kindOf(desc string) kind {
+	switch {
+	case desc == "header":
+		return kindHeader
+	case desc == "epoch record":
+		return kindEpoch
+	}
+	return kindPage
+}
+
+// engine returns an engine over the world's stores (the stores
+// themselves, or copies), its plan and its log.
+func (w *damageWorld) engine(t *testing.T, copies bool) (*env, *logBuf) {
+	lb := &logBuf{}
+	v := &env{maps: w.maps, data: w.data, owner: "host-a", bs: modelBS, log: lb.logger()}
+	if copies {
+		v.maps, v.data = w.maps.Crash(), w.data.Crash()
+	}
+	v.restart(t)
+	return v, lb
+}
+
+// readAll reads every block the volume has data in, and one that is
+// zero: nil if all read exactly, else the first error; a read that
+// succeeds with other data fails the test.
+func (w *damageWorld) readAll(t *testing.T, v *env, desc string) error {
+	t.Helper()
+	ctx := context.Background()
+	in, err := v.e.Info(ctx, damageVol)
+	if err != nil {
+		return err
+	}
+	if in.Size != w.vol.size {
+		t.Fatalf("%s: size %d, want %d", desc, in.Size, w.vol.size)
+	}
+	for _, b := range append(slices.Clone(damageBlocks), 5000) {
+		got, err := readVol(ctx, v.e, v.dataStore(), damageVol, b*modelBS, modelBS)
+		if err != nil {
+			return err
+		}
+		if want := w.vol.read(b*modelBS, modelBS); !bytes.Equal(got, want) {
+			t.Fatalf("%s: block %d reads %s, want %s", desc, b, runs(got), runs(want))
+		}
+	}
+	return nil
+}
+
+// sampled is the offsets of an object the engine sweep damages: in both
+// slots, every byte up to the end of the checksum that is not in a zero
+// map entry (the slot's head, the payload, the checksum), and every 61st
+// byte of the rest (zero entries, zero padding) and the last one; every
+// byte of an epoch record. (The decoder sweep damages every byte.)
+func sampled(k kind, raw []byte) []int64 {
+	var offs []int64
+	o, _ := decodeObject(k, raw)
+	used := slotHeadLen + len(o.payload) + slotCRCLen
+	zeroEntry := func(i int) bool {
+		if k != kindPage || i < slotHeadLen+16 || i >= slotHeadLen+pagePayloadLen {
+			return false
+		}
+		e := slotHeadLen + 16 + (i-slotHeadLen-16)/entrySize*entrySize
+		return isZero(o.payload[e-slotHeadLen : e-slotHeadLen+entrySize])
+	}
+	for s := range 2 {
+		n := 0
+		for i := range k.slot {
+			if (i < used && !zeroEntry(i)) || i == k.slot-1 || k == kindEpoch {
+				offs = append(offs, int64(s*k.slot+i))
+				continue
+			}
+			if n%61 == 0 {
+				offs = append(offs, int64(s*k.slot+i))
+			}
+			n++
+		}
+	}
+	return offs
+}
+
+// rawObject reads object name, and checks that both slots hold its state.
+func rawObject(t *testing.T, st *memstore.Store, k kind, name string) []byte {
+	b := make([]byte, 2*k.slot)
+	if _, err := st.ReadAt(context.Background(), name, b, 0); err != nil {
+		t.Fatal(err)
+	}
+	o, err := decodeObject(k, b)
+	if err != nil || o.stale != 0 || o.fix != 0 {
+		t.Fatalf("object %s before damage: %+v %v", name, o, err)
+	}
+	return b
+}
+
+func payloadLen(t *testing.T, st *memstore.Store, k kind, name string) int {
+	o, _ := decodeObject(k, rawObject(t, st, k, name))
+	return len(o.payload)
+}
+
+// TestDamageEveryByte damages, one at a time, every byte of the header, of
+// a map page of each level and of the epoch record of a volume. The
+// decoder must find the same state in each case (every byte, two ways).
+// Then through the engine, for the bytes of sampled, the store returns the
+// object with the byte flipped: the volume must read exactly its data, and
+// the damage must be logged naming the object. For the epoch record, read
+// only to allocate, a write to a new block must allocate the next epoch.
+func TestDamageEveryByte(t *testing.T) {
+	w := newDamageWorld(t)
+	for _, desc := range slices.Sorted(maps.Keys(w.objects)) {
+		name := w.objects[desc]
+		k := kindOf(desc)
+		t.Run(strings.ReplaceAll(desc, " ", "-"), func(t *testing.T) {
+			t.Parallel()
+			raw := rawObject(t, w.maps, k, name)
+			want, _ := decodeObject(k, raw)
+			for off := range raw {
+				for _, mask := range []byte{0xff, 0x01} {
+					b := slices.Clone(raw)
+					b[off] ^= mask
+					o, err := decodeObject(k, b)
+					if err != nil || o.seq != want.seq || !bytes.Equal(o.payload, want.payload) ||
+						o.fix != 1<<(off/k.slot) || o.damage[off/k.slot] == "" {
+						t.Fatalf("%s %s: byte %d ^ %#x: decoded %+v, %v", desc, name, off, mask, o, err)
+					}
+				}
+			}
+			offs := sampled(k, raw)
+			for _, off := range offs {
+				d := fmt.Sprintf("%s %s: byte %d flipped", desc, name, off)
+				v, lb := w.engine(t, k == kindEpoch)
+				v.plan.Inject(faultstore.Rule{Ops: faultstore.OpRead, Object: faultstore.Named(name), Flip: true, FlipAt: off})
+				if k == kindEpoch {
+					w.writeNewBlock(t, v, d)
+				}
+				if err := w.readAll(t, v, d); err != nil {
+					t.Fatalf("%s: %v", d, err)
+				}
+				if log := lb.String(); !strings.Contains(log, "object="+name+" ") {
+					t.Fatalf("%s: not logged: %q", d, log)
+				}
+			}
+			t.Logf("%d bytes of %d flipped through the engine", len(offs), 2*k.slot)
+		})
+	}
+}
+
+// writeNewBlock writes block 4000 (a new session: the epoch record is
+// read and bumped) and checks that the allocation epoch is the next one.
+func (w *damageWorld) writeNewBlock(t *testing.T, v *env, desc string) {
+	t.Helper()
+	ctx := context.Background()
+	before, err := v.e.Info(ctx, damageVol)
+	if err != nil {
+		t.Fatalf("%s: %v", desc, err)
+	}
+	rec, err := v.e.readObject(ctx, kindEpoch, epochName(damageVol))
+	if err != nil {
+		t.Fatalf("%s: %v", desc, err)
+	}
+	next, _ := decodeEpoch(rec.payload)
+	next++
+	p := fill('N', modelBS)
+	if err := writeVol(ctx, v.e, v.dataStore(), damageVol, 4000*modelBS, p); err != nil {
+		t.Fatalf("%s: write: %v", desc, err)
+	}
+	after, err := v.e.Info(ctx, damageVol)
+	if err != nil || after.Epoch != next || next <= before.Epoch {
+		t.Fatalf("%s: allocation epoch %d before, %d after (%v), want %d", desc, before.Epoch, after.Epoch, err, next)
+	}
+	got, err := readVol(ctx, v.e, v.dataStore(), damageVol, 4000*modelBS, modelBS)
+	if err != nil || !bytes.Equal(got, p) {
+		t.Fatalf("%s: new block reads %s (%v)", desc, runs(got), err)
+	}
+}
+
+// TestDamageBeyondRedundancy: both copies of an object damaged, the
+// object truncated or deleted: reads (and, for the epoch record,
+// allocations) fail with an error naming the object, which is logged, or
+// read exactly the data when a whole copy is left.
+func TestDamageBeyondRedundancy(t *testing.T) {
+	w := newDamageWorld(t)
+	for _, desc := range slices.Sorted(maps.Keys(w.objects)) {
+		name := w.objects[desc]
+		k := kindOf(desc)
+		pl := payloadLen(t, w.maps, k, name)
+		type damage struct {
+			what  string
+			rules []faultstore.Rule
+			whole bool // a whole copy is left: the data reads exactly
+		}
+		on := faultstore.Named(name)
+		flip := func(off int) faultstore.Rule {
+			return faultstore.Rule{Ops: faultstore.OpRead, Object: on, Flip: true, FlipAt: int64(off)}
+		}
+		cases := []damage{
+			{what: "both copies", rules: []faultstore.Rule{flip(10), flip(k.slot + slotHeadLen + pl/2)}},
+			{what: "both copies' checksums", rules: []faultstore.Rule{flip(slotHeadLen + pl), flip(k.slot + slotHeadLen + pl + 3)}},
+			{what: "deleted", rules: []faultstore.Rule{{Object: on, Missing: true}}},
+		}
+		for _, size := range []int{0, 1, 6, slotHeadLen + pl, k.slot - 1, k.slot, k.slot + 1, 2*k.slot - 1} {
+			cases = append(cases, damage{what: fmt.Sprintf("truncated to %d bytes", size),
+				rules: []faultstore.Rule{{Object: on, Truncated: true, Size: int64(size)}},
+				whole: size >= slotHeadLen+pl+slotCRCLen}) // slot 0 whole
+		}
+		for _, c := range cases {
+			d := fmt.Sprintf("%s %s %s", desc, name, c.what)
+			v, lb := w.engine(t, true)
+			for _, r := range c.rules {
+				v.plan.Inject(r)
+			}
+			var err error
+			if k == kindEpoch {
+				err = writeVol(context.Background(), v.e, v.dataStore(), damageVol, 4000*modelBS, fill('N', 10))
+				if err == nil {
+					w.vol.write(4000*modelBS, fill('N', 10))
+					err = w.readAll(t, v, d)
+					delete(w.vol.blocks, 4000)
+				}
+			} else {
+				err = w.readAll(t, v, d)
+			}
+			switch {
+			case c.whole && err != nil:
+				t.Errorf("%s: %v, want the data", d, err)
+			case c.whole:
+			case desc == "header" && (c.what == "deleted" || c.what == "truncated to 0 bytes"):
+				// As if the volume had been removed: Remove deletes the
+				// header first.
+				if !errors.Is(err, errs.ErrNotFound) || !strings.Contains(err.Error(), name) {
+					t.Errorf("%s: %v, want ErrNotFound naming the volume", d, err)
+				}
+			case !errors.Is(err, errs.ErrCorrupt) || !strings.Contains(err.Error(), fmt.Sprintf("%q", name)):
+				t.Errorf("%s: %v, want ErrCorrupt naming the object", d, err)
+			case !strings.Contains(lb.String(), "level=ERROR msg=\"map object unreadable\" object="+name+" "):
+				t.Errorf("%s: not logged: %q", d, lb.String())
+			}
+		}
+	}
+}
+
+// TestDamagedHeaderAtRest is the case of issue 9 (A.4): one byte of a
+// copy of the header of a volume with flushed data is damaged on storage
+// (each copy in turn). The volume reads its data, the damage is logged
+// naming the header, and the engine rewrites the damaged copy when it
+// reads the header under the volume's lock; a reader without the lock
+// leaves it (and logs it once).
+func TestDamagedHeaderAtRest(t *testing.T) {
+	ctx := context.Background()
+	w := newDamageWorld(t)
+	for slot := range 2 {
+		v, lb := w.engine(t, true)
+		off := int64(slot*kindHeader.slot + slotHeadLen + 30) // in the size field
+		if err := faultstore.FlipByte(ctx, v.maps, damageVol, off, 0); err != nil {
+			t.Fatal(err)
+		}
+		raw := func() object {
+			b := make([]byte, 2*kindHeader.slot)
+			if _, err := v.maps.ReadAt(ctx, damageVol, b, 0); err != nil {
+				t.Fatal(err)
+			}
+			o, err := decodeObject(kindHeader, b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return o
+		}
+		// Another host holds the lock: read without it, twice.
+		if err := v.maps.TryLock(ctx, lockName(damageVol), "host-z"); err != nil {
+			t.Fatal(err)
+		}
+		for range 2 {
+			if err := w.readAll(t, v, "without the lock"); err != nil {
+				t.Fatalf("slot %d damaged, without the lock: %v", slot, err)
+			}
+		}
+		if o := raw(); o.stale != 1<<slot {
+			t.Fatalf("slot %d damaged: a reader without the lock rewrote it: %+v", slot, o)
+		}
+		if n := strings.Count(lb.String(), "object="+damageVol+" "); n != 1 {
+			t.Fatalf("slot %d damaged: logged %d times without the lock: %q", slot, n, lb.String())
+		}
+		if err := v.maps.Unlock(ctx, lockName(damageVol), "host-z", false); err != nil {
+			t.Fatal(err)
+		}
+		// Under the lock: repaired.
+		if err := v.e.Open(ctx, damageVol); err != nil {
+			t.Fatalf("slot %d damaged: open: %v", slot, err)
+		}
+		if err := w.readAll(t, v, "with the lock"); err != nil {
+			t.Fatalf("slot %d damaged, with the lock: %v", slot, err)
+		}
+		if o := raw(); o.stale != 0 || o.fix != 0 {
+			t.Fatalf("slot %d damaged: not repaired under the lock: %+v", slot, o)
+		}
+		if !strings.Contains(lb.String(), `msg="map object repaired" object=`+damageVol+" ") {
+			t.Fatalf("slot %d damaged: repair not logged: %q", slot, lb.String())
+		}
+		v.crash(t)
+		if err := w.readAll(t, v, "restarted"); err != nil {
+			t.Fatalf("slot %d damaged, repaired and restarted: %v", slot, err)
+		}
+	}
+}
