@@ -596,6 +596,39 @@ func (m *manager) busy() []string {
 	return why
 }
 
+// holdSockets moves the Unix socket of every running block endpoint
+// aside (<socket>.stopping), so that no client connects while stop counts
+// and stops; connections made before are counted (nbdClients reads them by
+// the address they were bound to). The function it returns puts each
+// socket back if its endpoint still runs, else removes it.
+func (m *manager) holdSockets() func() {
+	type held struct {
+		r        *config.Role
+		pid      int
+		from, to string
+	}
+	var hs []held
+	for _, r := range m.cfg.RolesOfType(config.TypeNBDEndpoint) {
+		pid := m.pid(r)
+		if pid == 0 || r.Socket == "" {
+			continue
+		}
+		to := r.Socket + ".stopping"
+		if os.Rename(r.Socket, to) == nil {
+			hs = append(hs, held{r, pid, r.Socket, to})
+		}
+	}
+	return func() {
+		for _, h := range hs {
+			if xseg.ProcessAlive(h.pid) {
+				os.Rename(h.to, h.from)
+			} else {
+				os.Remove(h.to)
+			}
+		}
+	}
+}
+
 // nbdClients counts the NBD connections of a block endpoint as the kernel
 // sees them now: the accepted and not yet accepted connections to its Unix
 // socket (/proc/net/unix) and to its TCP address (/proc/net/tcp, tcp6).
@@ -674,8 +707,14 @@ func (m *manager) stop(out io.Writer, args []string, force bool) error {
 	if err != nil {
 		return err
 	}
-	if why := m.busy(); len(why) > 0 && !force {
-		return fmt.Errorf("refusing to stop: %s; use -f to stop anyway: %w", strings.Join(why, ", "), errs.ErrBusy)
+	if !force {
+		// No new client between the count and the stop: the endpoints'
+		// sockets are moved aside first (a connect then fails at once),
+		// and back when the endpoint still runs at the end.
+		defer m.holdSockets()()
+		if why := m.busy(); len(why) > 0 {
+			return fmt.Errorf("refusing to stop: %s; use -f to stop anyway: %w", strings.Join(why, ", "), errs.ErrBusy)
+		}
 	}
 	for i := len(roles) - 1; i >= 0; i-- {
 		r := roles[i]

@@ -228,6 +228,12 @@ func TestArchipelagoStopCountsClientsNow(t *testing.T) {
 	if err == nil || !strings.Contains(out, "1 NBD client(s) connected") {
 		t.Errorf("stop with a client that has just connected: %v\n%s", err, out)
 	}
+	// The refused stop left the socket where clients find it.
+	if c2, err := net.Dial("unix", e.Socket()); err != nil {
+		t.Errorf("connect after a refused stop: %v", err)
+	} else {
+		c2.Close()
+	}
 	conn.Close()
 	e.Must("archipelago", "stop")
 
