@@ -18,7 +18,10 @@ func TestCheckPortTable(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv.SetName("blockerb")
+	srv.SetName("blocker\tb é") // shown as blocker_b___
+	if ps, _ := s.PortStat(1); ps.Name != "blocker_b___" {
+		t.Errorf("role name shown as %q", ps.Name)
+	}
 	cli, err := s.Bind(2)
 	if err != nil {
 		t.Fatal(err)

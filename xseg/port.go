@@ -423,10 +423,17 @@ func (p *Port) Queued() int { return int(p.p.reqTail.Load() - p.p.reqHead.Load()
 // Wake makes a Wait on this port return (for shutdown).
 func (p *Port) Wake() { p.s.signal(p.no) }
 
-// SetName records a role name on the port, for tools.
+// SetName records a role name on the port, for tools: its first 32
+// bytes, each one outside printable ASCII shown as '_' (Check takes any
+// other byte for damage).
 func (p *Port) SetName(name string) {
 	var b [32]byte
 	copy(b[:], name)
+	for i, c := range b {
+		if c != 0 && (c < 0x21 || c > 0x7e) {
+			b[i] = '_'
+		}
+	}
 	p.p.name = b
 }
 
