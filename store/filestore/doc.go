@@ -60,7 +60,9 @@
 // re-create or replace an object that this one holds open; I/O through the
 // old file would then read what is gone and write where nobody reads. So
 // before every use a cached file is checked against its path: one fstatat
-// of the path, whose device and inode must be the file's. A file the path
+// of its name in its directory (held open with O_PATH, so each cached
+// object costs one more descriptor), whose device and inode must be the
+// file's. A file the path
 // no longer names is dropped, and the operation opens the path anew (or
 // finds the object missing). The check costs one system call per
 // operation; opening the file every time (NoFDCache) costs more, see

@@ -5,9 +5,13 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"strconv"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // vfs is the filesystem under a Store: only the calls the store makes, so
@@ -119,12 +123,12 @@ func newOSFile(f *os.File) (*osFile, error) {
 		return nil, &fs.PathError{Op: "fstat", Path: f.Name(), Err: err}
 	}
 	o.dev, o.ino = uint64(st.Dev), uint64(st.Ino)
-	p, err := syscall.BytePtrFromString(f.Name())
+	p, err := syscall.BytePtrFromString(filepath.Base(f.Name()))
 	if err != nil {
 		f.Close()
 		return nil, &fs.PathError{Op: "open", Path: f.Name(), Err: err}
 	}
-	o.cpath = p
+	o.cbase = p
 	return o, nil
 }
 
@@ -172,14 +176,18 @@ func (osFS) ReadDir(dir string, fn func(fs.DirEntry) error) error {
 }
 
 // osFile is an open file: the *os.File, its descriptor for the system
-// calls of the hot path, and what Same compares: the path as a C string
-// (made once, so that Same does not allocate) and the device and inode.
+// calls of the hot path, and what Same needs: the device and inode, the
+// last element of the path as a C string (made once, so that Same does not
+// allocate) and a descriptor of the directory (opened at the first Same),
+// so that the look-up is of one name, not of the whole path (about 0.7
+// against 2.5 us here).
 type osFile struct {
 	f        *os.File
 	fd       int
 	name     string
-	cpath    *byte
+	cbase    *byte
 	dev, ino uint64
+	dirfd    atomic.Int64 // the directory's O_PATH descriptor + 1; 0: not open
 }
 
 func (o *osFile) Name() string { return o.name }
@@ -234,15 +242,42 @@ func (o *osFile) Datasync() error {
 	}
 }
 
-func (o *osFile) Sync() error  { return o.f.Sync() }
-func (o *osFile) Close() error { return o.f.Close() }
+func (o *osFile) Sync() error { return o.f.Sync() }
 
-// Same stats the path (one fstatat, no allocation) and compares the
-// device and inode with the file's.
+func (o *osFile) Close() error {
+	if d := o.dirfd.Swap(0); d > 0 {
+		syscall.Close(int(d - 1))
+	}
+	return o.f.Close()
+}
+
+// dir returns the descriptor of the file's directory, opening it once.
+func (o *osFile) dir() (int, error) {
+	if d := o.dirfd.Load(); d > 0 {
+		return int(d - 1), nil
+	}
+	path := filepath.Dir(o.name)
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return 0, &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	if !o.dirfd.CompareAndSwap(0, int64(fd)+1) { // opened meanwhile
+		unix.Close(fd)
+		return int(o.dirfd.Load() - 1), nil
+	}
+	return fd, nil
+}
+
+// Same stats the name in the directory (one fstatat, no allocation) and
+// compares the device and inode with the file's.
 func (o *osFile) Same() error {
+	dfd, err := o.dir()
+	if err != nil {
+		return err
+	}
 	var st syscall.Stat_t
 	for {
-		_, _, e := syscall.Syscall6(sysFstatat, atFDCWD, uintptr(unsafe.Pointer(o.cpath)),
+		_, _, e := syscall.Syscall6(sysFstatat, uintptr(dfd), uintptr(unsafe.Pointer(o.cbase)),
 			uintptr(unsafe.Pointer(&st)), 0, 0, 0)
 		switch {
 		case e == syscall.EINTR:
@@ -256,8 +291,6 @@ func (o *osFile) Same() error {
 	}
 }
 
-const atFDCWD = ^uintptr(99) // AT_FDCWD, -100
-
 // reopenDirect opens the very file again with O_DIRECT (not the path,
 // which may name another file by now).
 func (o *osFile) reopenDirect() (*osFile, error) {
@@ -265,5 +298,6 @@ func (o *osFile) reopenDirect() (*osFile, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &osFile{f: d, fd: int(d.Fd()), name: o.name, cpath: o.cpath, dev: o.dev, ino: o.ino}, nil
+	// Without cbase: Same is asked of the buffered file only.
+	return &osFile{f: d, fd: int(d.Fd()), name: o.name, dev: o.dev, ino: o.ino}, nil
 }
