@@ -444,7 +444,7 @@ func (m *manager) start(out io.Writer, args []string) error {
 	}
 	defer seg.Close()
 	for _, r := range roles {
-		if pi := m.proc(r); pi.Running() {
+		if pi := m.settled(r); pi.Running() {
 			// Its process lives: never a second one, whatever the
 			// segment says.
 			if owner, alive := seg.Owner(r.PortStart); alive && owner == pi.PID {
@@ -469,6 +469,23 @@ func (m *manager) start(out io.Writer, args []string) error {
 		fmt.Fprintf(out, "%s: started (pid %d, ports %d..%d)\n", r.Name, pid, r.PortStart, r.PortEnd)
 	}
 	return nil
+}
+
+// pidSettle is how long start waits for a pidfile that a live lock holds
+// but that names no live process.
+const pidSettle = 5 * time.Second
+
+// settled reads a role's pidfile; if a lock holder is there but the file
+// names no live process, it waits (up to pidSettle) for that to change:
+// the holder is a peer starting (its pid not written yet), or one just
+// killed (its lock goes only with its last thread, after its pid reads
+// as a zombie).
+func (m *manager) settled(r *config.Role) peer.PidInfo {
+	pi := m.proc(r)
+	for deadline := time.Now().Add(pidSettle); pi.Held && pi.PID == 0 && time.Now().Before(deadline); pi = m.proc(r) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	return pi
 }
 
 // segmentInUse reports whether a live process owns a port of seg.
