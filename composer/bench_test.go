@@ -79,3 +79,45 @@ func objectOf(b *testing.B, s *stacktest.Stack, off uint64) string {
 	objCache.Store(blk, segs[0].Object)
 	return segs[0].Object
 }
+
+// BenchmarkFlush measures a FLUSH of a volume after a 4 KiB write, at
+// queue depth 1, through vlmcd (flush-us), and the part of it that
+// confirms the volume's lock (see docs/maps.md "Fencing"): the mapper's
+// FLUSH (mapper-flush-us), beside a PING of the mapper (mapper-ping-us),
+// the round trip alone. Run with -benchtime 2000x.
+func BenchmarkFlush(b *testing.B) {
+	s := stacktest.Start(b, stacktest.Options{})
+	if err := s.Create("benchvol02", 64<<20); err != nil {
+		b.Fatal(err)
+	}
+	c := volclient.New(s.Client, stacktest.Vlmcd)
+	m := volclient.New(s.Client, stacktest.Mapper)
+	ctx := context.Background()
+	write := volclient.Call{Op: xseg.OpWrite, Target: "benchvol02", Size: 4096, BufLen: 4096}
+	if err := c.Do(ctx, write); err != nil {
+		b.Fatal(err)
+	}
+	var flush, mflush, ping time.Duration
+	timed := func(sum *time.Duration, cl *volclient.Client, k volclient.Call) {
+		start := time.Now()
+		if err := cl.Do(ctx, k); err != nil {
+			b.Fatal(err)
+		}
+		*sum += time.Since(start)
+	}
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := c.Do(ctx, write); err != nil {
+			b.Fatal(err)
+		}
+		timed(&flush, c, volclient.Call{Op: xseg.OpFlush, Target: "benchvol02"})
+		timed(&mflush, m, volclient.Call{Op: xseg.OpFlush, Target: "benchvol02"})
+		timed(&ping, m, volclient.Call{Op: xseg.OpPing})
+	}
+	for _, r := range []struct {
+		d    time.Duration
+		unit string
+	}{{flush, "flush-us"}, {mflush, "mapper-flush-us"}, {ping, "mapper-ping-us"}} {
+		b.ReportMetric(float64(r.d.Microseconds())/float64(b.N), r.unit)
+	}
+}

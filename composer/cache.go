@@ -3,8 +3,10 @@ package composer
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/archipelago-go/archipelago/peer"
+	engine "github.com/archipelago-go/archipelago/volume"
 	"github.com/archipelago-go/archipelago/xseg"
 	"github.com/archipelago-go/archipelago/xseg/payload"
 )
@@ -17,6 +19,16 @@ import (
 // trim, resize, rename, remove, close, unlock, ...): it drops the volume's
 // entries and bumps a generation, so that a mapping fetched before it is
 // not stored after it.
+
+//
+// A mapping is used for volume.MappingLease after the request that
+// fetched it was sent, and then asked for again: another host may have
+// broken the lock with force (vlmc unlock -f), and the mapper, which
+// confirms its hold when its last look is older than volume.ConfirmEvery,
+// then answers ErrFenced, on which the volume's entries go (see
+// docs/maps.md, "Fencing"). So once the forced unlock returns (it waits
+// longer than both) this host's next write asks the mapper and fails, even
+// if its client never flushes; a FLUSH always asks.
 
 // maxCached bounds the blocks cached per volume; past it the volume's
 // entries are dropped.
@@ -32,6 +44,7 @@ type volCache struct {
 	gen       uint64
 	blockSize uint64 // 0: not known yet
 	blocks    map[uint64]cachedBlock
+	until     time.Time // the entries' lease ends (volume.MappingLease)
 }
 
 type mapCache struct {
@@ -73,6 +86,9 @@ func (m *mapCache) lookup(name string, off, n uint64, write bool) ([]payload.Map
 	if bs == 0 {
 		return nil, v.gen, 0
 	}
+	if !time.Now().Before(v.until) {
+		return nil, v.gen, bs
+	}
 	var segs []payload.MapSegment
 	for pos := off; pos < off+n; {
 		b := pos / bs
@@ -92,8 +108,9 @@ func (m *mapCache) lookup(name string, off, n uint64, write bool) ([]payload.Map
 }
 
 // store keeps the mapper's answer for [off, ...) if it is cacheable and
-// nothing invalidated the volume since gen.
-func (m *mapCache) store(name string, gen, bs, off uint64, segs []payload.MapSegment) {
+// nothing invalidated the volume since gen; asked is when the request was
+// sent, the start of the entries' lease.
+func (m *mapCache) store(name string, gen, bs, off uint64, segs []payload.MapSegment, asked time.Time) {
 	for _, s := range segs {
 		if s.Flags&payload.SegCacheable == 0 {
 			return
@@ -108,6 +125,9 @@ func (m *mapCache) store(name string, gen, bs, off uint64, segs []payload.MapSeg
 	v.blockSize = bs
 	if len(v.blocks) > maxCached {
 		clear(v.blocks)
+	}
+	if until := asked.Add(engine.MappingLease); until.After(v.until) {
+		v.until = until
 	}
 	pos := off
 	for _, s := range segs {

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/peer"
@@ -175,11 +176,15 @@ func (c *Composer) io(ctx context.Context, p *peer.Peer, r *xseg.Request) error 
 		if bs == 0 {
 			bs = c.blockSize(ctx, p, r.Target())
 		}
+		asked := time.Now()
 		var err error
 		if segs, err = c.mapRange(ctx, p, mapOp, r.Target(), r.Offset(), n); err != nil {
+			if errors.Is(err, errs.ErrFenced) {
+				c.cache.invalidate(r.Target())
+			}
 			return err
 		}
-		c.cache.store(r.Target(), gen, bs, r.Offset(), segs)
+		c.cache.store(r.Target(), gen, bs, r.Offset(), segs, asked)
 	}
 	buf := r.Buffer()
 	type part struct {
@@ -248,14 +253,37 @@ func (c *Composer) io(ctx context.Context, p *peer.Peer, r *xseg.Request) error 
 }
 
 // flush waits for the volume's writes in flight, then syncs the data
-// blocker. A FLUSH with no target syncs without a barrier.
+// blocker and, at the same time, has the mapper confirm that this host
+// still holds the volume's lock if it holds it (confirmLock): both start
+// once the writes the flush covers are done, so the flush waits for the
+// slower of the two, not for both in turn. A FLUSH with no target syncs
+// without a barrier.
 func (c *Composer) flush(ctx context.Context, p *peer.Peer, r *xseg.Request) error {
-	if name := r.Target(); name != "" {
+	name := r.Target()
+	var confirmed <-chan error
+	if name != "" {
 		v := c.get(name)
 		v.gate.Lock()
 		v.gate.Unlock() // a barrier: only the wait matters
 		c.put(name, v)
+		ch := make(chan error, 1)
+		confirmed = ch
+		go func() { ch <- c.confirmLock(ctx, p, name) }()
 	}
+	err := c.syncBlocker(ctx, p)
+	if confirmed != nil {
+		if cerr := <-confirmed; err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("flush %q: %w", name, err)
+	}
+	return nil
+}
+
+// syncBlocker makes everything written at the data blocker durable.
+func (c *Composer) syncBlocker(ctx context.Context, p *peer.Peer) error {
 	s, err := p.Alloc(0)
 	if err != nil {
 		return err
@@ -266,10 +294,37 @@ func (c *Composer) flush(ctx context.Context, p *peer.Peer, r *xseg.Request) err
 		return err
 	}
 	defer p.Put(rep)
-	if err := rep.Err(); err != nil {
-		return fmt.Errorf("flush %q: %w", r.Target(), err)
+	return rep.Err()
+}
+
+// confirmLock asks the mapper (FLUSH) whether the writes made through its
+// mappings of volume name were made under this host's lock: it fails with
+// ErrFenced if another host broke the lock, and then the volume's cached
+// mappings go. A mapper that does not serve FLUSH (an older one) cannot
+// tell; it passes.
+func (c *Composer) confirmLock(ctx context.Context, p *peer.Peer, name string) error {
+	m, err := p.Alloc(1024)
+	if err != nil {
+		return err
 	}
-	return nil
+	m.SetOp(xseg.OpFlush)
+	if err := m.SetTarget(name); err != nil {
+		p.Put(m)
+		return err
+	}
+	rep, err := p.Call(context.WithoutCancel(ctx), m, c.mapper)
+	if err != nil {
+		return err
+	}
+	defer p.Put(rep)
+	err = peer.ReplyErr(rep)
+	switch {
+	case errors.Is(err, errs.ErrNotSupported):
+		return nil
+	case errors.Is(err, errs.ErrFenced):
+		c.cache.invalidate(name)
+	}
+	return err
 }
 
 // snapshot holds the volume's writes back while the mapper takes the

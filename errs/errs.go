@@ -52,6 +52,11 @@ var (
 	ErrTooLarge = errors.New("too large")
 	// ErrBusy: the resource is in use (e.g. volume open elsewhere).
 	ErrBusy = errors.New("busy")
+	// ErrFenced: this host held a volume's lock and another host broke it
+	// (a forced unlock): its writes since may be lost, and its writes and
+	// flushes fail until the volume is closed here (an I/O error to a
+	// block device's user).
+	ErrFenced = errors.New("fenced: the volume's lock was broken by another host")
 )
 
 // Code is the wire form of an error in a request.
@@ -77,6 +82,7 @@ const (
 	CodeVersion
 	CodeTooLarge
 	CodeBusy
+	CodeFenced
 )
 
 var table = []struct {
@@ -100,6 +106,7 @@ var table = []struct {
 	{CodeVersion, ErrVersion},
 	{CodeTooLarge, ErrTooLarge},
 	{CodeBusy, ErrBusy},
+	{CodeFenced, ErrFenced},
 }
 
 // ToCode maps an error to its wire code: nil is CodeOK, a wrapped sentinel

@@ -15,7 +15,11 @@
 //	TRIM        whole blocks of Offset, Size become zero blocks
 //	ALLOCATED   Offset, Size -> payload.Extents, the ranges not zero blocks
 //	OPEN, CLOSE take and release the volume's lock for this host
-//	ACQUIRE     take the lock (NOSYNC: try once); RELEASE (FORCE: break)
+//	ACQUIRE     take the lock (NOSYNC: try once); RELEASE (FORCE: break
+//	            and fence the volume against the old holder)
+//	FLUSH       asked by vlmcd before it acknowledges a FLUSH: confirms
+//	            that this host still holds the lock of a volume it holds
+//	            (ErrFenced if another host broke it; see volume.Engine.Flush)
 //	PING        answered at once
 //
 // A request that fails because another host holds the lock carries a
@@ -187,6 +191,8 @@ func (m *Mapper) serve(ctx context.Context, e *volume.Engine, r *xseg.Request) e
 		return e.Lock(ctx, name)
 	case xseg.OpRelease:
 		return e.Unlock(ctx, name, r.Flags()&xseg.FlagForce != 0)
+	case xseg.OpFlush:
+		return e.Flush(ctx, name)
 	}
 	return fmt.Errorf("the mapper does not serve %s: %w", r.Op(), errs.ErrNotSupported)
 }

@@ -87,6 +87,8 @@ type Engine struct {
 	// held by owner and is about to wait.
 	onWait   func(name, owner string)
 	maxPages int // cached pages per volume
+	// confirmEvery and fenceWait: ConfirmEvery and FenceWait (fence.go).
+	confirmEvery, fenceWait time.Duration
 
 	mu   sync.Mutex
 	vols map[string]*vol
@@ -112,6 +114,12 @@ type vol struct {
 	session bool
 	// inflight: blocks being made writable; closed when done.
 	inflight map[uint64]chan struct{}
+	// confirmed: when the store last said the lock is ours (fence.go).
+	confirmed time.Time
+	// fenced: we held the lock and found it broken; fencedBy holds it
+	// now ("" if free).
+	fenced   bool
+	fencedBy string
 }
 
 // New returns an engine over maps (headers, map pages, epoch records; must
@@ -138,8 +146,8 @@ func New(maps, data store.Store, opts Options) (*Engine, error) {
 		dataSync: &syncer{st: data}, mapsSync: &syncer{st: maps},
 		dmg:     damageLog{logger: opts.Logger},
 		pollMin: time.Millisecond, pollMax: 100 * time.Millisecond, pollWatchMax: 2 * time.Second,
-		maxPages: 4096,
-		vols:     make(map[string]*vol),
+		maxPages: 4096, confirmEvery: ConfirmEvery, fenceWait: FenceWait,
+		vols: make(map[string]*vol),
 	}, nil
 }
 
@@ -211,24 +219,26 @@ func lockedErr(op, name string, err error) error {
 // (then nothing was taken). Caller holds v.gate exclusively.
 //
 // Management operations are rare, so even when v is held it asks the
-// store (the lock is re-entrant for us): another host may have broken the
-// lock with force since, and then the cache is dropped and op fails.
+// store who holds the lock: another host may have broken it with force
+// since, and then v is fenced (fence.go) and op fails.
 func (e *Engine) tryLock(ctx context.Context, op string, v *vol) (was bool, err error) {
 	was = v.isHeld()
-	if err := e.locker.TryLock(ctx, lockName(v.name), e.owner); err != nil {
-		if was {
-			v.mu.Lock()
-			v.held = false
-			v.forget()
-			v.mu.Unlock()
-		}
-		return false, lockedErr(op, v.name, err)
-	}
 	if was {
+		// Asked, not taken again: a lock found free was broken, and
+		// taking it back would let this host's writers go on as if
+		// nothing happened (fence.go).
+		if err := e.confirm(ctx, v, 0); err != nil {
+			return false, fmt.Errorf("%s: %w", op, err)
+		}
 		return true, nil
+	}
+	start := time.Now()
+	if err := e.locker.TryLock(ctx, lockName(v.name), e.owner); err != nil {
+		return false, lockedErr(op, v.name, err)
 	}
 	v.mu.Lock()
 	v.held = true
+	v.confirmed = start
 	v.forget()
 	v.mu.Unlock()
 	return false, nil
@@ -257,15 +267,25 @@ func (e *Engine) tryHold(ctx context.Context, v *vol) (bool, string, error) {
 	if v.isHeld() {
 		return true, "", nil
 	}
+	if e.Fenced(v.name) {
+		return false, "", e.fencedError(v)
+	}
+	start := time.Now()
 	err := e.locker.TryLock(ctx, lockName(v.name), e.owner)
 	var le *store.LockedError
 	switch {
 	case err == nil:
 		v.mu.Lock()
+		if v.fenced { // fenced since the check: give the lock back
+			v.mu.Unlock()
+			_ = e.locker.Unlock(context.WithoutCancel(ctx), lockName(v.name), e.owner, false)
+			return false, "", e.fencedError(v)
+		}
 		if !v.held {
 			v.held = true
 			v.forget()
 		}
+		v.confirmed = start
 		v.mu.Unlock()
 		return true, "", nil
 	case errors.As(err, &le):

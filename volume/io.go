@@ -82,6 +82,15 @@ func (e *Engine) readView(ctx context.Context, name string, fn func(pg *pager) e
 	v.gate.RLock()
 	defer v.gate.RUnlock()
 	held, _, err := e.tryHold(ctx, v)
+	if err == nil && held {
+		// A held volume's lock is confirmed now and then (fence.go).
+		err = e.confirm(ctx, v, e.confirmEvery)
+		held = err == nil
+	}
+	if errors.Is(err, errs.ErrFenced) {
+		// Read from storage, as any reader without the lock.
+		held, err = false, nil
+	}
 	if err != nil {
 		return err
 	}
@@ -183,6 +192,9 @@ func (e *Engine) mapWrite(ctx context.Context, name string, off, n uint64) ([]Se
 		return nil, err
 	}
 	defer v.gate.RUnlock()
+	if err := e.confirm(ctx, v, e.confirmEvery); err != nil {
+		return nil, err
+	}
 	h, err := e.heldHeader(ctx, v)
 	if err != nil {
 		return nil, err
@@ -278,6 +290,9 @@ func (e *Engine) ensureSession(ctx context.Context, v *vol) error {
 	session := v.session
 	v.mu.Unlock()
 	if err != nil || session {
+		return err
+	}
+	if err := e.confirm(ctx, v, 0); err != nil {
 		return err
 	}
 	ep, err := e.bumpEpochAbove(ctx, v.name, usedEpoch(h, v.name))
@@ -397,6 +412,9 @@ func (e *Engine) trim(ctx context.Context, name string, off, n uint64) error {
 		return err
 	}
 	defer v.gate.RUnlock()
+	if err := e.confirm(ctx, v, e.confirmEvery); err != nil {
+		return err
+	}
 	h, err := e.heldHeader(ctx, v)
 	if err != nil {
 		return err

@@ -22,6 +22,7 @@ func engineAs(t *testing.T, v *env, owner string) *Engine {
 		t.Fatal(err)
 	}
 	e.pollMin, e.pollMax = 50*time.Microsecond, time.Millisecond
+	e.fenceWait = 0 // a forced unlock fences at once (fence_test.go runs the real wait)
 	return e
 }
 

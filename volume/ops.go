@@ -631,6 +631,13 @@ func (e *Engine) hold(ctx context.Context, op, name string) error {
 	v := e.vol(name)
 	v.gate.Lock()
 	defer v.gate.Unlock()
+	// An explicit Open or Lock starts afresh after a fence (fence.go): it
+	// takes the lock as the first time, or says who holds it.
+	if err := e.confirm(ctx, v, 0); errors.Is(err, errs.ErrFenced) {
+		v.mu.Lock()
+		v.unfence()
+		v.mu.Unlock()
+	}
 	was, err := e.tryLock(ctx, op, v)
 	if err != nil {
 		return err
@@ -655,6 +662,7 @@ func (e *Engine) Close(ctx context.Context, name string) error {
 	defer v.gate.Unlock()
 	v.mu.Lock()
 	v.held = false
+	v.unfence() // the connections that wrote before a fence are gone
 	v.forget()
 	v.mu.Unlock()
 	err := e.locker.Unlock(ctx, lockName(name), e.owner, false)
@@ -664,7 +672,13 @@ func (e *Engine) Close(ctx context.Context, name string) error {
 	return nil
 }
 
-// Unlock releases volume name's lock; force breaks another owner's.
+// Unlock releases volume name's lock (ErrNotFound, "is not locked", if
+// nobody holds it); force breaks another owner's and fences the volume
+// against the old holder: the volume moves to a fresh allocation identity,
+// so that the old holder's late writes land only in objects nobody writes
+// in place any more, and the old holder's engine fails its next map
+// change and flush with errs.ErrFenced (fence.go). With force, a free lock
+// is fenced all the same (a breaker may have crashed before it fenced).
 func (e *Engine) Unlock(ctx context.Context, name string, force bool) error {
 	if err := ValidName(name); err != nil {
 		return fmt.Errorf("unlock: %w", err)
@@ -672,12 +686,8 @@ func (e *Engine) Unlock(ctx context.Context, name string, force bool) error {
 	v := e.vol(name)
 	v.gate.Lock()
 	defer v.gate.Unlock()
-	if err := e.locker.Unlock(ctx, lockName(name), e.owner, force); err != nil {
-		return fmt.Errorf("unlock: volume %q: %w", name, err)
+	if err := e.unlock(ctx, v, force); err != nil {
+		return fmt.Errorf("unlock: %w", err)
 	}
-	v.mu.Lock()
-	v.held = false
-	v.forget()
-	v.mu.Unlock()
 	return nil
 }

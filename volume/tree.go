@@ -366,6 +366,10 @@ func growRoot(h *header, oldH uint8) []*page {
 // Then it installs the new versions in v's cache. Caller holds v.commitMu,
 // not v.mu. On error the caller must forget v's cache.
 func (t *txn) commit(ctx context.Context) error {
+	// Nothing is written under a lock another host broke (fence.go).
+	if err := t.e.confirm(ctx, t.v, 0); err != nil {
+		return err
+	}
 	keys := make([]pageKey, 0, len(t.pages))
 	for k := range t.pages {
 		keys = append(keys, k)
