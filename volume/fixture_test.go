@@ -3,6 +3,7 @@ package volume
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"flag"
 	"fmt"
 	"maps"
@@ -219,6 +220,25 @@ func TestFormatFixtures(t *testing.T) {
 			}
 			v.crash(t)
 			checkWorld(t, v, vols, vols, nil, dir+", written", false)
+			// The headers written are in today's version, in both slots.
+			for name, m := range vols {
+				if m.snap {
+					continue
+				}
+				b := make([]byte, 2*kindHeader.slot)
+				if _, err := v.maps.ReadAt(ctx, name, b, 0); err != nil {
+					t.Fatal(err)
+				}
+				o, err := decodeObject(kindHeader, b)
+				for i := range 2 {
+					if ver := binary.BigEndian.Uint16(b[i*kindHeader.slot+4:]); ver != formatVersion {
+						t.Errorf("%s: header slot %d of version %d after a write", name, i, ver)
+					}
+				}
+				if err != nil || o.stale != 0 || o.fix != 0 {
+					t.Errorf("%s: header after a write: %+v %v", name, o, err)
+				}
+			}
 		})
 	}
 }

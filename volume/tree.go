@@ -197,39 +197,36 @@ func (t *txn) get(ctx context.Context, key pageKey) (*page, error) {
 
 // mutable returns a writable version of the page at key, creating or
 // copying it and its path to the root as needed (copy-on-write of pages).
+//
+// An owned page is changed in place and alone: its path to the root is
+// owned too (owned objects are closed upward) and does not change, so it
+// is not rewritten.
 func (t *txn) mutable(ctx context.Context, key pageKey) (*page, error) {
 	if p := t.pages[key]; p != nil {
 		return p, nil
 	}
-	var (
-		ent    entry
-		parent *page
-	)
-	if key.level == t.h.height()-1 {
-		if key.index != 0 {
-			return nil, fmt.Errorf("map page %d/%d beyond the root: %w", key.level, key.index, errs.ErrInvalid)
-		}
-		ent = t.h.root
-	} else {
-		var err error
+	root := key.level == t.h.height()-1
+	if root && key.index != 0 {
+		return nil, fmt.Errorf("map page %d/%d beyond the root: %w", key.level, key.index, errs.ErrInvalid)
+	}
+	cur, err := t.get(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	if cur != nil && t.h.owned(cur.ref) {
+		np := cur.clone()
+		t.pages[key] = np
+		return np, nil
+	}
+	var parent *page
+	if !root {
 		if parent, err = t.mutable(ctx, parentKey(key)); err != nil {
 			return nil, err
 		}
-		ent = parent.e[key.index%fanout]
 	}
-	var np *page
-	if ent.present {
-		cur, err := t.pg.get(ctx, key, ent.ref)
-		if err != nil {
-			return nil, err
-		}
+	np := &page{pageKey: key}
+	if cur != nil {
 		np = cur.clone()
-		if t.h.owned(ent.ref) {
-			t.pages[key] = np
-			return np, nil
-		}
-	} else {
-		np = &page{pageKey: key}
 	}
 	np.ref, np.seq = t.h.alloc(), 0
 	t.pages[key], t.fresh[key] = np, true
