@@ -37,4 +37,7 @@
 // The memstore package keeps objects in memory and simulates crashes for
 // tests; the filestore package keeps one file per object for the filed
 // blocker. Every implementation must pass the suites of package storetest.
+// The faultstore package wraps any store for tests: it counts calls and
+// injects failures, crashes with torn writes, damaged reads (a flipped byte,
+// a truncated or missing object), system errors and slow I/O.
 package store
