@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -310,5 +311,78 @@ func TestUnlockMessages(t *testing.T) {
 	}
 	if err := a.e.Unlock(ctx, "not-locked", false); err != nil {
 		t.Fatalf("unlock of our own lock: %v", err)
+	}
+}
+
+// TestFenceUnderConcurrentWrites: writers of the old holder write and
+// flush their own blocks in a loop while the lock is broken; each stops at
+// its first failure, which must be ErrFenced. No flushed write is lost:
+// every block holds what its writer last flushed or a later write, and
+// both hosts read the same.
+func TestFenceUnderConcurrentWrites(t *testing.T) {
+	for name, open := range fenceBackends(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			const vol, writers = "fenced-busy", 8
+			a, b := newFenceHost(t, open, "host-a"), newFenceHost(t, open, "host-b")
+			if err := a.e.Create(ctx, vol, writers*modelBS); err != nil {
+				t.Fatal(err)
+			}
+			flushed := make([]byte, writers)
+			errc := make(chan error, writers)
+			started := make(chan struct{}, writers)
+			var broken atomic.Bool
+			for i := range writers {
+				go func() {
+					after := 0 // rounds begun after the break
+					for k := byte(1); ; {
+						if broken.Load() {
+							if after++; after > 2 {
+								errc <- nil // two write+flush rounds passed after the break
+								return
+							}
+						}
+						err := writeVol(ctx, a.e, a.data, vol, uint64(i)*modelBS, fill(k, modelBS))
+						if err == nil {
+							err = a.e.Flush(ctx, vol)
+						}
+						if err != nil {
+							errc <- err
+							return
+						}
+						if flushed[i] == 0 {
+							started <- struct{}{}
+						}
+						flushed[i] = k
+						if k < 255 {
+							k++
+						}
+					}
+				}()
+			}
+			for range writers {
+				<-started
+			}
+			if err := b.e.Unlock(ctx, vol, true); err != nil {
+				t.Fatal(err)
+			}
+			broken.Store(true)
+			for range writers {
+				wantFenced(t, "an old writer's end", <-errc)
+			}
+			got := b.read(t, vol, writers*modelBS)
+			for i := range writers {
+				blk := got[i*modelBS : (i+1)*modelBS]
+				if k := blk[0]; !bytes.Equal(blk, fill(k, modelBS)) || k < flushed[i] {
+					t.Fatalf("block %d: %s, last flushed %d", i, runs(blk), flushed[i])
+				}
+			}
+			if ga := a.read(t, vol, writers*modelBS); !bytes.Equal(ga, got) {
+				t.Fatal("the hosts read different images")
+			}
+			if err := Check(ctx, b.e.maps); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
