@@ -10,7 +10,9 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/store/faultstore"
@@ -400,5 +402,65 @@ func TestDamagedHeaderAtRest(t *testing.T) {
 		if err := w.readAll(t, v, "restarted"); err != nil {
 			t.Fatalf("slot %d damaged, repaired and restarted: %v", slot, err)
 		}
+	}
+}
+
+// TestStorageErrorsAtTheSeam: a map write that fails with EIO, ENOSPC or
+// EROFS (at each write of a first write to a new block in turn) fails the
+// write with an error that says so and names the object; the volume then
+// reads as before, the write done again works and survives a crash. A map
+// read slower than the caller's deadline ends with the deadline.
+func TestStorageErrorsAtTheSeam(t *testing.T) {
+	ctx := context.Background()
+	w := newDamageWorld(t)
+	p := fill('S', modelBS)
+	for _, errno := range []syscall.Errno{syscall.EIO, syscall.ENOSPC, syscall.EROFS} {
+		for skip := 0; ; skip++ {
+			d := fmt.Sprintf("%v at map write %d", errno, skip)
+			v, _ := w.engine(t, true)
+			if err := v.e.Open(ctx, damageVol); err != nil {
+				t.Fatal(err)
+			}
+			f := v.plan.Inject(faultstore.Rule{Ops: faultstore.OpWrite, Store: v.maps, Skip: skip, Times: 1, Errno: errno})
+			err := writeVol(ctx, v.e, v.dataStore(), damageVol, 4000*modelBS, p)
+			if f.Hits() == 0 { // the write made fewer map writes
+				if err != nil {
+					t.Fatalf("%s: %v", d, err)
+				}
+				if skip == 0 {
+					t.Fatal("a first write made no map write")
+				}
+				t.Logf("%v: failed each of %d map writes in turn", errno, skip)
+				break
+			}
+			if !errors.Is(err, errno) || !strings.Contains(err.Error(), `"`+damageVol) {
+				t.Fatalf("%s: %v, want %v naming the object", d, err, errno)
+			}
+			v.plan.Clear()
+			if err := w.readAll(t, v, d); err != nil {
+				t.Fatalf("%s: read after: %v", d, err)
+			}
+			if got, err := readVol(ctx, v.e, v.dataStore(), damageVol, 4000*modelBS, modelBS); err != nil || !isZero(got) {
+				t.Fatalf("%s: the failed block reads %s (%v)", d, runs(got), err)
+			}
+			if err := writeVol(ctx, v.e, v.dataStore(), damageVol, 4000*modelBS, p); err != nil {
+				t.Fatalf("%s: write again: %v", d, err)
+			}
+			v.crash(t)
+			if got, err := readVol(ctx, v.e, v.dataStore(), damageVol, 4000*modelBS, modelBS); err != nil || !bytes.Equal(got, p) {
+				t.Fatalf("%s: written again, after a crash: %s (%v)", d, runs(got), err)
+			}
+		}
+	}
+	v, _ := w.engine(t, true)
+	v.plan.Inject(faultstore.Rule{Ops: faultstore.OpRead, Store: v.maps, Delay: time.Hour})
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
+	defer cancel()
+	if _, err := v.e.MapRead(dctx, damageVol, 0, modelBS); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("slow map read: %v, want the deadline", err)
+	}
+	v.plan.Clear()
+	if err := w.readAll(t, v, "after a slow read"); err != nil {
+		t.Fatal(err)
 	}
 }
