@@ -90,6 +90,7 @@ func radosShared(t *testing.T) sharedStores {
 func TestTwoHostModelSharedRADOSPool(t *testing.T) {
 	for _, seed := range []uint64{21, 22} {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			t.Parallel()
 			seed := modelSeed(t, seed)
 			t.Logf("seed %d (replay: VOLUME_MODEL_SEED=%d go test -tags ceph -run 'TestTwoHostModelSharedRADOSPool/%d' ./volume)", seed, seed, seed)
 			runTwoHostModel(t, seed, modelSteps(150), radosShared(t))

@@ -77,6 +77,7 @@ func fileShared(t *testing.T) sharedStores {
 func TestTwoHostModelSharedDirectory(t *testing.T) {
 	for _, seed := range []uint64{11, 12} {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			t.Parallel()
 			seed := modelSeed(t, seed)
 			t.Logf("seed %d (replay: VOLUME_MODEL_SEED=%d go test -run 'TestTwoHostModelSharedDirectory/%d' ./volume)", seed, seed, seed)
 			runTwoHostModel(t, seed, modelSteps(400), fileShared(t))
