@@ -27,6 +27,12 @@ func Check(ctx context.Context, maps store.Store) error {
 	if err := e.List(ctx, func(n string) error { names = append(names, n); return nil }); err != nil {
 		return err
 	}
+	return e.check(ctx, names)
+}
+
+// check is Check of the volumes named (a list of a shared directory or a
+// RADOS pool can cost far more than the walk).
+func (e *Engine) check(ctx context.Context, names []string) error {
 	corrupt := func(format string, args ...any) error {
 		return fmt.Errorf("check: "+format+": %w", append(args, errs.ErrCorrupt)...)
 	}
