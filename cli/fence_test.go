@@ -3,7 +3,9 @@ package cli_test
 import (
 	"bufio"
 	"io"
+	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -59,6 +61,10 @@ func forcedUnlockFences(t *testing.T, o clitest.Options) {
 		}
 	}
 	vm.close()
+	// A's mapperd says why, at error level.
+	if log, _ := os.ReadFile(a.Cfg.LogFile("mapperd")); !regexp.MustCompile(`level=ERROR .*fenced-disk.*broken by a forced unlock`).Match(log) {
+		t.Errorf("A's mapperd log names no fenced request at error level:\n%s", log)
+	}
 
 	image := []string{"read -P 2 0 1M", "read -P 1 1M 3M", "read -P 2 4M 1M", "read -P 1 5M 3M", "read -P 0 8M 56M"}
 	for _, h := range []*clitest.Env{a, b} {

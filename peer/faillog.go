@@ -32,7 +32,9 @@ const (
 // failLevel is the level a failed request is logged at.
 func failLevel(err error) slog.Level {
 	switch errs.ToCode(err) {
-	case errs.CodeIO, errs.CodeCorrupt:
+	case errs.CodeIO, errs.CodeCorrupt, errs.CodeFenced:
+		// Fenced: another host broke this host's lock; writes since may
+		// be lost (docs/maps.md, Fencing).
 		return slog.LevelError
 	case errs.CodeNoSpace, errs.CodePeerDied, errs.CodeNoPeer, errs.CodeTooLarge, errs.CodeVersion:
 		return slog.LevelWarn
