@@ -133,6 +133,10 @@ func TestForcedUnlockFencesTheOldHolder(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			// A's info shows the volume as it is, not its stale cache.
+			if ia, ib := mustInfo(t, a.e, vol), mustInfo(t, b.e, vol); ia != ib {
+				t.Fatalf("A's info %+v, B's %+v", ia, ib)
+			}
 			wantFenced(t, "A's flush after the break", a.e.Flush(ctx, vol))
 			if !a.e.Fenced(vol) || a.e.Held(vol) {
 				t.Fatalf("A: fenced %v, held %v; want fenced and not held", a.e.Fenced(vol), a.e.Held(vol))
@@ -385,4 +389,13 @@ func TestFenceUnderConcurrentWrites(t *testing.T) {
 			}
 		})
 	}
+}
+
+func mustInfo(t *testing.T, e *Engine, name string) Info {
+	t.Helper()
+	in, err := e.Info(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in
 }

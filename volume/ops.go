@@ -117,6 +117,10 @@ func (e *Engine) peekHeader(ctx context.Context, name string) (*header, error) {
 	v := e.vol(name)
 	v.gate.RLock()
 	defer v.gate.RUnlock()
+	// A cache kept under a lock another host broke is not read (fence.go).
+	if err := e.confirm(ctx, v, e.confirmEvery); err != nil && !errors.Is(err, errs.ErrFenced) {
+		return nil, err
+	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if v.held {
