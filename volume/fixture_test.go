@@ -204,6 +204,16 @@ func TestFormatFixtures(t *testing.T) {
 				t.Fatal("fixture without volumes")
 			}
 			checkWorld(t, v, vols, vols, nil, dir, false)
+			// Read under the lock, an object is rewritten in today's
+			// version at once (a snapshot's are never updated).
+			if err := v.e.Open(ctx, "fixture-snap"); err != nil {
+				t.Fatal(err)
+			}
+			checkWorld(t, v, vols, vols, nil, dir+", opened", false)
+			if err := v.e.Close(ctx, "fixture-snap"); err != nil {
+				t.Fatal(err)
+			}
+			checkHeaderVersion(t, v, "fixture-snap")
 			// Write to every writable volume, then read after a restart.
 			for _, name := range slices.Sorted(maps.Keys(vols)) {
 				m := vols[name]
@@ -222,23 +232,29 @@ func TestFormatFixtures(t *testing.T) {
 			checkWorld(t, v, vols, vols, nil, dir+", written", false)
 			// The headers written are in today's version, in both slots.
 			for name, m := range vols {
-				if m.snap {
-					continue
-				}
-				b := make([]byte, 2*kindHeader.slot)
-				if _, err := v.maps.ReadAt(ctx, name, b, 0); err != nil {
-					t.Fatal(err)
-				}
-				o, err := decodeObject(kindHeader, b)
-				for i := range 2 {
-					if ver := binary.BigEndian.Uint16(b[i*kindHeader.slot+4:]); ver != formatVersion {
-						t.Errorf("%s: header slot %d of version %d after a write", name, i, ver)
-					}
-				}
-				if err != nil || o.stale != 0 || o.fix != 0 {
-					t.Errorf("%s: header after a write: %+v %v", name, o, err)
+				if !m.snap {
+					checkHeaderVersion(t, v, name)
 				}
 			}
 		})
+	}
+}
+
+// checkHeaderVersion checks that both slots of volume name's header are of
+// today's version and hold its state.
+func checkHeaderVersion(t *testing.T, v *env, name string) {
+	t.Helper()
+	b := make([]byte, 2*kindHeader.slot)
+	if _, err := v.maps.ReadAt(context.Background(), name, b, 0); err != nil {
+		t.Fatal(err)
+	}
+	o, err := decodeObject(kindHeader, b)
+	for i := range 2 {
+		if ver := binary.BigEndian.Uint16(b[i*kindHeader.slot+4:]); ver != formatVersion {
+			t.Errorf("%s: header slot %d of version %d", name, i, ver)
+		}
+	}
+	if err != nil || o.stale != 0 || o.fix != 0 {
+		t.Errorf("%s: header %+v %v", name, o, err)
 	}
 }
