@@ -343,64 +343,68 @@ func TestDamageBeyondRedundancy(t *testing.T) {
 
 // TestDamagedHeaderAtRest is the case of issue 9 (A.4): one byte of a
 // copy of the header of a volume with flushed data is damaged on storage
-// (each copy in turn). The volume reads its data, the damage is logged
-// naming the header, and the engine rewrites the damaged copy when it
-// reads the header under the volume's lock; a reader without the lock
-// leaves it (and logs it once).
+// (each copy in turn; and so for a leaf page). The volume reads its data,
+// the damage is logged naming the object, and the engine rewrites the
+// damaged copy when it reads the object under the volume's lock; a reader
+// without the lock leaves it (and logs it once).
 func TestDamagedHeaderAtRest(t *testing.T) {
 	ctx := context.Background()
 	w := newDamageWorld(t)
-	for slot := range 2 {
-		v, lb := w.engine(t, true)
-		off := int64(slot*kindHeader.slot + slotHeadLen + 30) // in the size field
-		if err := faultstore.FlipByte(ctx, v.maps, damageVol, off, 0); err != nil {
-			t.Fatal(err)
-		}
-		raw := func() object {
-			b := make([]byte, 2*kindHeader.slot)
-			if _, err := v.maps.ReadAt(ctx, damageVol, b, 0); err != nil {
+	for _, desc := range []string{"header", "page at level 0"} {
+		name, k := w.objects[desc], kindOf(desc)
+		for slot := range 2 {
+			d := fmt.Sprintf("%s %s, slot %d damaged", desc, name, slot)
+			v, lb := w.engine(t, true)
+			off := int64(slot*k.slot + slotHeadLen + 30) // the header's size; a page's first entry
+			if err := faultstore.FlipByte(ctx, v.maps, name, off, 0); err != nil {
 				t.Fatal(err)
 			}
-			o, err := decodeObject(kindHeader, b)
-			if err != nil {
+			raw := func() object {
+				b := make([]byte, 2*k.slot)
+				if _, err := v.maps.ReadAt(ctx, name, b, 0); err != nil {
+					t.Fatal(err)
+				}
+				o, err := decodeObject(k, b)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return o
+			}
+			// Another host holds the lock: read without it, twice.
+			if err := v.maps.TryLock(ctx, lockName(damageVol), "host-z"); err != nil {
 				t.Fatal(err)
 			}
-			return o
-		}
-		// Another host holds the lock: read without it, twice.
-		if err := v.maps.TryLock(ctx, lockName(damageVol), "host-z"); err != nil {
-			t.Fatal(err)
-		}
-		for range 2 {
-			if err := w.readAll(t, v, "without the lock"); err != nil {
-				t.Fatalf("slot %d damaged, without the lock: %v", slot, err)
+			for range 2 {
+				if err := w.readAll(t, v, d+", without the lock"); err != nil {
+					t.Fatalf("%s, without the lock: %v", d, err)
+				}
 			}
-		}
-		if o := raw(); o.stale != 1<<slot {
-			t.Fatalf("slot %d damaged: a reader without the lock rewrote it: %+v", slot, o)
-		}
-		if n := strings.Count(lb.String(), "object="+damageVol+" "); n != 1 {
-			t.Fatalf("slot %d damaged: logged %d times without the lock: %q", slot, n, lb.String())
-		}
-		if err := v.maps.Unlock(ctx, lockName(damageVol), "host-z", false); err != nil {
-			t.Fatal(err)
-		}
-		// Under the lock: repaired.
-		if err := v.e.Open(ctx, damageVol); err != nil {
-			t.Fatalf("slot %d damaged: open: %v", slot, err)
-		}
-		if err := w.readAll(t, v, "with the lock"); err != nil {
-			t.Fatalf("slot %d damaged, with the lock: %v", slot, err)
-		}
-		if o := raw(); o.stale != 0 || o.fix != 0 {
-			t.Fatalf("slot %d damaged: not repaired under the lock: %+v", slot, o)
-		}
-		if !strings.Contains(lb.String(), `msg="map object repaired" object=`+damageVol+" ") {
-			t.Fatalf("slot %d damaged: repair not logged: %q", slot, lb.String())
-		}
-		v.crash(t)
-		if err := w.readAll(t, v, "restarted"); err != nil {
-			t.Fatalf("slot %d damaged, repaired and restarted: %v", slot, err)
+			if o := raw(); o.stale != 1<<slot {
+				t.Fatalf("%s: a reader without the lock rewrote it: %+v", d, o)
+			}
+			if n := strings.Count(lb.String(), "object="+name+" "); n != 1 {
+				t.Fatalf("%s: logged %d times without the lock: %q", d, n, lb.String())
+			}
+			if err := v.maps.Unlock(ctx, lockName(damageVol), "host-z", false); err != nil {
+				t.Fatal(err)
+			}
+			// Under the lock: repaired.
+			if err := v.e.Open(ctx, damageVol); err != nil {
+				t.Fatalf("%s: open: %v", d, err)
+			}
+			if err := w.readAll(t, v, d+", with the lock"); err != nil {
+				t.Fatalf("%s, with the lock: %v", d, err)
+			}
+			if o := raw(); o.stale != 0 || o.fix != 0 {
+				t.Fatalf("%s: not repaired under the lock: %+v", d, o)
+			}
+			if !strings.Contains(lb.String(), `msg="map object repaired" object=`+name+" ") {
+				t.Fatalf("%s: repair not logged: %q", d, lb.String())
+			}
+			v.crash(t)
+			if err := w.readAll(t, v, d+", restarted"); err != nil {
+				t.Fatalf("%s, repaired and restarted: %v", d, err)
+			}
 		}
 	}
 }
