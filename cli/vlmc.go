@@ -167,15 +167,25 @@ size, or larger with --size; never smaller). At least one of them is needed.`,
 			return env.call(args[0], xseg.OpSnapshot, 0, &payload.Snapshot{Name: args[1]}, 0, nil)
 		}),
 	}
+	var forceRemove bool
 	remove := &cobra.Command{
-		Use:     "remove NAME",
-		Short:   "Remove a volume or snapshot (data shared with others stays)",
-		Example: "  vlmc remove vm1-disk",
+		Use:   "remove [-f] NAME",
+		Short: "Remove a volume or snapshot (data shared with others stays)",
+		Long: `Remove a volume or snapshot. Data shared with snapshots and clones stays.
+A volume in use on this host (NBD clients connected, mapped) is refused;
+-f removes it anyway: the I/O of those connections fails from then on, also
+after a volume of the same name is created.`,
+		Example: "  vlmc remove vm1-disk\n  vlmc remove -f vm1-disk   # even with clients connected",
 		Args:    cobra.ExactArgs(1),
 		RunE: with(func(cmd *cobra.Command, args []string) error {
-			return env.call(args[0], xseg.OpDelete, 0, nil, 0, nil)
+			var fl xseg.Flags
+			if forceRemove {
+				fl = xseg.FlagForce
+			}
+			return env.call(args[0], xseg.OpDelete, fl, nil, 0, nil)
 		}),
 	}
+	remove.Flags().BoolVarP(&forceRemove, "force", "f", false, "remove even if in use on this host")
 	var asJSON bool
 	list := &cobra.Command{
 		Use:     "list [--json]",

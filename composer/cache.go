@@ -64,11 +64,18 @@ func (m *mapCache) vol(name string) *volCache {
 	return v
 }
 
-// invalidate forgets volume name's mappings.
-func (m *mapCache) invalidate(name string) {
+// invalidate forgets the mappings of the volume target names, under its
+// name and under every reference NAME/ID to it (entries are kept per
+// target, so a reference to a removed incarnation never finds those of
+// the volume that has the name now).
+func (m *mapCache) invalidate(target string) {
+	name := volName(target)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if v := m.vols[name]; v != nil {
+	for k, v := range m.vols {
+		if volName(k) != name {
+			continue
+		}
 		v.gen++
 		v.blockSize = 0
 		clear(v.blocks)

@@ -12,13 +12,21 @@
 // that was answered before it, nor sees half of one in flight. Every other
 // op (INFO, OPEN, CLOSE, DELETE, CLONE, RENAME, TRUNCATE, LIST, ACQUIRE,
 // RELEASE, ...) is forwarded to the mapper unchanged; its reply goes straight
-// back to the caller.
+// back to the caller. DRAIN, from the mapper before it gives a volume's
+// lock back on its own, waits for the volume's writes in flight and drops
+// its cached mappings.
+//
+// A target may be a reference NAME/ID to one incarnation of a volume (what
+// a block endpoint's session names it with): it goes to the mapper as it
+// is, which fails the request if the volume called NAME is another one
+// now; the composer's barriers are per name.
 package composer
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -54,7 +62,19 @@ func New(mapperPort, blockerPort int) *Composer {
 	return &Composer{mapper: mapperPort, blocker: blockerPort, vols: map[string]*volume{}}
 }
 
-func (c *Composer) get(name string) *volume {
+// volName is the volume a request's target names: a volume name, or a
+// reference NAME/ID to one incarnation of it (volume.Ref), which the mapper
+// checks; gates and cache entries are per name.
+func volName(target string) string {
+	if i := strings.IndexByte(target, '/'); i >= 0 {
+		return target[:i]
+	}
+	return target
+}
+
+// get returns the state of the volume target names, counting a reference.
+func (c *Composer) get(target string) *volume {
+	name := volName(target)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	v := c.vols[name]
@@ -66,7 +86,8 @@ func (c *Composer) get(name string) *volume {
 	return v
 }
 
-func (c *Composer) put(name string, v *volume) {
+func (c *Composer) put(target string, v *volume) {
+	name := volName(target)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if v.refs--; v.refs == 0 {
@@ -93,6 +114,15 @@ func (c *Composer) Serve(ctx context.Context, p *peer.Peer, r *xseg.Request) err
 		return c.flush(ctx, p, r)
 	case xseg.OpSnapshot:
 		return c.snapshot(ctx, p, r)
+	case xseg.OpDrain:
+		// The mapper gives the volume's lock back: the writes in flight
+		// end first, and no mapping fetched under the lock stays.
+		v := c.get(r.Target())
+		v.gate.Lock()
+		c.cache.invalidate(r.Target())
+		v.gate.Unlock()
+		c.put(r.Target(), v)
+		return nil
 	case xseg.OpPing:
 		return nil
 	case xseg.OpInfo, xseg.OpList, xseg.OpAllocated:

@@ -7,6 +7,7 @@ package endpoint
 
 import (
 	"context"
+	"time"
 
 	"github.com/archipelago-go/archipelago/nbd"
 	"github.com/archipelago-go/archipelago/volclient"
@@ -26,7 +27,12 @@ var _ nbd.Backend = (*Backend)(nil)
 // New returns a backend over a volume client.
 func New(vc *volclient.Client) *Backend { return &Backend{vc: vc} }
 
-// Open implements nbd.Backend: the export is the volume of that name.
+// Open implements nbd.Backend: the export is the volume of that name, and
+// the connection a session of it (volclient.Open) until Close; the mapper
+// gives a lock the connection's writes took back when the last session
+// that may write ends. If the client leaves while a write waits for
+// another host's lock, the session is marked gone (volclient.Volume.Gone)
+// and the wait is cancelled.
 func (b *Backend) Open(ctx context.Context, name string) (nbd.Export, error) {
 	v, err := b.vc.Open(ctx, name)
 	if err != nil {
@@ -54,13 +60,36 @@ var (
 
 func (e *export) Size() uint64   { return e.v.Size }
 func (e *export) ReadOnly() bool { return e.v.ReadOnly }
-func (e *export) Close() error   { return nil }
+
+// Close ends the connection's session of the volume (its requests are
+// done): the last that may write gives the lock back.
+func (e *export) Close() error {
+	ctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	defer cancel()
+	return e.v.Close(ctx)
+}
+
+// closeTimeout bounds the CLOSE of a session; if vlmcd does not answer,
+// the mapper drops the session when this process ends.
+const closeTimeout = time.Minute
+
+// goneWhenDone tells the mapper that the client left if ctx (the
+// connection's) ends while a request that may wait for the lock runs, so
+// that the wait is cancelled; the returned function stops watching.
+func (e *export) goneWhenDone(ctx context.Context) func() bool {
+	return context.AfterFunc(ctx, func() {
+		gctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+		defer cancel()
+		e.v.Gone(gctx)
+	})
+}
 
 func (e *export) ReadAt(ctx context.Context, p []byte, off uint64) error {
 	return e.v.ReadAt(ctx, p, off)
 }
 
 func (e *export) WriteAt(ctx context.Context, p []byte, off uint64, fua bool) error {
+	defer e.goneWhenDone(ctx)()
 	return e.v.WriteAt(ctx, p, off, fua)
 }
 
@@ -68,7 +97,10 @@ func (e *export) Flush(ctx context.Context) error { return e.v.Flush(ctx) }
 
 // Trim frees the whole blocks of the range (partial blocks keep their
 // data, which NBD allows: trimmed content is unspecified).
-func (e *export) Trim(ctx context.Context, off, n uint64) error { return e.v.Trim(ctx, off, n) }
+func (e *export) Trim(ctx context.Context, off, n uint64) error {
+	defer e.goneWhenDone(ctx)()
+	return e.v.Trim(ctx, off, n)
+}
 
 // BlockSize: any byte range works; 4 KiB is what the maps like; one
 // request carries at most MaxIO.

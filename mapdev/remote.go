@@ -85,8 +85,9 @@ func retryable(err error) bool {
 	return errors.As(err, &t) || errors.Is(err, errs.ErrNoPeer) || errors.Is(err, errs.ErrPeerDied) || errors.Is(err, errs.ErrShutdown)
 }
 
-// DialRemote joins the segment and opens the volume. Its errors name the
-// volume (no such volume) or the segment (not running).
+// DialRemote joins the segment and opens the volume: a session of it
+// (volclient.Open) until Close, or until this process ends. Its errors
+// name the volume (no such volume) or the segment (not running).
 func DialRemote(ctx context.Context, o RemoteOptions) (*Remote, error) {
 	if o.Grace <= 0 {
 		o.Grace = 2 * time.Minute
@@ -330,6 +331,13 @@ func (r *Remote) Close() error {
 	r.cur = nil
 	r.mu.Unlock()
 	if c != nil {
+		// The mapping's session ends (the mapper gives a lock its writes
+		// took back); if that fails, it ends when this process does.
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := c.vol.Close(ctx); err != nil {
+			r.log.Warn("closing the volume's session", "err", err)
+		}
 		return c.pc.Close()
 	}
 	return nil

@@ -7,14 +7,18 @@
 //	MAPR, MAPW  Offset, Size -> payload.MapReply (MAPW copies on write first)
 //	CLONE       payload.Clone: Parent "" creates a blank volume of Size
 //	SNAPSHOT    payload.Snapshot{Name}
-//	DELETE      remove the volume
+//	DELETE      remove the volume (refused while sessions are open here)
 //	RENAME      payload.Rename{NewName}
 //	TRUNCATE    payload.Resize{Size, Force}
 //	INFO        -> payload.VolumeInfo
 //	LIST        payload.List{Prefix, After} -> payload.Names (volumes)
 //	TRIM        whole blocks of Offset, Size become zero blocks
 //	ALLOCATED   Offset, Size -> payload.Extents, the ranges not zero blocks
-//	OPEN, CLOSE take and release the volume's lock for this host
+//	OPEN, CLOSE take and release the volume's lock for this host; with a
+//	            payload.Session they open and end a block endpoint's
+//	            session (OPEN answers the volume's incarnation id; CLOSE
+//	            with SessionGone: its client left)
+//	DELETE      (FORCE: even if sessions are open on this host)
 //	ACQUIRE     take the lock (NOSYNC: try once); RELEASE (FORCE: break
 //	            and fence the volume against the old holder)
 //	FLUSH       asked by vlmcd before it acknowledges a FLUSH: confirms
@@ -24,6 +28,20 @@
 //
 // A request that fails because another host holds the lock carries a
 // payload.LockReply naming the holder.
+//
+// # Sessions
+//
+// The block endpoints (nbdd per NBD connection, a mapped device per
+// mapping) open a session of the volume they serve (volclient.Open) and
+// end it when the connection ends; the engine gives a lock it took for
+// writes back when the last session that may write ends (see
+// volume.Engine.CloseSession). A session is keyed by the request's source
+// port, the process bound to it then, and the endpoint's handle. Once a
+// second the mapper drops the sessions whose process no longer owns that
+// port (it died, with SIGKILL too, or was restarted), as if they had been
+// closed. Before the engine gives a lock back on its own it sends DRAIN to
+// every port that MAPR/MAPW came from (vlmcd), which waits for the
+// volume's writes in flight and forgets its cached mappings.
 package mapper
 
 import (
@@ -31,6 +49,7 @@ import (
 	"fmt"
 	"sort"
 	"sync"
+	"time"
 
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/peer"
@@ -48,7 +67,18 @@ type Mapper struct {
 	once sync.Once
 	e    *volume.Engine
 	err  error
+	p    *peer.Peer
+
+	reapOnce sync.Once
+	mu       sync.Mutex
+	holders  map[int]int // port -> pid that sent MAPR/MAPW (vlmcd): DRAIN goes there
 }
+
+// reapEvery is how often the sessions of dead processes are looked for.
+const reapEvery = time.Second
+
+// drainTimeout bounds a DRAIN: past it the lock is given back anyway.
+const drainTimeout = 30 * time.Second
 
 var _ peer.Handler = (*Mapper)(nil)
 
@@ -62,7 +92,9 @@ func New(opts volume.Options, blockerM, blockerB int) *Mapper {
 // reaches the blockers exists.
 func (m *Mapper) engine(p *peer.Peer) (*volume.Engine, error) {
 	m.once.Do(func() {
+		m.p = p
 		opts := m.opts
+		opts.Drain = m.drain
 		opts.Logger = p.Logger() // damaged map objects
 		m.e, m.err = volume.New(xsegstore.New(p, m.blockerMPort), xsegstore.New(p, m.blockerBPort), opts)
 	})
@@ -100,8 +132,9 @@ func (m *Mapper) serve(ctx context.Context, e *volume.Engine, r *xseg.Request) e
 			return err
 		}
 		var cache uint32
-		if e.Held(name) {
+		if e.Held(volume.SplitRefName(name)) {
 			cache = payload.SegCacheable
+			m.holder(r.Src())
 		}
 		mr := payload.MapReply{Segments: make([]payload.MapSegment, len(segs))}
 		for i, s := range segs {
@@ -131,12 +164,17 @@ func (m *Mapper) serve(ctx context.Context, e *volume.Engine, r *xseg.Request) e
 		}
 		return e.Snapshot(ctx, name, s.Name)
 	case xseg.OpDelete:
+		m.reap(ctx) // a dead process's sessions do not count
+		if r.Flags()&xseg.FlagForce != 0 {
+			return e.RemoveForce(ctx, name)
+		}
 		return e.Remove(ctx, name)
 	case xseg.OpRename:
 		var rn payload.Rename
 		if err := rn.Unmarshal(r.Data()); err != nil {
 			return err
 		}
+		m.reap(ctx)
 		return e.Rename(ctx, name, rn.NewName)
 	case xseg.OpTruncate:
 		var rs payload.Resize
@@ -184,8 +222,14 @@ func (m *Mapper) serve(ctx context.Context, e *volume.Engine, r *xseg.Request) e
 		}
 		return peer.Reply(r, &pe)
 	case xseg.OpOpen:
+		if isSession(r) {
+			return m.openSession(ctx, e, r)
+		}
 		return e.Open(ctx, name)
 	case xseg.OpClose:
+		if isSession(r) {
+			return m.closeSession(ctx, e, r)
+		}
 		return e.Close(ctx, name)
 	case xseg.OpAcquire:
 		return e.Lock(ctx, name)
@@ -195,4 +239,128 @@ func (m *Mapper) serve(ctx context.Context, e *volume.Engine, r *xseg.Request) e
 		return e.Flush(ctx, name)
 	}
 	return fmt.Errorf("the mapper does not serve %s: %w", r.Op(), errs.ErrNotSupported)
+}
+
+// sessionKey keys the session s announced in request r.
+func (m *Mapper) sessionKey(r *xseg.Request, s *payload.Session) volume.SessionKey {
+	pid, _ := m.p.Segment().Owner(r.Src())
+	return volume.SessionKey{Port: r.Src(), PID: pid, Handle: s.Handle}
+}
+
+// openSession serves OPEN with a payload.Session.
+func (m *Mapper) openSession(ctx context.Context, e *volume.Engine, r *xseg.Request) error {
+	var s payload.Session
+	if err := s.Unmarshal(r.Data()); err != nil {
+		return err
+	}
+	key := m.sessionKey(r, &s)
+	if key.PID == 0 {
+		return fmt.Errorf("session of port %d, which nobody binds: %w", r.Src(), errs.ErrNoPeer)
+	}
+	m.reapOnce.Do(func() { go m.reaper() })
+	id, err := e.OpenSession(ctx, r.Target(), key, s.Flags&payload.SessionWrite != 0)
+	if err != nil {
+		return err
+	}
+	return peer.Reply(r, &payload.Session{Handle: s.Handle, Flags: s.Flags &^ payload.SessionGone, ID: id})
+}
+
+// closeSession serves CLOSE with a payload.Session.
+func (m *Mapper) closeSession(ctx context.Context, e *volume.Engine, r *xseg.Request) error {
+	var s payload.Session
+	if err := s.Unmarshal(r.Data()); err != nil {
+		return err
+	}
+	key := m.sessionKey(r, &s)
+	if s.Flags&payload.SessionGone != 0 {
+		return e.SessionGone(ctx, r.Target(), key)
+	}
+	return e.CloseSession(ctx, r.Target(), key)
+}
+
+// reaper drops the sessions of dead processes, for good.
+func (m *Mapper) reaper() {
+	t := time.NewTicker(reapEvery)
+	defer t.Stop()
+	for range t.C {
+		m.reap(context.Background())
+	}
+}
+
+// reap drops the sessions whose process no longer owns the port it
+// opened them from.
+func (m *Mapper) reap(ctx context.Context) {
+	if m.e == nil {
+		return
+	}
+	seg := m.p.Segment()
+	n, err := m.e.DropSessions(ctx, func(k volume.SessionKey) bool {
+		pid, alive := seg.Owner(k.Port)
+		return !alive || pid != k.PID
+	})
+	if n > 0 {
+		m.p.Logger().Info("dropped the sessions of dead processes", "sessions", n)
+	}
+	if err != nil {
+		m.p.Logger().Error("giving a lock back after dropping sessions", "err", err)
+	}
+}
+
+// holder records port as one that caches mappings (vlmcd).
+func (m *Mapper) holder(port int) {
+	pid, _ := m.p.Segment().Owner(port)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.holders == nil {
+		m.holders = map[int]int{}
+	}
+	m.holders[port] = pid
+}
+
+// drain sends DRAIN for volume name to every live holder and waits for
+// the answers (volume.Options.Drain).
+func (m *Mapper) drain(ctx context.Context, name string) {
+	seg := m.p.Segment()
+	m.mu.Lock()
+	var ports []int
+	for port, pid := range m.holders {
+		if p, alive := seg.Owner(port); !alive || p != pid {
+			delete(m.holders, port) // its cache died with it
+			continue
+		}
+		ports = append(ports, port)
+	}
+	m.mu.Unlock()
+	for _, port := range ports {
+		if err := m.drainAt(ctx, port, name); err != nil {
+			m.p.Logger().Warn("drain before giving a lock back", "volume", name, "port", port, "err", err)
+		}
+	}
+}
+
+func (m *Mapper) drainAt(ctx context.Context, port int, name string) error {
+	ctx, cancel := context.WithTimeout(ctx, drainTimeout)
+	defer cancel()
+	r, err := m.p.Alloc(0)
+	if err != nil {
+		return err
+	}
+	r.SetOp(xseg.OpDrain)
+	if err := r.SetTarget(name); err != nil {
+		m.p.Put(r)
+		return err
+	}
+	rep, err := m.p.Call(ctx, r, port)
+	if err != nil {
+		return err
+	}
+	defer m.p.Put(rep)
+	return peer.ReplyErr(rep)
+}
+
+// isSession tells an OPEN or CLOSE of a session (a payload.Session) from
+// the explicit one of a tool (no payload).
+func isSession(r *xseg.Request) bool {
+	k, err := payload.PeekKind(r.Data())
+	return err == nil && k == payload.KindSession
 }

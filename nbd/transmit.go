@@ -122,6 +122,13 @@ func (s *session) run(ctx context.Context) {
 	case err != nil && !errors.Is(err, io.EOF) && !s.c.isStopping():
 		s.c.log.Debug("nbd: connection read", "export", s.name, "err", err)
 	}
+	if err != nil && !s.c.isStopping() {
+		// The client left without NBD_CMD_DISC: nobody will read the
+		// replies of the requests in flight, so their context ends (a
+		// write waiting for a lock gives up rather than keep the
+		// connection, and the client count, alive).
+		s.cancel()
+	}
 	s.wg.Wait()
 	close(s.replies)
 	<-writerDone

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 
 	"github.com/archipelago-go/archipelago/errs"
@@ -163,15 +164,54 @@ type Volume struct {
 	Name     string
 	Size     uint64
 	ReadOnly bool
+	// ID is the incarnation of the volume opened (the header's random
+	// id): I/O names the volume as Name/ID, and fails once the volume
+	// called Name is another one (removed and created again).
+	ID string
+
+	target string // Name/ID
+	handle uint64
+	gone   sync.Once
 }
 
-// Open looks a volume up for I/O.
+// handles numbers the sessions of this process.
+var handles atomic.Uint64
+
+// Open opens a session of a volume for I/O: the mapper counts it as a
+// user of the volume on this host (and, unless the volume is a snapshot,
+// as one that may write: the lock a write takes is given back when the
+// last of them closes), until Close or until this process dies.
 func (c *Client) Open(ctx context.Context, name string) (*Volume, error) {
-	vi, err := c.Info(ctx, name)
+	h := handles.Add(1)
+	var s payload.Session
+	err := c.Do(ctx, Call{Op: xseg.OpOpen, Target: name, Payload: &payload.Session{Handle: h, Flags: payload.SessionWrite},
+		BufLen: 512, Got: func(r *xseg.Request) error { return s.Unmarshal(r.Data()) }})
 	if err != nil {
 		return nil, err
 	}
-	return &Volume{c: c, Name: name, Size: vi.Size, ReadOnly: vi.Flags&payload.VolReadOnly != 0}, nil
+	v := &Volume{c: c, Name: name, ID: s.ID, target: name + "/" + s.ID, handle: h}
+	vi, err := c.Info(ctx, v.target)
+	if err != nil {
+		v.Close(context.WithoutCancel(ctx))
+		return nil, err
+	}
+	v.Size, v.ReadOnly = vi.Size, vi.Flags&payload.VolReadOnly != 0
+	return v, nil
+}
+
+// Close ends the volume's session.
+func (v *Volume) Close(ctx context.Context) error {
+	return v.c.Do(ctx, Call{Op: xseg.OpClose, Target: v.Name, Payload: &payload.Session{Handle: v.handle}})
+}
+
+// Gone tells the mapper, once, that the session's client left while its
+// requests may still run: writes waiting for another host's lock are
+// cancelled if no other session of the volume is left here. Close must
+// still follow when the requests are done.
+func (v *Volume) Gone(ctx context.Context) {
+	v.gone.Do(func() {
+		_ = v.c.Do(ctx, Call{Op: xseg.OpClose, Target: v.Name, Payload: &payload.Session{Handle: v.handle, Flags: payload.SessionGone}})
+	})
 }
 
 func (v *Volume) check(off uint64, n int) error {
@@ -187,11 +227,11 @@ func (v *Volume) ReadAt(ctx context.Context, p []byte, off uint64) error {
 		return err
 	}
 	if r := v.c.lender(p); r != nil { // p is a segment buffer: no copy
-		return v.c.do(ctx, r, Call{Op: xseg.OpRead, Target: v.Name, Offset: off, Size: uint64(len(p))}, false)
+		return v.c.do(ctx, r, Call{Op: xseg.OpRead, Target: v.target, Offset: off, Size: uint64(len(p))}, false)
 	}
 	for done := 0; done < len(p); {
 		n := min(len(p)-done, MaxIO)
-		err := v.c.Do(ctx, Call{Op: xseg.OpRead, Target: v.Name, Offset: off + uint64(done), Size: uint64(n), BufLen: n,
+		err := v.c.Do(ctx, Call{Op: xseg.OpRead, Target: v.target, Offset: off + uint64(done), Size: uint64(n), BufLen: n,
 			Got: func(r *xseg.Request) error { copy(p[done:done+n], r.Data()); return nil }})
 		if err != nil {
 			return err
@@ -211,11 +251,11 @@ func (v *Volume) WriteAt(ctx context.Context, p []byte, off uint64, fua bool) er
 		fl = xseg.FlagFUA
 	}
 	if r := v.c.lender(p); r != nil {
-		return v.c.do(ctx, r, Call{Op: xseg.OpWrite, Target: v.Name, Flags: fl, Offset: off, Size: uint64(len(p))}, false)
+		return v.c.do(ctx, r, Call{Op: xseg.OpWrite, Target: v.target, Flags: fl, Offset: off, Size: uint64(len(p))}, false)
 	}
 	for done := 0; done < len(p); {
 		n := min(len(p)-done, MaxIO)
-		err := v.c.Do(ctx, Call{Op: xseg.OpWrite, Target: v.Name, Flags: fl, Offset: off + uint64(done), Size: uint64(n), BufLen: n,
+		err := v.c.Do(ctx, Call{Op: xseg.OpWrite, Target: v.target, Flags: fl, Offset: off + uint64(done), Size: uint64(n), BufLen: n,
 			Fill: func(r *xseg.Request) { copy(r.Buffer(), p[done:done+n]) }})
 		if err != nil {
 			return err
@@ -227,19 +267,19 @@ func (v *Volume) WriteAt(ctx context.Context, p []byte, off uint64, fua bool) er
 
 // Flush makes every write answered so far durable.
 func (v *Volume) Flush(ctx context.Context) error {
-	return v.c.Do(ctx, Call{Op: xseg.OpFlush, Target: v.Name})
+	return v.c.Do(ctx, Call{Op: xseg.OpFlush, Target: v.target})
 }
 
 // Trim makes the whole blocks of [off, off+n) zero blocks.
 func (v *Volume) Trim(ctx context.Context, off, n uint64) error {
-	return v.c.Do(ctx, Call{Op: xseg.OpTrim, Target: v.Name, Offset: off, Size: n})
+	return v.c.Do(ctx, Call{Op: xseg.OpTrim, Target: v.target, Offset: off, Size: n})
 }
 
 // Allocated returns the allocated ranges of [off, off+n), in order.
 func (v *Volume) Allocated(ctx context.Context, off, n uint64) ([]payload.Extent, error) {
 	var out payload.Extents
 	// One extent per block at worst; ask for a range a reply can describe.
-	err := v.c.Do(ctx, Call{Op: xseg.OpAllocated, Target: v.Name, Offset: off, Size: n, BufLen: 256 << 10,
+	err := v.c.Do(ctx, Call{Op: xseg.OpAllocated, Target: v.target, Offset: off, Size: n, BufLen: 256 << 10,
 		Got: func(r *xseg.Request) error { return out.Unmarshal(r.Data()) }})
 	return out.Extents, err
 }

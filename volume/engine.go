@@ -36,6 +36,11 @@ type Options struct {
 	// Logger receives damaged and unreadable map objects; nil:
 	// slog.Default().
 	Logger *slog.Logger
+	// Drain, if set, is called before and after the engine gives a lock
+	// back on its own (the last session that may write ended): whoever
+	// writes data into the volume's objects or caches its mappings (vlmcd)
+	// lets its writes in flight end and forgets the mappings.
+	Drain func(ctx context.Context, name string)
 }
 
 // Segment is one piece of a mapped range: Size bytes at Offset of Object.
@@ -89,6 +94,7 @@ type Engine struct {
 	maxPages int // cached pages per volume
 	// confirmEvery and fenceWait: ConfirmEvery and FenceWait (fence.go).
 	confirmEvery, fenceWait time.Duration
+	drain                   func(ctx context.Context, name string)
 
 	mu   sync.Mutex
 	vols map[string]*vol
@@ -120,6 +126,13 @@ type vol struct {
 	// now ("" if free).
 	fenced   bool
 	fencedBy string
+	// pinned: an explicit Open or Lock keeps the lock until Close.
+	pinned bool
+	// sessions: this host's connections to the volume (session.go).
+	sessions map[SessionKey]*session
+	// waits: the holdWait calls waiting for another owner's lock, with
+	// the function that cancels each.
+	waits map[*int]context.CancelCauseFunc
 }
 
 // New returns an engine over maps (headers, map pages, epoch records; must
@@ -147,7 +160,8 @@ func New(maps, data store.Store, opts Options) (*Engine, error) {
 		dmg:     damageLog{logger: opts.Logger},
 		pollMin: time.Millisecond, pollMax: 100 * time.Millisecond, pollWatchMax: 2 * time.Second,
 		maxPages: 4096, confirmEvery: ConfirmEvery, fenceWait: FenceWait,
-		vols: make(map[string]*vol),
+		drain: opts.Drain,
+		vols:  make(map[string]*vol),
 	}, nil
 }
 
@@ -303,7 +317,29 @@ func (e *Engine) tryHold(ctx context.Context, v *vol) (bool, string, error) {
 // lock is taken only by tryHold's own try, never by a request left
 // waiting at the store, so a wait that ends with ctx leaves no lock
 // behind.
+//
+// A wait is cancelled when the last session of the volume on this host
+// ends or is left by its client (cancelOrphanWaits): the write belongs to
+// nobody any more.
 func (e *Engine) holdWait(ctx context.Context, v *vol) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	w := new(int)
+	v.mu.Lock()
+	if len(v.sessions) > 0 && v.orphaned() {
+		v.mu.Unlock()
+		return fmt.Errorf("volume %q: no connection on this host uses it any more: %w", v.name, errs.ErrShutdown)
+	}
+	if v.waits == nil {
+		v.waits = make(map[*int]context.CancelCauseFunc)
+	}
+	v.waits[w] = cancel
+	v.mu.Unlock()
+	defer func() {
+		v.mu.Lock()
+		delete(v.waits, w)
+		v.mu.Unlock()
+	}()
 	delay, limit := e.pollMin, e.pollMax
 	lw, watch := e.locker.(store.LockWatcher)
 	var wake <-chan struct{}
@@ -315,6 +351,9 @@ func (e *Engine) holdWait(ctx context.Context, v *vol) error {
 		}
 		v.gate.RUnlock()
 		if err != nil {
+			if ctx.Err() != nil {
+				return fmt.Errorf("volume %q: waiting for the lock: %w", v.name, context.Cause(ctx))
+			}
 			return err
 		}
 		if watch {
@@ -336,7 +375,7 @@ func (e *Engine) holdWait(ctx context.Context, v *vol) error {
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return fmt.Errorf("volume %q: waiting for the lock held by %s: %w", v.name, owner, ctx.Err())
+			return fmt.Errorf("volume %q: waiting for the lock held by %s: %w", v.name, owner, context.Cause(ctx))
 		case <-wake:
 			t.Stop()
 		case <-t.C:

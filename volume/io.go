@@ -71,30 +71,24 @@ func segments(ctx context.Context, pg *pager, off, n uint64) ([]Segment, error) 
 	return segs, nil
 }
 
-// readView runs fn with a pager for volume name for a read: through the
-// cache if the engine holds (or now takes) the volume's lock, else
-// straight from storage, caching nothing.
-func (e *Engine) readView(ctx context.Context, name string, fn func(pg *pager) error) error {
-	if err := ValidName(name); err != nil {
+// readView runs fn with a pager for volume ref (a name, or NAME/ID: see
+// Ref) for a read: through the cache if the engine holds the volume's
+// lock, else straight from storage, caching nothing. It never takes the
+// lock.
+func (e *Engine) readView(ctx context.Context, ref string, fn func(pg *pager) error) error {
+	name, id, err := parseRef(ref)
+	if err != nil {
 		return err
 	}
 	v := e.vol(name)
 	v.gate.RLock()
 	defer v.gate.RUnlock()
-	held, _, err := e.tryHold(ctx, v)
-	if err == nil && held {
-		// A held volume's lock is confirmed now and then (fence.go).
-		err = e.confirm(ctx, v, e.confirmEvery)
-		held = err == nil
-	}
-	if errors.Is(err, errs.ErrFenced) {
-		// Read from storage, as any reader without the lock.
-		held, err = false, nil
-	}
-	if err != nil {
+	// A held volume's lock is confirmed now and then (fence.go); one found
+	// broken is read from storage as by any reader without the lock.
+	if err := e.confirm(ctx, v, e.confirmEvery); err != nil && !errors.Is(err, errs.ErrFenced) {
 		return err
 	}
-	if held {
+	if v.isHeld() {
 		h, err := e.heldHeader(ctx, v)
 		if err != nil {
 			return err
@@ -104,23 +98,31 @@ func (e *Engine) readView(ctx context.Context, name string, fn func(pg *pager) e
 		if v.hdr != nil {
 			h = v.hdr
 		}
+		if err := checkID(name, id, h); err != nil {
+			return err
+		}
 		return fn(&pager{e: e, h: h, v: v})
 	}
 	h, err := e.readHeader(ctx, name)
 	if err != nil {
 		return err
 	}
+	if err := checkID(name, id, h); err != nil {
+		return err
+	}
 	return fn(&pager{e: e, h: h, memo: make(map[pageKey]*page)})
 }
 
-// MapRead maps [off, off+n) of volume name to object ranges, in order. It
-// takes the volume's lock if it can (and then keeps it until Close) and
-// goes on without it if another owner holds it; then nothing is cached.
+// MapRead maps [off, off+n) of volume name (or a reference NAME/ID, see
+// Ref) to object ranges, in order. It never takes the volume's lock: if
+// the engine holds it the cached map answers, else header and pages are
+// read from storage and nothing is cached.
 // A segment may name an object that does not exist yet (a block mapped
 // for writing whose data was never written): read it as zeros.
-func (e *Engine) MapRead(ctx context.Context, name string, off, n uint64) ([]Segment, error) {
+func (e *Engine) MapRead(ctx context.Context, ref string, off, n uint64) ([]Segment, error) {
 	var segs []Segment
-	err := e.readView(ctx, name, func(pg *pager) error {
+	name, _ := SplitRef(ref)
+	err := e.readView(ctx, ref, func(pg *pager) error {
 		if err := checkRange(name, pg.h, off, n); err != nil {
 			return err
 		}
@@ -136,10 +138,11 @@ func (e *Engine) MapRead(ctx context.Context, name string, off, n uint64) ([]Seg
 
 // Allocated returns the ranges of [off, off+n) of volume name that are not
 // zero blocks (whole blocks, clipped to the range), in order. Like MapRead
-// it goes on without the lock.
-func (e *Engine) Allocated(ctx context.Context, name string, off, n uint64) ([]Extent, error) {
+// it never takes the lock.
+func (e *Engine) Allocated(ctx context.Context, ref string, off, n uint64) ([]Extent, error) {
 	var exts []Extent
-	err := e.readView(ctx, name, func(pg *pager) error {
+	name, _ := SplitRef(ref)
+	err := e.readView(ctx, ref, func(pg *pager) error {
 		if err := checkRange(name, pg.h, off, n); err != nil {
 			return err
 		}
@@ -174,20 +177,26 @@ type pending struct {
 // every segment is an object the volume owns alone (copy-on-write done and
 // its map entry durable), so the data may be written into it. It waits
 // while another owner holds the volume's lock and then keeps the lock
-// until Close. Concurrent callers for one block share a single copy.
-func (e *Engine) MapWrite(ctx context.Context, name string, off, n uint64) ([]Segment, error) {
-	segs, err := e.mapWrite(ctx, name, off, n)
+// while a session that may write or an Open wants it (see CloseSession),
+// or else until Close. Concurrent callers for one block share a single
+// copy. ref is a name or NAME/ID (Ref).
+func (e *Engine) MapWrite(ctx context.Context, ref string, off, n uint64) ([]Segment, error) {
+	segs, err := e.mapWrite(ctx, ref, off, n)
 	if err != nil {
 		return nil, fmt.Errorf("map write: %w", err)
 	}
 	return segs, nil
 }
 
-func (e *Engine) mapWrite(ctx context.Context, name string, off, n uint64) ([]Segment, error) {
-	if err := ValidName(name); err != nil {
+func (e *Engine) mapWrite(ctx context.Context, ref string, off, n uint64) ([]Segment, error) {
+	name, id, err := parseRef(ref)
+	if err != nil {
 		return nil, err
 	}
 	v := e.vol(name)
+	if err := e.checkBeforeWait(ctx, v, id); err != nil {
+		return nil, err
+	}
 	if err := e.holdWait(ctx, v); err != nil {
 		return nil, err
 	}
@@ -197,6 +206,9 @@ func (e *Engine) mapWrite(ctx context.Context, name string, off, n uint64) ([]Se
 	}
 	h, err := e.heldHeader(ctx, v)
 	if err != nil {
+		return nil, err
+	}
+	if err := checkID(name, id, h); err != nil {
 		return nil, err
 	}
 	if h.snapshot() {
@@ -395,19 +407,23 @@ func (e *Engine) makeWritable(ctx context.Context, v *vol, todo []pending) (err 
 // Trim makes every whole block of [off, off+n) of volume name a zero block
 // (the volume's last block counts as whole if the range reaches the end);
 // partial blocks are left as they are. Objects only the volume owned are
-// deleted. Like MapWrite it waits for the lock.
-func (e *Engine) Trim(ctx context.Context, name string, off, n uint64) error {
-	if err := e.trim(ctx, name, off, n); err != nil {
+// deleted. Like MapWrite it waits for the lock; ref is a name or NAME/ID.
+func (e *Engine) Trim(ctx context.Context, ref string, off, n uint64) error {
+	if err := e.trim(ctx, ref, off, n); err != nil {
 		return fmt.Errorf("trim: %w", err)
 	}
 	return nil
 }
 
-func (e *Engine) trim(ctx context.Context, name string, off, n uint64) error {
-	if err := ValidName(name); err != nil {
+func (e *Engine) trim(ctx context.Context, ref string, off, n uint64) error {
+	name, id, err := parseRef(ref)
+	if err != nil {
 		return err
 	}
 	v := e.vol(name)
+	if err := e.checkBeforeWait(ctx, v, id); err != nil {
+		return err
+	}
 	if err := e.holdWait(ctx, v); err != nil {
 		return err
 	}
@@ -417,6 +433,9 @@ func (e *Engine) trim(ctx context.Context, name string, off, n uint64) error {
 	}
 	h, err := e.heldHeader(ctx, v)
 	if err != nil {
+		return err
+	}
+	if err := checkID(name, id, h); err != nil {
 		return err
 	}
 	if h.snapshot() {

@@ -21,7 +21,7 @@ func forgetOnError(err *error, vs ...*vol) {
 }
 
 func isRefusal(err error) bool {
-	for _, r := range []error{errs.ErrInvalid, errs.ErrReadOnly, errs.ErrExists, errs.ErrLocked, errs.ErrTooLarge} {
+	for _, r := range []error{errs.ErrInvalid, errs.ErrReadOnly, errs.ErrExists, errs.ErrLocked, errs.ErrTooLarge, errs.ErrBusy} {
 		if errors.Is(err, r) {
 			return true
 		}
@@ -295,15 +295,27 @@ func (e *Engine) resolveRename(ctx context.Context, name string, h *header) erro
 
 // Remove deletes volume name: the name disappears at once. Objects shared
 // with snapshots or clones stay; those the volume owned alone are deleted
-// (best effort; leftovers are garbage nothing points at).
+// (best effort; leftovers are garbage nothing points at). A volume with
+// sessions open on this host is refused (errs.ErrBusy); RemoveForce
+// removes it anyway.
 func (e *Engine) Remove(ctx context.Context, name string) error {
-	if err := e.remove(ctx, name); err != nil {
+	if err := e.remove(ctx, name, false); err != nil {
 		return fmt.Errorf("remove: %w", err)
 	}
 	return nil
 }
 
-func (e *Engine) remove(ctx context.Context, name string) (err error) {
+// RemoveForce is Remove even if sessions are open on the volume: they end
+// here, and their I/O fails from now on (it names the removed incarnation),
+// also after a volume of the same name is created.
+func (e *Engine) RemoveForce(ctx context.Context, name string) error {
+	if err := e.remove(ctx, name, true); err != nil {
+		return fmt.Errorf("remove: %w", err)
+	}
+	return nil
+}
+
+func (e *Engine) remove(ctx context.Context, name string, force bool) (err error) {
 	if err := ValidName(name); err != nil {
 		return err
 	}
@@ -327,6 +339,13 @@ func (e *Engine) remove(ctx context.Context, name string) (err error) {
 	if err != nil {
 		return err
 	}
+	v.mu.Lock()
+	users := v.usersOf(h.id)
+	v.mu.Unlock()
+	if users > 0 && !force {
+		return fmt.Errorf("volume %q is in use by %d connection(s) on this host (NBD clients, mapped devices): close them first, or force: %w",
+			name, users, errs.ErrBusy)
+	}
 	if err := e.resolveRename(ctx, name, h); err != nil {
 		return err
 	}
@@ -335,6 +354,14 @@ func (e *Engine) remove(ctx context.Context, name string) (err error) {
 		return err
 	}
 	removed = true
+	v.mu.Lock()
+	for k, s := range v.sessions {
+		if s.id == h.id {
+			delete(v.sessions, k)
+		}
+	}
+	v.cancelOrphanWaits()
+	v.mu.Unlock()
 	if !h.snapshot() && h.root.present {
 		e.deleteDropped(context.WithoutCancel(ctx), h,
 			[]dropped{{page: true, key: pageKey{h.height() - 1, 0}, ref: h.root.ref}})
@@ -403,6 +430,14 @@ func (e *Engine) rename(ctx context.Context, old, new string) (err error) {
 	h, err := e.heldHeader(ctx, vo)
 	if err != nil {
 		return err
+	}
+	vo.mu.Lock()
+	users := vo.usersOf(h.id)
+	vo.mu.Unlock()
+	if users > 0 {
+		// Their I/O names the volume: after a rename it would fail.
+		return fmt.Errorf("volume %q is in use by %d connection(s) on this host, which reach it by its name: close them first: %w",
+			old, users, errs.ErrBusy)
 	}
 	if err := e.exists(ctx, new); err != nil {
 		return err
@@ -568,12 +603,16 @@ func (e *Engine) cutTail(ctx context.Context, v *vol, block, tail uint64) error 
 	return e.dataSync.sync(ctx)
 }
 
-// Info describes volume name.
-func (e *Engine) Info(ctx context.Context, name string) (Info, error) {
-	if err := ValidName(name); err != nil {
+// Info describes volume name (or the incarnation NAME/ID: see Ref).
+func (e *Engine) Info(ctx context.Context, ref string) (Info, error) {
+	name, id, err := parseRef(ref)
+	if err != nil {
 		return Info{}, fmt.Errorf("info: %w", err)
 	}
 	h, err := e.peekHeader(ctx, name)
+	if err == nil {
+		err = checkID(name, id, h)
+	}
 	if err != nil {
 		return Info{}, fmt.Errorf("info: %w", err)
 	}
@@ -612,7 +651,8 @@ func (e *Engine) List(ctx context.Context, fn func(name string) error) error {
 }
 
 // Open takes volume name's lock for the engine's owner (tried once;
-// succeeds if already ours) and keeps it, with the map cached, until Close.
+// succeeds if already ours) and keeps it, with the map cached, until Close
+// (also when sessions that wrote end meanwhile).
 func (e *Engine) Open(ctx context.Context, name string) error {
 	if err := e.hold(ctx, "open", name); err != nil {
 		return fmt.Errorf("open: %w", err)
@@ -650,28 +690,61 @@ func (e *Engine) hold(ctx context.Context, op, name string) error {
 		e.release(ctx, v, was)
 		return err
 	}
+	v.mu.Lock()
+	v.pinned = true
+	v.mu.Unlock()
 	return nil
 }
 
-// Close releases volume name's lock if the engine's owner holds it (also
-// when taken by an earlier process of the same owner) and drops the cached
-// map. Closing a volume nobody holds is not an error; one another owner
-// holds is (errs.ErrNotOwner).
+// Close ends an Open: it releases volume name's lock if the engine's owner
+// holds it (also when taken by an earlier process of the same owner) and
+// drops the cached map, unless sessions that may write are open on the
+// volume: then the lock goes with the last of them. Closing a volume
+// nobody holds is not an error; one another owner holds is
+// (errs.ErrNotOwner), and one that does not exist is errs.ErrNotFound
+// (a lock of ours left on the name is released all the same).
 func (e *Engine) Close(ctx context.Context, name string) error {
 	if err := ValidName(name); err != nil {
 		return fmt.Errorf("close: %w", err)
 	}
 	v := e.vol(name)
 	v.gate.Lock()
-	defer v.gate.Unlock()
+	v.mu.Lock()
+	v.pinned = false
+	_, writers := v.counts()
+	if writers == 0 {
+		v.unfence() // the connections that wrote before a fence are gone
+	}
+	var herr error
+	if v.held {
+		_, herr = e.header(ctx, v)
+	}
+	v.mu.Unlock()
+	if !v.isHeld() {
+		_, herr = e.readHeader(ctx, name)
+	}
+	if herr != nil && !errors.Is(herr, errs.ErrNotFound) {
+		v.gate.Unlock()
+		return fmt.Errorf("close: %w", herr)
+	}
+	if writers > 0 && herr == nil {
+		v.gate.Unlock()
+		return nil // the lock goes with the last writer (CloseSession)
+	}
 	v.mu.Lock()
 	v.held = false
-	v.unfence() // the connections that wrote before a fence are gone
 	v.forget()
 	v.mu.Unlock()
 	err := e.locker.Unlock(ctx, lockName(name), e.owner, false)
+	v.gate.Unlock()
 	if err != nil && !errors.Is(err, errs.ErrNotFound) {
 		return fmt.Errorf("close: volume %q: %w", name, err)
+	}
+	if e.drain != nil {
+		e.drain(context.WithoutCancel(ctx), name)
+	}
+	if herr != nil {
+		return fmt.Errorf("close: %w", herr)
 	}
 	return nil
 }
@@ -693,5 +766,8 @@ func (e *Engine) Unlock(ctx context.Context, name string, force bool) error {
 	if err := e.unlock(ctx, v, force); err != nil {
 		return fmt.Errorf("unlock: %w", err)
 	}
+	v.mu.Lock()
+	v.pinned = false
+	v.mu.Unlock()
 	return nil
 }

@@ -34,6 +34,7 @@ const (
 	OpTrim      // whole blocks of [Offset, +Size) become zero blocks (mapper)
 	OpAllocated // allocated ranges of [Offset, +Size) (mapper): payload.Extents
 	OpLockWait  // wait, without taking it, until lock Target is free (blocker); bounded
+	OpDrain     // let the writes in flight on volume Target end, forget its cached mappings (vlmcd; sent by mapperd)
 	opMax
 )
 
@@ -45,7 +46,7 @@ var opNames = [...]string{
 	OpSnapshot: "SNAPSHOT", OpHash: "HASH", OpCreate: "CREATE",
 	OpRename: "RENAME", OpFlush: "FLUSH", OpUpdate: "UPDATE", OpPing: "PING",
 	OpList: "LIST", OpLockOwner: "LOCKOWNER", OpTrim: "TRIM", OpAllocated: "ALLOCATED",
-	OpLockWait: "LOCKWAIT",
+	OpLockWait: "LOCKWAIT", OpDrain: "DRAIN",
 }
 
 func (o Op) String() string {

@@ -52,6 +52,7 @@
 //	| 14   | Names      | LIST reply             | count u32, then per name: name str; more u8 |
 //	| 15   | Extents    | ALLOCATED reply        | count u32, then per extent: offset u64, size u64 |
 //	| 16   | ErrorText  | any failed reply but READ/WRITE | message str (at most 1024 bytes) |
+//	| 17   | Session    | OPEN, CLOSE of a session, OPEN reply | handle u64, flags u32 (SessionWrite=1, SessionGone=2), id str |
 //
 // For example, Clone{Parent: "snap01", Size: 4096, Owner: "h_1"} is
 //

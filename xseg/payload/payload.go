@@ -51,7 +51,8 @@ const (
 	KindNames      Kind = 14                // Names: LIST reply
 	KindExtents    Kind = 15                // Extents: ALLOCATED reply
 	KindErrorText  Kind = 16                // ErrorText: the message of a failed reply
-	kindMax             = KindErrorText + 1 // one past the last kind
+	KindSession    Kind = 17                // Session: OPEN/CLOSE of an endpoint's session, and OPEN's reply
+	kindMax             = KindSession + 1   // one past the last kind
 )
 
 var kindNames = [...]string{
@@ -60,6 +61,7 @@ var kindNames = [...]string{
 	KindObjectInfo: "ObjectInfo", KindVolumeInfo: "VolumeInfo",
 	KindLock: "Lock", KindLockReply: "LockReply", KindResize: "Resize",
 	KindCreate: "Create", KindList: "List", KindNames: "Names", KindExtents: "Extents", KindErrorText: "ErrorText",
+	KindSession: "Session",
 }
 
 // Valid reports whether k is a kind this package knows.
@@ -158,6 +160,8 @@ func New(k Kind) Payload {
 		return new(Extents)
 	case KindErrorText:
 		return new(ErrorText)
+	case KindSession:
+		return new(Session)
 	}
 	return nil
 }

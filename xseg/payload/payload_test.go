@@ -66,6 +66,8 @@ var samples = []struct {
 	{"extents", &Extents{Extents: []Extent{{0, 4 << 20}, {12 << 20, 1}}}},
 	{"extents/empty", &Extents{}},
 	{"errortext", &ErrorText{Message: `volume name "ab" is shorter than 6 bytes: invalid argument`}},
+	{"session", &Session{Handle: 1<<40 + 3, Flags: SessionWrite}},
+	{"session/reply", &Session{Handle: 9, Flags: SessionWrite, ID: "0123456789abcdef0123456789abcdef"}},
 }
 
 func TestRoundTrip(t *testing.T) {
@@ -376,6 +378,7 @@ func TestGolden(t *testing.T) {
 		{&Names{Names: []string{"x", "y"}, More: true}, "a70e0100 00000002 000178 000179 01"},
 		{&Extents{Extents: []Extent{{1, 2}}}, "a70f0100 00000001 0000000000000001 0000000000000002"},
 		{&ErrorText{Message: "no"}, "a7100100 00026e6f"},
+		{&Session{Handle: 2, Flags: SessionWrite | SessionGone, ID: "i"}, "a7110100 0000000000000002 00000003 000169"},
 	} {
 		want, err := hex.DecodeString(strings.ReplaceAll(tc.hex, " ", ""))
 		if err != nil {
