@@ -1,6 +1,7 @@
 package cli_test
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -84,11 +85,11 @@ func TestTwoHostsSeeEachOthersChanges(t *testing.T) {
 	a, b, mapsDir := sharedHosts(t)
 	const vol = "shared-volume"
 	a.Must("vlmc", "create", vol, "--size", "16M")
-	if err := qemuIO(t, uriOf(a, vol), "write -P 1 0 4M", "write -P 1 8M 1M", "flush"); err != nil {
+	if err := qemuWrite(t, uriOf(a, vol), "write -P 1 0 4M", "write -P 1 8M 1M", "flush"); err != nil {
 		t.Fatal(err)
 	}
 	a.Must("vlmc", "close", vol)
-	if err := qemuIO(t, uriOf(b, vol), "read -P 1 0 4M", "read -P 1 8M 1M"); err != nil {
+	if err := qemuWrite(t, uriOf(b, vol), "read -P 1 0 4M", "read -P 1 8M 1M"); err != nil {
 		t.Fatalf("B reads A's volume: %v", err)
 	}
 	unlockIfOurs(b, vol, "host-b")
@@ -96,19 +97,19 @@ func TestTwoHostsSeeEachOthersChanges(t *testing.T) {
 	// A removes V and creates it again, with other data.
 	a.Must("vlmc", "remove", vol)
 	a.Must("vlmc", "create", vol, "--size", "16M")
-	if err := qemuIO(t, uriOf(a, vol), "write -P 2 0 4M", "flush"); err != nil {
+	if err := qemuWrite(t, uriOf(a, vol), "write -P 2 0 4M", "flush"); err != nil {
 		t.Fatal(err)
 	}
 	a.Must("vlmc", "close", vol)
-	if err := qemuIO(t, uriOf(b, vol), "read -P 2 0 4M", "read -P 0 8M 1M"); err != nil {
+	if err := qemuWrite(t, uriOf(b, vol), "read -P 2 0 4M", "read -P 0 8M 1M"); err != nil {
 		t.Fatalf("B reads the old volume after A re-created it: %v", err)
 	}
 	// B writes, flushes and lets go; A must read B's write.
-	if err := qemuIO(t, uriOf(b, vol), "write -P 3 1M 1M", "flush"); err != nil {
+	if err := qemuWrite(t, uriOf(b, vol), "write -P 3 1M 1M", "flush"); err != nil {
 		t.Fatalf("B writes: %v", err)
 	}
 	b.Must("vlmc", "close", vol)
-	if err := qemuIO(t, uriOf(a, vol), "read -P 2 0 1M", "read -P 3 1M 1M", "read -P 2 2M 2M"); err != nil {
+	if err := qemuWrite(t, uriOf(a, vol), "read -P 2 0 1M", "read -P 3 1M 1M", "read -P 2 2M 2M"); err != nil {
 		t.Fatalf("B's acknowledged, flushed write is not in the volume A reads: %v", err)
 	}
 	unlockIfOurs(a, vol, "host-a")
@@ -120,10 +121,10 @@ func TestTwoHostsSeeEachOthersChanges(t *testing.T) {
 	if out, err := b.Run("vlmc", "open", vol); err == nil {
 		t.Errorf("B opens %s after A renamed it:\n%s", vol, out)
 	}
-	if err := qemuIO(t, uriOf(b, vol), "write -P 4 0 4K"); err == nil {
+	if err := qemuWrite(t, uriOf(b, vol), "write -P 4 0 4K"); err == nil {
 		t.Errorf("B writes to %s after A renamed it", vol)
 	}
-	if err := qemuIO(t, uriOf(b, renamed), "read -P 3 1M 1M", "read -P 2 2M 2M"); err != nil {
+	if err := qemuWrite(t, uriOf(b, renamed), "read -P 3 1M 1M", "read -P 2 2M 2M"); err != nil {
 		t.Fatalf("B reads the renamed volume: %v", err)
 	}
 	unlockIfOurs(b, renamed, "host-b")
@@ -145,7 +146,7 @@ func TestTwoHostsRacingRenames(t *testing.T) {
 		x := fmt.Sprintf("racing-%d", round)
 		creator := hosts[round%2]
 		creator.Must("vlmc", "create", x, "--size", "8M")
-		if err := qemuIO(t, uriOf(creator, x), fmt.Sprintf("write -P %d 0 1M", round+1), "flush"); err != nil {
+		if err := qemuWrite(t, uriOf(creator, x), fmt.Sprintf("write -P %d 0 1M", round+1), "flush"); err != nil {
 			t.Fatal(err)
 		}
 		creator.Must("vlmc", "close", x)
@@ -193,7 +194,7 @@ func TestTwoHostsRacingRenames(t *testing.T) {
 			t.Fatalf("round %d: list %q after %s won", round, names, won[0])
 		}
 		for _, h := range hosts {
-			if err := qemuIO(t, uriOf(h, won[0]), fmt.Sprintf("read -P %d 0 1M", round+1)); err != nil {
+			if err := qemuWrite(t, uriOf(h, won[0]), fmt.Sprintf("read -P %d 0 1M", round+1)); err != nil {
 				t.Fatalf("round %d: the winner %s: %v", round, won[0], err)
 			}
 			unlockIfOurs(h, won[0], h.Cfg.HostID)
@@ -217,7 +218,7 @@ func TestTwoHostsRacingManagement(t *testing.T) {
 	for round := range 4 {
 		x, y, snap := fmt.Sprintf("mgmt-%d", round), fmt.Sprintf("mgmt-%d-new", round), fmt.Sprintf("mgmt-%d-snap", round)
 		a.Must("vlmc", "create", x, "--size", "8M")
-		if err := qemuIO(t, uriOf(a, x), fmt.Sprintf("write -P %d 0 1M", round+1), "flush"); err != nil {
+		if err := qemuWrite(t, uriOf(a, x), fmt.Sprintf("write -P %d 0 1M", round+1), "flush"); err != nil {
 			t.Fatal(err)
 		}
 		a.Must("vlmc", "close", x)
@@ -314,16 +315,38 @@ func TestTwoHostsRacingManagement(t *testing.T) {
 // so).
 func qemuRead(t *testing.T, uri string, cmds ...string) error {
 	t.Helper()
-	args := []string{"-r", "-f", "raw", uri}
+	return qemuRun(t, true, uri, cmds...)
+}
+
+// qemuWrite is qemuIO with a time limit: a request stuck (waiting for a
+// lock nobody releases) fails the test with the hosts' logs instead of
+// hanging it.
+func qemuWrite(t *testing.T, uri string, cmds ...string) error {
+	t.Helper()
+	return qemuRun(t, false, uri, cmds...)
+}
+
+func qemuRun(t *testing.T, readOnly bool, uri string, cmds ...string) error {
+	t.Helper()
+	var args []string
+	if readOnly {
+		args = append(args, "-r")
+	}
+	args = append(args, "-f", "raw", uri)
 	for _, c := range cmds {
 		args = append(args, "-c", c)
 	}
-	out, err := exec.Command("qemu-io", args...).CombinedOutput()
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "qemu-io", args...).CombinedOutput()
 	if err == nil && (strings.Contains(string(out), "failed") || strings.Contains(string(out), "Pattern verification")) {
 		err = fmt.Errorf("%s", out)
 	}
+	if ctx.Err() != nil {
+		err = fmt.Errorf("no answer in 2 minutes: %w", err)
+	}
 	if err != nil {
-		return fmt.Errorf("qemu-io -r %v: %v\n%s", cmds, err, out)
+		return fmt.Errorf("qemu-io (read-only %v) %s %v: %v\n%s", readOnly, uri, cmds, err, out)
 	}
 	return nil
 }
