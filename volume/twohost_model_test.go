@@ -30,6 +30,9 @@ import (
 //     model hands the volume off first (Close on the holder), as a live
 //     migration does;
 //   - reads never wait, and read what the oracle says from either host;
+//   - after a host breaks the other's lock (unlock -f), the old holder's
+//     next write fails with ErrFenced and changes nothing, and after its
+//     Close both hosts read the oracle;
 //   - after every step both hosts list the oracle's volumes and Check
 //     finds the maps consistent.
 //
@@ -173,6 +176,10 @@ func (m *twoModel) restart(i int) {
 		m.t.Fatal(err)
 	}
 	e.pollMin, e.pollMax = 50*time.Microsecond, time.Millisecond
+	// A lease of zero: a forced unlock fences at once, and the old
+	// holder asks the store at every write (FenceWait >= ConfirmEvery
+	// still holds).
+	e.confirmEvery, e.fenceWait = 0, 0
 	h.e = e
 }
 
@@ -454,9 +461,50 @@ func (m *twoModel) step(step int) *host {
 		} else {
 			m.restart(1)
 		}
-	case r < 97: // the two hosts race on the same names
+	case r < 96: // the two hosts race on the same names
 		op = m.race(step)
 		m.raced = true
+	case r < 98: // h breaks a lock the other host holds: that host is fenced
+		var held []string
+		for _, n := range slices.Sorted(maps.Keys(m.vols)) {
+			if !m.vols[n].snap && m.owner(n) == o.name {
+				held = append(held, n)
+			}
+		}
+		if len(held) == 0 {
+			return h
+		}
+		name := held[m.rng.IntN(len(held))]
+		v := m.vols[name]
+		op = "unlock -f " + name
+		// The lock may be the old holder's from before its restart: then
+		// its process holds nothing (caches nothing) and is not fenced.
+		cached := o.e.Held(name)
+		m.logf("%d: %s: %s (held by %s, cached there: %v)", step, h.name, op, o.name, cached)
+		if err := h.e.Unlock(ctx, name, true); err != nil {
+			m.t.Fatalf("step %d: %s on %s: %v", step, op, h.name, err)
+		}
+		// The old holder's next write fails and changes nothing.
+		off, n := m.rangeIn(v, 3*modelBS)
+		m.logf("%d: %s: write %s %d %d", step, o.name, name, off, n)
+		p := fill(0xfe, int(n))
+		err := writeVol(ctx, o.e, o.data, name, off, p)
+		switch {
+		case cached && !errors.Is(err, errs.ErrFenced):
+			m.t.Fatalf("step %d: after %s on %s, a write of the old holder %s: %v, want ErrFenced", step, op, h.name, o.name, err)
+		case !cached && err != nil:
+			m.t.Fatalf("step %d: after %s on %s, a write of %s, which held the lock before its restart: %v", step, op, h.name, o.name, err)
+		case !cached:
+			v.write(off, p)
+		default:
+			m.counts["fenced"]++
+		}
+		// Closed on the old holder, the volume takes writes again.
+		if err := o.e.Close(ctx, name); err != nil {
+			m.t.Fatalf("step %d: close %s on %s (fenced): %v", step, name, o.name, err)
+		}
+		m.verify(o, name, v)
+		m.verify(h, name, v)
 	default: // full check of one volume
 		name, v := m.pick(false)
 		op = "verify " + name
