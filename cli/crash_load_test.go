@@ -410,19 +410,19 @@ func (c *crashRun) list(r int) map[string]bool {
 }
 
 // read returns volume name's content as host h reads it.
-func (c *crashRun) read(h *crashHost, name string) []byte {
+func (c *crashRun) read(h *crashHost, name string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "nbdcopy", uriOf(h.env, name), "-")
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {
-		c.t.Fatalf("nbdcopy of %s on %s: %v\n%s", name, h.name, err, errb.String())
+		return nil, fmt.Errorf("nbdcopy of %s on %s: %v\n%s", name, h.name, err, errb.String())
 	}
 	if out.Len() != crashVolSize {
-		c.t.Fatalf("nbdcopy of %s on %s: %d bytes, want %d", name, h.name, out.Len(), crashVolSize)
+		return nil, fmt.Errorf("nbdcopy of %s on %s: %d bytes, want %d", name, h.name, out.Len(), crashVolSize)
 	}
-	return out.Bytes()
+	return out.Bytes(), nil
 }
 
 // verify reads volumes (those in touched, or all if touched is nil) from
@@ -444,13 +444,37 @@ func (c *crashRun) verify(r int, touched map[string]bool) {
 		}
 	}
 	slices.Sort(names)
+	// The reads run two at a time (each host's nbdd serves one).
+	type result struct {
+		h   *crashHost
+		got []byte
+		err error
+	}
+	reads := make(map[string]*result)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 2)
 	for _, n := range names {
-		v := c.vols[n]
 		if touched != nil && !touched[n] && r%20 != 19 {
 			continue
 		}
-		h := c.hosts[c.rng.IntN(2)]
-		got := c.read(h, n)
+		res := &result{h: c.hosts[c.rng.IntN(2)]}
+		reads[n] = res
+		wg.Go(func() {
+			sem <- struct{}{}
+			res.got, res.err = c.read(res.h, n)
+			<-sem
+		})
+	}
+	wg.Wait()
+	for _, n := range names {
+		v, res := c.vols[n], reads[n]
+		if res == nil {
+			continue
+		}
+		if res.err != nil {
+			t.Fatalf("round %d: %v", r, res.err)
+		}
+		h, got := res.h, res.got
 		if v.fixed != nil {
 			if !bytes.Equal(got, v.fixed) {
 				i := 0
