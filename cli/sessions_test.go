@@ -300,3 +300,20 @@ func readFile(t *testing.T, path string) string {
 	}
 	return string(b)
 }
+
+// A mapped device is a session too: its volume is in use while mapped, and
+// the lock its writes took goes back when it is unmapped.
+func TestSessionsMappedDevice(t *testing.T) {
+	e := startMapping(t)
+	const vol = "mapped-disk"
+	e.Must("vlmc", "create", vol, "--size", "64M")
+	dev := mapVolume(t, e, vol)
+	run(t, "dd", "if=/dev/urandom", "of="+dev, "bs=1M", "count=1", "oflag=direct", "conv=fsync", "status=none")
+	if o := lockOwnerOf(t, e, vol); o != "host-a" {
+		t.Fatalf("after a write through the device the lock is held by %q, want host-a", o)
+	}
+	fails(t, e, []string{"remove", vol}, `volume "`+vol+`" is in use by 1 connection`)
+	e.Must("vlmc", "unmap", dev)
+	testbin.WaitFor(t, hang, "the lock to go with the mapping", func() bool { return lockOwnerOf(t, e, vol) == "" })
+	e.Must("vlmc", "remove", vol)
+}
