@@ -155,11 +155,9 @@ func runNbdd(c *peer.CommonFlags, vlmcd int, socket, listen, clientsFile string,
 	opts.Doorbell = true
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	p, err := peer.Start(opts, refuse)
-	if err != nil {
-		return err
-	}
-	defer p.Stop()
+	// The sockets listen before the peer binds its ports: `archipelago
+	// start` counts the endpoint started once its first port is bound, and
+	// a client that connects right after start returns must find them.
 	if err := os.MkdirAll(filepath.Dir(socket), 0o755); err != nil {
 		return err
 	}
@@ -183,7 +181,7 @@ func runNbdd(c *peer.CommonFlags, vlmcd int, socket, listen, clientsFile string,
 			ul.Close()
 			return err
 		}
-		t, err := tcp.policy(p.Logger(), tl)
+		t, err := tcp.policy(opts.Logger, tl)
 		if err != nil {
 			ul.Close()
 			tl.Close()
@@ -192,6 +190,14 @@ func runNbdd(c *peer.CommonFlags, vlmcd int, socket, listen, clientsFile string,
 		ls = append(ls, tl)
 		policies = append(policies, t)
 	}
+	p, err := peer.Start(opts, refuse)
+	if err != nil {
+		for _, l := range ls {
+			l.Close()
+		}
+		return err
+	}
+	defer p.Stop()
 	srv := nbd.NewServer(endpoint.New(volclient.New(p, vlmcd)), nbd.Options{MaxPayload: endpoint.MaxIO, Logger: p.Logger(),
 		HandshakeTimeout: tcp.handshakeTimeout})
 	ctx, cancel := context.WithCancel(context.Background())
