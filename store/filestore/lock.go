@@ -5,6 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math/rand/v2"
+	"path/filepath"
+	"strconv"
 	"strings"
 
 	"github.com/archipelago-go/archipelago/errs"
@@ -97,21 +100,40 @@ func (s *Store) Unlock(ctx context.Context, name, owner string, force bool) erro
 	p := s.place(s.lockDir, name)
 	s.unlockMu.Lock()
 	defer s.unlockMu.Unlock()
-	holder, err := s.readLock(p.file)
-	switch {
-	case err != nil && !(force && errors.Is(err, errs.ErrCorrupt)):
-		return lockErr("unlock", name, err)
-	case err == nil && holder != owner && !force:
-		return fmt.Errorf("filestore: unlock %q by %q: held by %q: %w", name, owner, holder, errs.ErrNotOwner)
-	}
-	if err := s.fs.Unlink(p.file); err != nil {
+	// The lock file is first moved aside, atomically, and only then read:
+	// deciding on what the path held a moment ago and then unlinking the
+	// path would delete a lock that another host took in between (after
+	// breaking ours with force).
+	aside := filepath.Join(s.lockTmpDir, "unlock-"+strconv.FormatUint(rand.Uint64(), 36))
+	if err := s.fs.Rename(p.file, aside); err != nil {
 		return lockErr("unlock", name, err)
 	}
 	s.dirChanged(p.leaf)
-	if err := s.syncDirs(p.leaf); err != nil {
+	holder, err := s.readLock(aside)
+	if unlockHook != nil {
+		unlockHook()
+	}
+	var refuse error
+	switch {
+	case err != nil && !(force && errors.Is(err, errs.ErrCorrupt)):
+		refuse = lockErr("unlock", name, err)
+	case err == nil && holder != owner && !force:
+		refuse = fmt.Errorf("filestore: unlock %q by %q: held by %q: %w", name, owner, holder, errs.ErrNotOwner)
+	}
+	if refuse != nil {
+		// Not ours to remove: put it back. While it was aside the lock
+		// looked free; if somebody took it meanwhile, theirs stays.
+		if err := s.fs.Link(aside, p.file); err != nil && !errors.Is(err, fs.ErrExist) {
+			refuse = fmt.Errorf("%w; and putting the lock back failed: %v", refuse, err)
+		}
+	}
+	if err := s.fs.Unlink(aside); err != nil && !errors.Is(err, fs.ErrNotExist) && refuse == nil {
 		return lockErr("unlock", name, err)
 	}
-	return nil
+	if err := s.syncDirs(p.leaf); err != nil && refuse == nil {
+		return lockErr("unlock", name, err)
+	}
+	return refuse
 }
 
 // LockOwner implements store.Locker.
@@ -143,3 +165,7 @@ func (s *Store) readLock(path string) (string, error) {
 func lockErr(op, name string, err error) error {
 	return fmt.Errorf("filestore: %s %q: %w", op, name, ioErr(err))
 }
+
+// unlockHook, if set (by tests), runs in Unlock after it has read who
+// holds the lock and before it acts on it.
+var unlockHook func()
