@@ -278,7 +278,8 @@ func (m *Mapper) closeSession(ctx context.Context, e *volume.Engine, r *xseg.Req
 	return e.CloseSession(ctx, r.Target(), key)
 }
 
-// reaper drops the sessions of dead processes, for good.
+// reaper drops the sessions of dead processes, for good, and gives back
+// the locks whose release failed.
 func (m *Mapper) reaper() {
 	t := time.NewTicker(reapEvery)
 	defer t.Stop()
@@ -303,6 +304,11 @@ func (m *Mapper) reap(ctx context.Context) {
 	}
 	if err != nil {
 		m.p.Logger().Error("giving a lock back after dropping sessions", "err", err)
+	}
+	// Locks whose release failed (a blocker restarting, say): again,
+	// until they go, or other hosts' writes would wait for good.
+	if err := m.e.RetryReleases(ctx); err != nil {
+		m.p.Logger().Warn("giving a lock back, again", "err", err)
 	}
 }
 

@@ -128,6 +128,11 @@ type vol struct {
 	fencedBy string
 	// pinned: an explicit Open or Lock keeps the lock until Close.
 	pinned bool
+	// releaseDue: giving the lock back failed (the sync before it, or
+	// the unlock itself, e.g. while a blocker restarted); RetryReleases
+	// tries again, so that a lock nobody uses here does not stay taken
+	// and make the other hosts' writes wait forever.
+	releaseDue bool
 	// sessions: this host's connections to the volume (session.go).
 	sessions map[SessionKey]*session
 	// waits: the holdWait calls waiting for another owner's lock, with
@@ -252,6 +257,7 @@ func (e *Engine) tryLock(ctx context.Context, op string, v *vol) (was bool, err 
 	}
 	v.mu.Lock()
 	v.held = true
+	v.releaseDue = false // taken afresh: its holder decides
 	v.confirmed = start
 	v.forget()
 	v.mu.Unlock()
@@ -270,8 +276,15 @@ func (e *Engine) release(ctx context.Context, v *vol, keep bool) {
 	v.forget()
 	v.mu.Unlock()
 	if held {
-		// A failure leaves the lock held; it is re-entrant for us.
-		_ = e.locker.Unlock(context.WithoutCancel(ctx), lockName(v.name), e.owner, false)
+		// A failure leaves the lock held (it is re-entrant for us) and is
+		// tried again by RetryReleases.
+		err := e.locker.Unlock(context.WithoutCancel(ctx), lockName(v.name), e.owner, false)
+		if err != nil && !errors.Is(err, errs.ErrNotFound) && !errors.Is(err, errs.ErrNotOwner) {
+			v.mu.Lock()
+			v.releaseDue = true
+			v.mu.Unlock()
+			e.dmg.log().Warn("giving a volume's lock back failed; will try again", "volume", v.name, "err", err)
+		}
 	}
 }
 
@@ -297,6 +310,7 @@ func (e *Engine) tryHold(ctx context.Context, v *vol) (bool, string, error) {
 		}
 		if !v.held {
 			v.held = true
+			v.releaseDue = false // taken afresh for this write
 			v.forget()
 		}
 		v.confirmed = start

@@ -3,6 +3,7 @@ package volume
 import (
 	"context"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"strings"
 
@@ -268,9 +269,16 @@ func (e *Engine) releaseIdle(ctx context.Context, v *vol) error {
 	}
 	if err := e.dataSync.sync(ctx); err != nil {
 		// Keep the lock: what was written is not known to be durable.
+		// RetryReleases tries again.
+		v.mu.Lock()
+		v.releaseDue = true
+		v.mu.Unlock()
 		v.gate.Unlock()
 		return fmt.Errorf("volume %q: sync before giving its lock back: %w", v.name, err)
 	}
+	v.mu.Lock()
+	v.releaseDue = false
+	v.mu.Unlock()
 	e.release(ctx, v, false)
 	v.gate.Unlock()
 	if e.drain != nil {
@@ -291,4 +299,66 @@ func (e *Engine) checkBeforeWait(ctx context.Context, v *vol, id string) error {
 		return err
 	}
 	return checkID(v.name, id, h)
+}
+
+// RetryReleases tries again to give back the locks whose release failed
+// (releaseIdle's sync, or the unlock in release, e.g. while the maps
+// blocker restarted), unless the volume is in use here again (a writer
+// session or an explicit Open: then the lock is theirs). The mapper calls
+// it now and then. It returns the first error; the volumes that failed
+// stay due.
+func (e *Engine) RetryReleases(ctx context.Context) error {
+	e.mu.Lock()
+	var due []*vol
+	for _, v := range e.vols {
+		v.mu.Lock()
+		if v.releaseDue {
+			due = append(due, v)
+		}
+		v.mu.Unlock()
+	}
+	e.mu.Unlock()
+	var first error
+	for _, v := range due {
+		if err := e.retryRelease(ctx, v); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
+
+func (e *Engine) retryRelease(ctx context.Context, v *vol) error {
+	v.mu.Lock()
+	_, w := v.counts()
+	held, inUse := v.held, w > 0 || v.pinned
+	if inUse {
+		v.releaseDue = false
+	}
+	v.mu.Unlock()
+	if inUse {
+		return nil
+	}
+	if held {
+		// As when the last writer went: drain, sync, release.
+		return e.releaseIdle(ctx, v)
+	}
+	// The engine gave the lock up but the unlock failed: the lock object
+	// may still name us. Under the gate, so that no write takes the lock
+	// between the look and the unlock.
+	v.gate.Lock()
+	defer v.gate.Unlock()
+	v.mu.Lock()
+	if v.held || !v.releaseDue {
+		v.mu.Unlock()
+		return nil
+	}
+	v.mu.Unlock()
+	err := e.locker.Unlock(context.WithoutCancel(ctx), lockName(v.name), e.owner, false)
+	if err != nil && !errors.Is(err, errs.ErrNotFound) && !errors.Is(err, errs.ErrNotOwner) {
+		return fmt.Errorf("volume %q: give its lock back: %w", v.name, err)
+	}
+	v.mu.Lock()
+	v.releaseDue = false
+	v.mu.Unlock()
+	return nil
 }

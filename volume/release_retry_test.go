@@ -1,0 +1,98 @@
+package volume
+
+import (
+	"bytes"
+	"context"
+	"syscall"
+	"testing"
+
+	"github.com/archipelago-go/archipelago/store/faultstore"
+)
+
+// TestReleaseRetried: the last writer of host B goes while B's maps
+// blocker cannot be reached (a restart of blockerm), so giving the lock
+// back fails — at the sync before it, or at the unlock. The lock must not
+// stay B's for good (A's writes would wait forever): RetryReleases gives
+// it back once the store answers again, after making the write durable.
+func TestReleaseRetried(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		rule func(vol string) faultstore.Rule
+	}{
+		{"unlock fails", func(vol string) faultstore.Rule {
+			return faultstore.Rule{Ops: faultstore.OpLock, Object: func(n string) bool { return n == lockName(vol) }, Errno: syscall.EIO}
+		}},
+		{"sync fails", func(string) faultstore.Rule {
+			return faultstore.Rule{Ops: faultstore.OpSync, Errno: syscall.EIO}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			v := newEnv(t, modelBS)
+			b := engineAs(t, v, "host-b")
+			const vol = "left-while-blockerm-restarts"
+			if err := v.e.Create(ctx, vol, 1<<20); err != nil {
+				t.Fatal(err)
+			}
+			k := SessionKey{Port: 1, PID: 10, Handle: 1}
+			id := openSession(t, b, vol, k, true)
+			if err := writeVol(ctx, b, v.dataStore(), Ref(vol, id), 0, fill('b', 4096)); err != nil {
+				t.Fatal(err)
+			}
+			f := v.plan.Inject(tc.rule(vol))
+			_ = b.CloseSession(ctx, vol, k) // fails or not: the lock is not given back
+			if err := b.RetryReleases(ctx); err == nil {
+				t.Fatal("RetryReleases succeeded while the store fails")
+			}
+			f.Remove()
+			if o := lockOwner(t, b, vol); o != "host-b" {
+				t.Fatalf("while the store failed the lock went to %q", o)
+			}
+			if err := b.RetryReleases(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if o := lockOwner(t, b, vol); o != "" {
+				t.Fatalf("after RetryReleases the lock is held by %q", o)
+			}
+			// Nothing left to do, and the write was made durable first.
+			if err := b.RetryReleases(ctx); err != nil {
+				t.Fatal(err)
+			}
+			v.crash(t)
+			got, err := readVol(ctx, v.e, v.dataStore(), vol, 0, 4096)
+			if err != nil || !bytes.Equal(got, fill('b', 4096)) {
+				t.Fatalf("after a crash the volume reads %q, %v", runs(got), err)
+			}
+		})
+	}
+}
+
+// TestReleaseRetryLeavesNewHolders: a release that failed is not retried
+// over a writer that took the volume's lock again since.
+func TestReleaseRetryLeavesNewHolders(t *testing.T) {
+	ctx := context.Background()
+	v := newEnv(t, modelBS)
+	b := engineAs(t, v, "host-b")
+	const vol = "written-again"
+	if err := v.e.Create(ctx, vol, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	k := SessionKey{Port: 1, PID: 10, Handle: 1}
+	id := openSession(t, b, vol, k, true)
+	if err := writeVol(ctx, b, v.dataStore(), Ref(vol, id), 0, fill('b', 4096)); err != nil {
+		t.Fatal(err)
+	}
+	f := v.plan.Inject(faultstore.Rule{Ops: faultstore.OpLock, Object: func(n string) bool { return n == lockName(vol) }, Errno: syscall.EIO})
+	_ = b.CloseSession(ctx, vol, k)
+	f.Remove()
+	id = openSession(t, b, vol, k, true)
+	if err := writeVol(ctx, b, v.dataStore(), Ref(vol, id), 4096, fill('c', 4096)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.RetryReleases(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if o := lockOwner(t, b, vol); o != "host-b" || !b.Held(vol) {
+		t.Fatalf("RetryReleases took the lock from a writer: owner %q, held %v", o, b.Held(vol))
+	}
+}
