@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 	"unsafe"
 
 	"github.com/archipelago-go/archipelago/errs"
@@ -199,9 +200,27 @@ func (c *Client) Open(ctx context.Context, name string) (*Volume, error) {
 	return v, nil
 }
 
-// Close ends the volume's session.
+// Close ends the volume's session. While no peer takes the CLOSE (vlmcd
+// or mapperd restarting) it is sent again, until ctx ends: a session left
+// open keeps the volume's lock on this host, and other hosts' writes wait
+// for it. (A CLOSE sent twice is harmless: the mapper ignores a session
+// it does not know.)
 func (v *Volume) Close(ctx context.Context) error {
-	return v.c.Do(ctx, Call{Op: xseg.OpClose, Target: v.Name, Payload: &payload.Session{Handle: v.handle}})
+	delay := 10 * time.Millisecond
+	for {
+		err := v.c.Do(ctx, Call{Op: xseg.OpClose, Target: v.Name, Payload: &payload.Session{Handle: v.handle}})
+		if err == nil || !(errors.Is(err, errs.ErrNoPeer) || errors.Is(err, errs.ErrPeerDied) || errors.Is(err, errs.ErrShutdown)) {
+			return err
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return err
+		case <-t.C:
+		}
+		delay = min(2*delay, time.Second)
+	}
 }
 
 // Gone tells the mapper, once, that the session's client left while its

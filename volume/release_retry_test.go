@@ -96,3 +96,66 @@ func TestReleaseRetryLeavesNewHolders(t *testing.T) {
 		t.Fatalf("RetryReleases took the lock from a writer: owner %q, held %v", o, b.Held(vol))
 	}
 }
+
+// TestCloseOfInheritedSession: mapperd restarts while a connection that
+// wrote is open; the new mapperd knows nothing of the session or of the
+// lock its predecessor took for it. When the connection closes, the lock
+// goes back (after a sync), unless this mapperd uses the volume itself.
+func TestCloseOfInheritedSession(t *testing.T) {
+	ctx := context.Background()
+	v := newEnv(t, modelBS)
+	b := engineAs(t, v, "host-b")
+	const vol = "written-before-a-restart"
+	if err := v.e.Create(ctx, vol, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	k := SessionKey{Port: 1, PID: 10, Handle: 1}
+	id := openSession(t, b, vol, k, true)
+	if err := writeVol(ctx, b, v.dataStore(), Ref(vol, id), 0, fill('b', 4096)); err != nil {
+		t.Fatal(err)
+	}
+	// mapperd restarts: a new engine of the same owner.
+	b2 := engineAs(t, v, "host-b")
+	if err := b2.CloseSession(ctx, vol, k); err != nil {
+		t.Fatal(err)
+	}
+	if o := lockOwner(t, b2, vol); o != "" {
+		t.Fatalf("after the inherited session closed the lock is held by %q", o)
+	}
+	v.crash(t)
+	got, err := readVol(ctx, v.e, v.dataStore(), vol, 0, 4096)
+	if err != nil || !bytes.Equal(got, fill('b', 4096)) {
+		t.Fatalf("after a crash the volume reads %q, %v", runs(got), err)
+	}
+
+	// An explicit Open on the new engine keeps the lock; another host's
+	// lock is never touched.
+	b = engineAs(t, v, "host-b")
+	if err := b.Open(ctx, vol); err != nil {
+		t.Fatal(err)
+	}
+	b2 = engineAs(t, v, "host-b")
+	if err := b2.Open(ctx, vol); err != nil {
+		t.Fatal(err)
+	}
+	if err := b2.CloseSession(ctx, vol, k); err != nil {
+		t.Fatal(err)
+	}
+	if o := lockOwner(t, b2, vol); o != "host-b" {
+		t.Fatalf("a stray CLOSE gave back a lock Open took: owner %q", o)
+	}
+	if err := b2.Close(ctx, vol); err != nil {
+		t.Fatal(err)
+	}
+	a := engineAs(t, v, "host-a")
+	if err := a.Open(ctx, vol); err != nil {
+		t.Fatal(err)
+	}
+	b3 := engineAs(t, v, "host-b")
+	if err := b3.CloseSession(ctx, vol, k); err != nil {
+		t.Fatal(err)
+	}
+	if o := lockOwner(t, b3, vol); o != "host-a" {
+		t.Fatalf("a stray CLOSE on host-b changed host-a's lock: owner %q", o)
+	}
+}

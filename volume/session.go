@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/archipelago-go/archipelago/errs"
 )
@@ -136,12 +137,54 @@ func (e *Engine) CloseSession(ctx context.Context, name string, key SessionKey) 
 	}
 	v := e.vol(name)
 	v.mu.Lock()
+	_, known := v.sessions[key]
 	delete(v.sessions, key)
 	v.cancelOrphanWaits()
 	v.mu.Unlock()
+	if !known {
+		if err := e.adoptInherited(ctx, v); err != nil {
+			return fmt.Errorf("close session: %w", err)
+		}
+	}
 	if err := e.releaseIdle(ctx, v); err != nil {
 		return fmt.Errorf("close session: %w", err)
 	}
+	return nil
+}
+
+// adoptInherited: a session this engine does not know ends (it was
+// opened with the mapper that ran before this one). If nothing here uses
+// the volume and the store's lock names this engine's owner, the lock was
+// most likely taken for that session's writes by the earlier process:
+// the engine takes it as its own, so that releaseIdle gives it back
+// (after a sync) instead of leaving it to make other hosts wait forever.
+func (e *Engine) adoptInherited(ctx context.Context, v *vol) error {
+	idle := func() bool {
+		v.mu.Lock()
+		defer v.mu.Unlock()
+		return len(v.sessions) == 0 && !v.pinned && !v.held && !v.fenced
+	}
+	if !idle() {
+		return nil
+	}
+	v.gate.Lock()
+	defer v.gate.Unlock()
+	if !idle() {
+		return nil
+	}
+	owner, err := e.locker.LockOwner(ctx, lockName(v.name))
+	switch {
+	case errors.Is(err, errs.ErrNotFound) || (err == nil && owner != e.owner):
+		return nil
+	case err != nil:
+		return fmt.Errorf("volume %q: lock owner: %w", v.name, err)
+	}
+	v.mu.Lock()
+	v.held = true
+	v.releaseDue = false
+	v.confirmed = time.Now()
+	v.forget()
+	v.mu.Unlock()
 	return nil
 }
 

@@ -1,0 +1,47 @@
+package cli_test
+
+import (
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/archipelago-go/archipelago/internal/clitest"
+	"github.com/archipelago-go/archipelago/internal/testbin"
+	"github.com/archipelago-go/archipelago/peer"
+	"github.com/archipelago-go/archipelago/xseg"
+)
+
+// TestSessionCloseWhileVlmcdRestarts: a client that wrote leaves while
+// vlmcd is down (killed, not restarted yet), so its session's CLOSE finds
+// no peer. Once vlmcd is back the CLOSE goes through and the lock a write
+// took goes back. (It stayed for good before: another host's writes then
+// waited forever; found by TestCrashUnderLoadSharedDirectory.)
+func TestSessionCloseWhileVlmcdRestarts(t *testing.T) {
+	if _, err := exec.LookPath("qemu-io"); err != nil {
+		t.Skip("qemu-io not installed (apt-get install qemu-utils)")
+	}
+	e := clitest.New(t, "host-a", "")
+	e.Start()
+	const vol = "left-during-restart"
+	e.Must("vlmc", "create", vol, "--size", "16M")
+	s := startQemuIO(t, uriOf(e, vol))
+	s.must("write -P 7 0 64k")
+	s.must("flush")
+	if o := lockOwnerOf(t, e, vol); o != "host-a" {
+		t.Fatalf("after a write the lock is held by %q", o)
+	}
+	pid := peer.ReadPidfile(e.Cfg.PidFile("vlmcd")).PID
+	if pid == 0 {
+		t.Fatal("no vlmcd pid")
+	}
+	syscall.Kill(pid, syscall.SIGKILL)
+	testbin.WaitFor(t, 10*time.Second, "vlmcd to die", func() bool { return !xseg.ProcessAlive(pid) })
+	s.close() // the connection ends: its CLOSE finds no vlmcd
+	time.Sleep(200 * time.Millisecond)
+	e.Must("archipelago", "start")
+	testbin.WaitFor(t, 20*time.Second, "the lock to go back", func() bool { return lockOwnerOf(t, e, vol) == "" })
+	if err := qemuIO(t, uriOf(e, vol), "read -P 7 0 64k"); err != nil {
+		t.Fatal(err)
+	}
+}
