@@ -138,8 +138,11 @@ func FuzzHandshake(f *testing.F) {
 			for len(in) >= 16 && binary.BigEndian.Uint64(in) == optMagic {
 				o, n := binary.BigEndian.Uint32(in[8:]), binary.BigEndian.Uint32(in[12:])
 				sent = append(sent, o)
-				if uint64(n) > uint64(len(in)-16) || o == optStartTLS || o == optExportName {
-					break // the rest is TLS, the end, or transmission
+				if uint64(n) > uint64(len(in)-16) || (o == optStartTLS && policy != nil) || o == optExportName {
+					// The rest is TLS, the end, or transmission. (Without
+					// TLS configured, STARTTLS is refused and more
+					// options follow in plain text.)
+					break
 				}
 				in = in[16+n:]
 			}
