@@ -3,11 +3,8 @@
 package cli_test
 
 import (
-	"fmt"
-	"os"
 	"testing"
 
-	"github.com/archipelago-go/archipelago/internal/clitest"
 	"github.com/archipelago-go/archipelago/store"
 	"github.com/archipelago-go/archipelago/store/radosstore"
 )
@@ -15,21 +12,10 @@ import (
 // Crash under load on a RADOS pool of the micro cluster
 // (scripts/micro-ceph.sh; ARCHIPELAGO_CEPH_CONF names its ceph.conf).
 func TestCrashUnderLoadSharedRADOSPool(t *testing.T) {
-	conf := os.Getenv("ARCHIPELAGO_CEPH_CONF")
-	if conf == "" {
-		if os.Getenv("CI") != "" {
-			t.Fatal("ARCHIPELAGO_CEPH_CONF is not set: CI must boot the micro Ceph cluster")
-		}
-		t.Skip("ARCHIPELAGO_CEPH_CONF is not set (scripts/micro-ceph.sh start DIR)")
-	}
-	pool := os.Getenv("ARCHIPELAGO_CEPH_POOL")
-	if pool == "" {
-		pool = "archipelago"
-	}
-	ns := fmt.Sprintf("crashload-%d", os.Getpid())
-	runCrashLoad(t, clitest.Options{CephConf: conf, Pool: pool, Namespace: ns}, func(t *testing.T) store.Store {
+	o := radosOptions(t, "crashload")
+	runCrashLoad(t, o, func(t *testing.T) store.Store {
 		// The namespace clitest gives blockerm (the maps).
-		s, err := radosstore.Open(radosstore.Options{Pool: pool, CephConf: conf, Namespace: ns + "-m"})
+		s, err := radosstore.Open(radosstore.Options{Pool: o.Pool, CephConf: o.CephConf, Namespace: o.Namespace + "-m"})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -13,6 +13,15 @@ import (
 // The two-host test on a RADOS pool of the micro cluster
 // (scripts/micro-ceph.sh; ARCHIPELAGO_CEPH_CONF names its ceph.conf).
 func TestTwoHostsSharedRADOSPool(t *testing.T) {
+	twoHosts(t, radosOptions(t, "twohosts"))
+}
+
+// radosOptions are the clitest options of hosts on the micro cluster's
+// pool (ARCHIPELAGO_CEPH_CONF, ARCHIPELAGO_CEPH_POOL), in namespaces
+// named after what and this process. It skips the test where no cluster
+// runs, and fails it in CI.
+func radosOptions(t *testing.T, what string) clitest.Options {
+	t.Helper()
 	conf := os.Getenv("ARCHIPELAGO_CEPH_CONF")
 	if conf == "" {
 		if os.Getenv("CI") != "" {
@@ -24,5 +33,5 @@ func TestTwoHostsSharedRADOSPool(t *testing.T) {
 	if pool == "" {
 		pool = "archipelago"
 	}
-	twoHosts(t, clitest.Options{CephConf: conf, Pool: pool, Namespace: fmt.Sprintf("twohosts-%d", os.Getpid())})
+	return clitest.Options{CephConf: conf, Pool: pool, Namespace: fmt.Sprintf("%s-%d", what, os.Getpid())}
 }

@@ -65,25 +65,7 @@ func radosShared(t *testing.T) sharedStores {
 	})
 	return func(t *testing.T) (store.Store, store.Store, func()) {
 		t.Helper()
-		m, err := radosstore.Open(opts("maps"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := radosstore.Open(opts("data"))
-		if err != nil {
-			m.Close()
-			t.Fatal(err)
-		}
-		closed := false
-		cl := func() {
-			if !closed {
-				closed = true
-				m.Close()
-				d.Close()
-			}
-		}
-		t.Cleanup(cl)
-		return m, d, cl
+		return storePair(t, func(which string) (store.Store, error) { return radosstore.Open(opts(which)) })
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -56,25 +57,30 @@ func fileShared(t *testing.T) sharedStores {
 	}
 	return func(t *testing.T) (store.Store, store.Store, func()) {
 		t.Helper()
-		m, err := filestore.Open(filestore.Options{Dir: dir + "/maps"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		d, err := filestore.Open(filestore.Options{Dir: dir + "/data"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		closed := false
-		cl := func() {
-			if !closed {
-				closed = true
-				m.Close()
-				d.Close()
-			}
-		}
-		t.Cleanup(cl)
-		return m, d, cl
+		return storePair(t, func(which string) (store.Store, error) {
+			return filestore.Open(filestore.Options{Dir: dir + "/" + which})
+		})
 	}
+}
+
+// storePair opens a host's "maps" and "data" stores with open, and
+// returns them with a function that closes both (once; also at the end of
+// the test).
+func storePair(t *testing.T, open func(which string) (store.Store, error)) (store.Store, store.Store, func()) {
+	t.Helper()
+	m, err := open("maps")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := open("data")
+	if err != nil {
+		m.Close()
+		t.Fatal(err)
+	}
+	var once sync.Once
+	cl := func() { once.Do(func() { m.Close(); d.Close() }) }
+	t.Cleanup(cl)
+	return m, d, cl
 }
 
 func TestTwoHostModelSharedDirectory(t *testing.T) {
