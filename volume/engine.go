@@ -92,6 +92,11 @@ type Engine struct {
 	// held by owner and is about to wait.
 	onWait   func(name, owner string)
 	maxPages int // cached pages per volume
+	// shared caches, by object name, map pages that a volume read without
+	// its lock reaches and does not own (shared with snapshots and
+	// clones): nothing writes those in place, so they may be kept across
+	// reads (see pager.get).
+	shared sharedPages
 	// confirmEvery and fenceWait: ConfirmEvery and FenceWait (fence.go).
 	confirmEvery, fenceWait time.Duration
 	drain                   func(ctx context.Context, name string)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 
 	"github.com/archipelago-go/archipelago/errs"
 )
@@ -25,9 +26,25 @@ func (pg *pager) get(ctx context.Context, key pageKey, r ref) (*page, error) {
 	if p := cache[key]; p != nil && p.ref == r {
 		return p, nil
 	}
+	// Without the lock, the pages the volume does not own are read once:
+	// they are shared with a snapshot (or were left by an earlier epoch),
+	// and nothing writes them in place, nor reuses their names.
+	var sharedName string
+	if pg.v == nil && !pg.h.owned(r) {
+		if name, err := pageName(pg.h, r, key); err == nil {
+			sharedName = name
+			if p := pg.e.shared.get(name); p != nil && p.pageKey == key {
+				cache[key] = p
+				return p, nil
+			}
+		}
+	}
 	p, err := pg.e.readPage(ctx, pg.h, key, r)
 	if err != nil {
 		return nil, err
+	}
+	if sharedName != "" {
+		pg.e.shared.put(sharedName, p, pg.e.maxPages)
 	}
 	if pg.v != nil {
 		pg.e.repairPage(ctx, pg.v, pg.h, p)
@@ -426,4 +443,37 @@ func (e *Engine) deleteDropped(ctx context.Context, h *header, ds []dropped) {
 	for _, n := range pages {
 		_ = e.maps.Delete(ctx, n)
 	}
+}
+
+// sharedPages is a bounded cache of map pages no reader's volume owns,
+// by object name. Safe for concurrent use.
+type sharedPages struct {
+	mu    sync.Mutex
+	pages map[string]*page
+}
+
+func (c *sharedPages) get(name string) *page {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pages[name]
+}
+
+// put caches p under name, dropping a quarter of the pages (in random
+// order) when max are cached.
+func (c *sharedPages) put(name string, p *page, max int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pages == nil {
+		c.pages = make(map[string]*page)
+	}
+	if len(c.pages) >= max {
+		n := len(c.pages) / 4
+		for k := range c.pages {
+			if n--; n < 0 {
+				break
+			}
+			delete(c.pages, k)
+		}
+	}
+	c.pages[name] = p
 }
