@@ -252,6 +252,15 @@ func (e *Engine) mapWrite(ctx context.Context, ref string, off, n uint64) ([]Seg
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	if !v.held {
+		// Another request found the lock broken meanwhile and dropped
+		// the cache: the map read now is the new holder's, not ours to
+		// write in.
+		if v.fenced {
+			return nil, v.fencedError()
+		}
+		return nil, fmt.Errorf("volume %q: closed on this host meanwhile: %w", name, errs.ErrFenced)
+	}
 	h, err = e.header(ctx, v)
 	if err != nil {
 		return nil, err
