@@ -236,6 +236,13 @@ func (c *Composer) io(ctx context.Context, p *peer.Peer, r *xseg.Request) error 
 			first = fmt.Errorf("mapper answered a zero block for a write at %d: %w", r.Offset()+pos, errs.ErrCorrupt)
 			break
 		}
+		if op == xseg.OpWrite && s.Flags&payload.SegReadOnly != 0 {
+			// An object the volume does not own (shared with a snapshot or
+			// another holder's): writing it in place would change them.
+			first = fmt.Errorf("mapper answered object %q, not writable, for a write at %d: %w", s.Object, r.Offset()+pos, errs.ErrCorrupt)
+			c.cache.invalidate(r.Target())
+			break
+		}
 		sub, err := p.Alloc(0)
 		if err == nil {
 			err = sub.Borrow(r, pos, s.Size)
