@@ -159,3 +159,36 @@ func TestCloseOfInheritedSession(t *testing.T) {
 		t.Fatalf("a stray CLOSE on host-b changed host-a's lock: owner %q", o)
 	}
 }
+
+// TestInheritedLockRetried: the CLOSE of a session an earlier mapperd
+// opened comes while the maps blocker restarts (who holds the lock cannot
+// be read): the lock is given back later, by RetryReleases.
+func TestInheritedLockRetried(t *testing.T) {
+	ctx := context.Background()
+	v := newEnv(t, modelBS)
+	b := engineAs(t, v, "host-b")
+	const vol = "closed-while-blockerm-restarts"
+	if err := v.e.Create(ctx, vol, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	k := SessionKey{Port: 1, PID: 10, Handle: 1}
+	id := openSession(t, b, vol, k, true)
+	if err := writeVol(ctx, b, v.dataStore(), Ref(vol, id), 0, fill('b', 4096)); err != nil {
+		t.Fatal(err)
+	}
+	b2 := engineAs(t, v, "host-b") // mapperd restarted
+	f := v.plan.Inject(faultstore.Rule{Ops: faultstore.OpLock, Object: func(n string) bool { return n == lockName(vol) }, Errno: syscall.EIO})
+	if err := b2.CloseSession(ctx, vol, k); err == nil {
+		t.Fatal("CloseSession succeeded while the lock could not be read")
+	}
+	f.Remove()
+	if o := lockOwner(t, b2, vol); o != "host-b" {
+		t.Fatalf("lock owner %q, want host-b", o)
+	}
+	if err := b2.RetryReleases(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if o := lockOwner(t, b2, vol); o != "" {
+		t.Fatalf("after RetryReleases the lock is held by %q", o)
+	}
+}

@@ -177,6 +177,11 @@ func (e *Engine) adoptInherited(ctx context.Context, v *vol) error {
 	case errors.Is(err, errs.ErrNotFound) || (err == nil && owner != e.owner):
 		return nil
 	case err != nil:
+		// Maybe ours: RetryReleases looks again (and gives it back only
+		// if it names us).
+		v.mu.Lock()
+		v.releaseDue = true
+		v.mu.Unlock()
 		return fmt.Errorf("volume %q: lock owner: %w", v.name, err)
 	}
 	v.mu.Lock()
@@ -396,6 +401,10 @@ func (e *Engine) retryRelease(ctx context.Context, v *vol) error {
 		return nil
 	}
 	v.mu.Unlock()
+	// What was written under the lock is made durable before it goes.
+	if err := e.dataSync.sync(ctx); err != nil {
+		return fmt.Errorf("volume %q: sync before giving its lock back: %w", v.name, err)
+	}
 	err := e.locker.Unlock(context.WithoutCancel(ctx), lockName(v.name), e.owner, false)
 	if err != nil && !errors.Is(err, errs.ErrNotFound) && !errors.Is(err, errs.ErrNotOwner) {
 		return fmt.Errorf("volume %q: give its lock back: %w", v.name, err)
