@@ -86,7 +86,7 @@ func RunLoad(ctx context.Context, c *peer.Client, dst int, op xseg.Op, depth, si
 					}
 				case ctx.Err() != nil:
 					return
-				case errors.Is(err, errs.ErrPeerDied) || errors.Is(err, errs.ErrNoPeer) || errors.Is(err, errs.ErrShutdown):
+				case errs.PeerGone(err):
 					failed.Add(1)
 					issued.Add(^uint64(0)) // to be sent again
 					time.Sleep(2 * time.Millisecond)

@@ -135,3 +135,10 @@ func FromCode(c Code) error {
 	}
 	return fmt.Errorf("unknown error code %d: %w", c, ErrIO)
 }
+
+// PeerGone reports whether err says that the peer a request was for is not
+// there now (nothing bound to its port, died with the request, or
+// stopping): a peer restarting, so the request may be sent again.
+func PeerGone(err error) bool {
+	return errors.Is(err, ErrNoPeer) || errors.Is(err, ErrPeerDied) || errors.Is(err, ErrShutdown)
+}

@@ -82,7 +82,7 @@ func (t transient) Unwrap() error { return t.err }
 
 func retryable(err error) bool {
 	var t transient
-	return errors.As(err, &t) || errors.Is(err, errs.ErrNoPeer) || errors.Is(err, errs.ErrPeerDied) || errors.Is(err, errs.ErrShutdown)
+	return errors.As(err, &t) || errs.PeerGone(err)
 }
 
 // DialRemote joins the segment and opens the volume: a session of it

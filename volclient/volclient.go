@@ -209,7 +209,7 @@ func (v *Volume) Close(ctx context.Context) error {
 	delay := 10 * time.Millisecond
 	for {
 		err := v.c.Do(ctx, Call{Op: xseg.OpClose, Target: v.Name, Payload: &payload.Session{Handle: v.handle}})
-		if err == nil || !(errors.Is(err, errs.ErrNoPeer) || errors.Is(err, errs.ErrPeerDied) || errors.Is(err, errs.ErrShutdown)) {
+		if err == nil || !errs.PeerGone(err) {
 			return err
 		}
 		t := time.NewTimer(delay)
