@@ -19,26 +19,15 @@ func TestReleaseRetried(t *testing.T) {
 		name string
 		rule func(vol string) faultstore.Rule
 	}{
-		{"unlock fails", func(vol string) faultstore.Rule {
-			return faultstore.Rule{Ops: faultstore.OpLock, Object: func(n string) bool { return n == lockName(vol) }, Errno: syscall.EIO}
-		}},
+		{"unlock fails", lockFails},
 		{"sync fails", func(string) faultstore.Rule {
 			return faultstore.Rule{Ops: faultstore.OpSync, Errno: syscall.EIO}
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
-			v := newEnv(t, modelBS)
-			b := engineAs(t, v, "host-b")
 			const vol = "left-while-blockerm-restarts"
-			if err := v.e.Create(ctx, vol, 1<<20); err != nil {
-				t.Fatal(err)
-			}
-			k := SessionKey{Port: 1, PID: 10, Handle: 1}
-			id := openSession(t, b, vol, k, true)
-			if err := writeVol(ctx, b, v.dataStore(), Ref(vol, id), 0, fill('b', 4096)); err != nil {
-				t.Fatal(err)
-			}
+			v, b, k := writtenBySession(t, vol)
 			f := v.plan.Inject(tc.rule(vol))
 			_ = b.CloseSession(ctx, vol, k) // fails or not: the lock is not given back
 			if err := b.RetryReleases(ctx); err == nil {
@@ -71,21 +60,12 @@ func TestReleaseRetried(t *testing.T) {
 // over a writer that took the volume's lock again since.
 func TestReleaseRetryLeavesNewHolders(t *testing.T) {
 	ctx := context.Background()
-	v := newEnv(t, modelBS)
-	b := engineAs(t, v, "host-b")
 	const vol = "written-again"
-	if err := v.e.Create(ctx, vol, 1<<20); err != nil {
-		t.Fatal(err)
-	}
-	k := SessionKey{Port: 1, PID: 10, Handle: 1}
-	id := openSession(t, b, vol, k, true)
-	if err := writeVol(ctx, b, v.dataStore(), Ref(vol, id), 0, fill('b', 4096)); err != nil {
-		t.Fatal(err)
-	}
-	f := v.plan.Inject(faultstore.Rule{Ops: faultstore.OpLock, Object: func(n string) bool { return n == lockName(vol) }, Errno: syscall.EIO})
+	v, b, k := writtenBySession(t, vol)
+	f := v.plan.Inject(lockFails(vol))
 	_ = b.CloseSession(ctx, vol, k)
 	f.Remove()
-	id = openSession(t, b, vol, k, true)
+	id := openSession(t, b, vol, k, true)
 	if err := writeVol(ctx, b, v.dataStore(), Ref(vol, id), 4096, fill('c', 4096)); err != nil {
 		t.Fatal(err)
 	}
@@ -103,17 +83,8 @@ func TestReleaseRetryLeavesNewHolders(t *testing.T) {
 // goes back (after a sync), unless this mapperd uses the volume itself.
 func TestCloseOfInheritedSession(t *testing.T) {
 	ctx := context.Background()
-	v := newEnv(t, modelBS)
-	b := engineAs(t, v, "host-b")
 	const vol = "written-before-a-restart"
-	if err := v.e.Create(ctx, vol, 1<<20); err != nil {
-		t.Fatal(err)
-	}
-	k := SessionKey{Port: 1, PID: 10, Handle: 1}
-	id := openSession(t, b, vol, k, true)
-	if err := writeVol(ctx, b, v.dataStore(), Ref(vol, id), 0, fill('b', 4096)); err != nil {
-		t.Fatal(err)
-	}
+	v, b, k := writtenBySession(t, vol)
 	// mapperd restarts: a new engine of the same owner.
 	b2 := engineAs(t, v, "host-b")
 	if err := b2.CloseSession(ctx, vol, k); err != nil {
@@ -165,19 +136,10 @@ func TestCloseOfInheritedSession(t *testing.T) {
 // be read): the lock is given back later, by RetryReleases.
 func TestInheritedLockRetried(t *testing.T) {
 	ctx := context.Background()
-	v := newEnv(t, modelBS)
-	b := engineAs(t, v, "host-b")
 	const vol = "closed-while-blockerm-restarts"
-	if err := v.e.Create(ctx, vol, 1<<20); err != nil {
-		t.Fatal(err)
-	}
-	k := SessionKey{Port: 1, PID: 10, Handle: 1}
-	id := openSession(t, b, vol, k, true)
-	if err := writeVol(ctx, b, v.dataStore(), Ref(vol, id), 0, fill('b', 4096)); err != nil {
-		t.Fatal(err)
-	}
+	v, _, k := writtenBySession(t, vol)
 	b2 := engineAs(t, v, "host-b") // mapperd restarted
-	f := v.plan.Inject(faultstore.Rule{Ops: faultstore.OpLock, Object: func(n string) bool { return n == lockName(vol) }, Errno: syscall.EIO})
+	f := v.plan.Inject(lockFails(vol))
 	if err := b2.CloseSession(ctx, vol, k); err == nil {
 		t.Fatal("CloseSession succeeded while the lock could not be read")
 	}
@@ -191,4 +153,28 @@ func TestInheritedLockRetried(t *testing.T) {
 	if o := lockOwner(t, b2, vol); o != "" {
 		t.Fatalf("after RetryReleases the lock is held by %q", o)
 	}
+}
+
+// writtenBySession makes volume vol on host-a's engine, and returns the
+// environment, host-b's engine and the key of a session through which
+// host-b wrote 'b' into the first 4 KiB (so host-b holds the lock).
+func writtenBySession(t *testing.T, vol string) (*env, *Engine, SessionKey) {
+	t.Helper()
+	ctx := context.Background()
+	v := newEnv(t, modelBS)
+	b := engineAs(t, v, "host-b")
+	if err := v.e.Create(ctx, vol, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	k := SessionKey{Port: 1, PID: 10, Handle: 1}
+	id := openSession(t, b, vol, k, true)
+	if err := writeVol(ctx, b, v.dataStore(), Ref(vol, id), 0, fill('b', 4096)); err != nil {
+		t.Fatal(err)
+	}
+	return v, b, k
+}
+
+// lockFails fails every call on volume vol's lock with EIO.
+func lockFails(vol string) faultstore.Rule {
+	return faultstore.Rule{Ops: faultstore.OpLock, Object: func(n string) bool { return n == lockName(vol) }, Errno: syscall.EIO}
 }
