@@ -180,9 +180,13 @@ func (m *model) newName() string {
 }
 
 // pick returns a random volume name (writable ones only if rw).
-func (m *model) pick(rw bool) (string, *mvol) {
+func (m *model) pick(rw bool) (string, *mvol) { return pickVol(m.rng, m.vols, rw) }
+
+// pickVol returns a random name of vols, in a reproducible way for rng
+// (writable volumes only if rw); "" if there is none.
+func pickVol(rng *rand.Rand, vols map[string]*mvol, rw bool) (string, *mvol) {
 	var names []string
-	for n, v := range m.vols {
+	for n, v := range vols {
 		if !rw || !v.snap {
 			names = append(names, n)
 		}
@@ -191,8 +195,8 @@ func (m *model) pick(rw bool) (string, *mvol) {
 		return "", nil
 	}
 	slices.Sort(names)
-	n := names[m.rng.IntN(len(names))]
-	return n, m.vols[n]
+	n := names[rng.IntN(len(names))]
+	return n, vols[n]
 }
 
 // block picks a block, often one at an interesting position.

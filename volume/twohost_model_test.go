@@ -232,20 +232,7 @@ func (m *twoModel) refusal(step int, op string, h *host, heldByOther bool, err e
 }
 
 // pick returns a random volume name (writable ones only if rw).
-func (m *twoModel) pick(rw bool) (string, *mvol) {
-	var names []string
-	for n, v := range m.vols {
-		if !rw || !v.snap {
-			names = append(names, n)
-		}
-	}
-	if len(names) == 0 {
-		return "", nil
-	}
-	slices.Sort(names)
-	n := names[m.rng.IntN(len(names))]
-	return n, m.vols[n]
-}
+func (m *twoModel) pick(rw bool) (string, *mvol) { return pickVol(m.rng, m.vols, rw) }
 
 func (m *twoModel) rangeIn(v *mvol, maxLen uint64) (uint64, uint64) {
 	nb := (v.size + modelBS - 1) / modelBS
