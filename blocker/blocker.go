@@ -12,29 +12,29 @@
 //	SYNC      make every write answered so far durable (also FLUSH).
 //	TRUNCATE  set the object's size to Offset.
 //	DELETE    remove the object.
-//	COPY      payload.Copy{Source}: Target becomes a copy of Source.
-//	INFO      answer payload.ObjectInfo{Size}.
-//	ACQUIRE   payload.Lock{Owner} (empty: the blocker's identity): take the
+//	COPY      wire.Copy{Source}: Target becomes a copy of Source.
+//	INFO      answer wire.ObjectInfo{Size}.
+//	ACQUIRE   wire.Lock{Owner} (empty: the blocker's identity): take the
 //	          lock object Target. With NOSYNC try once; otherwise wait until
 //	          it is free (retrying with backoff, and at once when a store
 //	          that announces releases, store.LockWatcher, says so). A
-//	          failure answers ErrLocked and payload.LockReply naming the
+//	          failure answers ErrLocked and wire.LockReply naming the
 //	          holder.
-//	RELEASE   payload.Lock{Owner}: release; FORCE breaks another owner's lock.
-//	HASH      answer payload.Hash: SHA-256 of the object without its
+//	RELEASE   wire.Lock{Owner}: release; FORCE breaks another owner's lock.
+//	HASH      answer wire.Hash: SHA-256 of the object without its
 //	          trailing zeros; the content is also stored under that name,
 //	          durably when HASH answers. The object is hashed in memory:
 //	          one larger than MaxHashSize fails with ErrTooLarge.
-//	LIST      payload.List{Prefix, After}: answer payload.Names, the names
+//	LIST      wire.List{Prefix, After}: answer wire.Names, the names
 //	          after After in byte order, as many as the buffer holds.
-//	LOCKOWNER answer payload.LockReply naming the holder of lock Target
+//	LOCKOWNER answer wire.LockReply naming the holder of lock Target
 //	          (ErrNotFound if it is free).
-//	LOCKWAIT  optional payload.Lock{Owner}: wait until lock Target is free
+//	LOCKWAIT  optional wire.Lock{Owner}: wait until lock Target is free
 //	          (or held by Owner, if the request names one) without taking
 //	          it: answered at once if it is, else when a release is
 //	          announced (store.LockWatcher) or found by polling (as a
 //	          waiting ACQUIRE polls), and in any case after LockWaitMax,
-//	          then with ErrLocked and payload.LockReply naming the holder.
+//	          then with ErrLocked and wire.LockReply naming the holder.
 //	          It is a hint to try ACQUIRE with NOSYNC again, never a
 //	          grant: the lock may be taken by someone else before the
 //	          caller's try. The waiter holds no worker (it counts against
@@ -67,7 +67,7 @@ import (
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/store"
 	"github.com/archipelago-go/archipelago/xseg"
-	"github.com/archipelago-go/archipelago/xseg/payload"
+	"github.com/archipelago-go/archipelago/wire"
 )
 
 // Blocker serves object requests from one store.
@@ -155,7 +155,7 @@ func (b *Blocker) serve(ctx context.Context, p *peer.Peer, r *xseg.Request) erro
 	case xseg.OpDelete:
 		return b.st.Delete(ctx, name)
 	case xseg.OpCopy:
-		var c payload.Copy
+		var c wire.Copy
 		if err := c.Unmarshal(r.Data()); err != nil {
 			return err
 		}
@@ -165,7 +165,7 @@ func (b *Blocker) serve(ctx context.Context, p *peer.Peer, r *xseg.Request) erro
 		if err != nil {
 			return err
 		}
-		return peer.Reply(r, &payload.ObjectInfo{Size: uint64(n)})
+		return peer.Reply(r, &wire.ObjectInfo{Size: uint64(n)})
 	case xseg.OpAcquire:
 		return b.acquire(ctx, p, r, name)
 	case xseg.OpRelease:
@@ -189,7 +189,7 @@ func (b *Blocker) serve(ctx context.Context, p *peer.Peer, r *xseg.Request) erro
 		if err != nil {
 			return err
 		}
-		return peer.Reply(r, &payload.LockReply{Owner: owner})
+		return peer.Reply(r, &wire.LockReply{Owner: owner})
 	case xseg.OpLockWait:
 		return b.lockWait(ctx, p, r, name)
 	}
@@ -214,7 +214,7 @@ func (b *Blocker) owner(r *xseg.Request) (string, error) {
 	if r.Size() == 0 {
 		return b.ident, nil
 	}
-	var l payload.Lock
+	var l wire.Lock
 	if err := l.Unmarshal(r.Data()); err != nil {
 		return "", err
 	}
@@ -237,7 +237,7 @@ func (b *Blocker) acquire(ctx context.Context, p *peer.Peer, r *xseg.Request, na
 		var le *store.LockedError
 		if errors.As(err, &le) && len(r.Buffer()) > 0 {
 			// Tell the caller who holds it; keep the lock error.
-			peer.Reply(r, &payload.LockReply{Owner: le.Owner})
+			peer.Reply(r, &wire.LockReply{Owner: le.Owner})
 		}
 		return err, le != nil
 	}
@@ -332,7 +332,7 @@ func (b *Blocker) lockWait(ctx context.Context, p *peer.Peer, r *xseg.Request, n
 	}
 	var owner string // "" unless the request names one: only free will do
 	if r.Size() > 0 {
-		var l payload.Lock
+		var l wire.Lock
 		if err := l.Unmarshal(r.Data()); err != nil {
 			return err
 		}
@@ -357,7 +357,7 @@ func (b *Blocker) lockWait(ctx context.Context, p *peer.Peer, r *xseg.Request, n
 	held := func() error {
 		err := &store.LockedError{Name: name, Owner: holder}
 		if len(r.Buffer()) > 0 {
-			peer.Reply(r, &payload.LockReply{Owner: holder})
+			peer.Reply(r, &wire.LockReply{Owner: holder})
 		}
 		return err
 	}
@@ -429,7 +429,7 @@ func (b *Blocker) hash(ctx context.Context, r *xseg.Request, name string) error 
 			return err
 		}
 	}
-	return peer.Reply(r, &payload.Hash{Hash: h, Size: uint64(end)})
+	return peer.Reply(r, &wire.Hash{Hash: h, Size: uint64(end)})
 }
 
 // storeAs stores content under a content-addressed name unless it is there.
@@ -449,7 +449,7 @@ func (b *Blocker) storeAs(ctx context.Context, name string, content []byte) erro
 
 // list answers a page of object names, sorted, after l.After.
 func (b *Blocker) list(ctx context.Context, r *xseg.Request) error {
-	var l payload.List
+	var l wire.List
 	if err := l.Unmarshal(r.Data()); err != nil {
 		return err
 	}

@@ -24,7 +24,7 @@ import (
 	"github.com/archipelago-go/archipelago/internal/testbin"
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/xseg"
-	"github.com/archipelago-go/archipelago/xseg/payload"
+	"github.com/archipelago-go/archipelago/wire"
 )
 
 // These tests run filed as a real process, the way `archipelago start`
@@ -104,7 +104,7 @@ type req struct {
 	size   uint64 // bytes to read or write; for WRITE default len(data)
 	flags  xseg.Flags
 	data   []byte          // copied to the buffer (WRITE)
-	p      payload.Payload // encoded into the buffer; Size is its length
+	p      wire.Payload // encoded into the buffer; Size is its length
 }
 
 // reply is a copy of filed's answer, taken before the request went back
@@ -216,7 +216,7 @@ func (f *filed) read(name string, off, n uint64) ([]byte, uint64) {
 func (f *filed) info(name string) uint64 {
 	f.t.Helper()
 	rep := f.ok(req{op: xseg.OpInfo, target: name})
-	var oi payload.ObjectInfo
+	var oi wire.ObjectInfo
 	if err := oi.Unmarshal(rep.data); err != nil {
 		f.t.Fatalf("INFO %q answered %x: %v", name, rep.data, err)
 	}
@@ -225,13 +225,13 @@ func (f *filed) info(name string) uint64 {
 
 func (f *filed) lock(op xseg.Op, name, owner string, flags xseg.Flags) reply {
 	f.t.Helper()
-	return f.do(req{op: op, target: name, flags: flags, p: &payload.Lock{Owner: owner}})
+	return f.do(req{op: op, target: name, flags: flags, p: &wire.Lock{Owner: owner}})
 }
 
 // holder decodes the LockReply of a failed ACQUIRE.
 func holder(t testing.TB, rep reply) string {
 	t.Helper()
-	var lr payload.LockReply
+	var lr wire.LockReply
 	if err := lr.Unmarshal(rep.data); err != nil {
 		t.Fatalf("ACQUIRE failed with %v and a reply of %d bytes that is no LockReply: %v", rep.err, len(rep.data), err)
 	}
@@ -401,7 +401,7 @@ func TestCopy(t *testing.T) {
 	f := startFiled(t, "")
 	src := random(4, 3*mib+17)
 	f.write("src", 0, src)
-	f.ok(req{op: xseg.OpCopy, target: "dst", p: &payload.Copy{Source: "src"}})
+	f.ok(req{op: xseg.OpCopy, target: "dst", p: &wire.Copy{Source: "src"}})
 	if n := f.info("dst"); n != uint64(len(src)) {
 		t.Fatalf("copy has size %d, want %d", n, len(src))
 	}
@@ -414,11 +414,11 @@ func TestCopy(t *testing.T) {
 	// A copy replaces an existing target whole.
 	f.write("small", 0, []byte("tiny"))
 	f.write("big", 0, random(5, 8*kib))
-	f.ok(req{op: xseg.OpCopy, target: "big", p: &payload.Copy{Source: "small"}})
+	f.ok(req{op: xseg.OpCopy, target: "big", p: &wire.Copy{Source: "small"}})
 	if n := f.info("big"); n != 4 {
 		t.Errorf("copy onto a larger object left size %d", n)
 	}
-	f.fails(req{op: xseg.OpCopy, target: "dst2", p: &payload.Copy{Source: "missing"}}, errs.ErrNotFound)
+	f.fails(req{op: xseg.OpCopy, target: "dst2", p: &wire.Copy{Source: "missing"}}, errs.ErrNotFound)
 	f.fails(req{op: xseg.OpInfo, target: "dst2"}, errs.ErrNotFound)
 	// No payload: a malformed request.
 	f.fails(req{op: xseg.OpCopy, target: "dst3"}, errs.ErrInvalid)
@@ -428,11 +428,11 @@ func TestInfo(t *testing.T) {
 	f := startFiled(t, "")
 	f.write("i", 5*kib, []byte{1})
 	rep := f.ok(req{op: xseg.OpInfo, target: "i"})
-	p, err := payload.Decode(rep.data)
+	p, err := wire.Decode(rep.data)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if oi, ok := p.(*payload.ObjectInfo); !ok || oi.Size != 5*kib+1 {
+	if oi, ok := p.(*wire.ObjectInfo); !ok || oi.Size != 5*kib+1 {
 		t.Errorf("INFO answered %#v, want ObjectInfo{Size: %d}", p, 5*kib+1)
 	}
 	if rep.serviced != rep.size {
@@ -475,7 +475,7 @@ func TestLocks(t *testing.T) {
 	// ACQUIRE without NOSYNC waits until the holder releases.
 	waiting := make(chan reply, 1)
 	go func() {
-		rep, err := f.send(context.Background(), req{op: xseg.OpAcquire, target: vol, p: &payload.Lock{Owner: "B"}})
+		rep, err := f.send(context.Background(), req{op: xseg.OpAcquire, target: vol, p: &wire.Lock{Owner: "B"}})
 		if err != nil {
 			rep.err = fmt.Errorf("transport: %w", err)
 		}
@@ -507,7 +507,7 @@ func TestLocks(t *testing.T) {
 	if rep := f.lock(xseg.OpAcquire, vol, "A", xseg.FlagNoSync); rep.err != nil {
 		t.Fatalf("ACQUIRE after a forced release: %v", rep.err)
 	}
-	f.ok(req{op: xseg.OpRelease, target: vol, p: &payload.Lock{Owner: "A"}})
+	f.ok(req{op: xseg.OpRelease, target: vol, p: &wire.Lock{Owner: "A"}})
 	if rep := f.lock(xseg.OpRelease, vol, "A", 0); !errors.Is(rep.err, errs.ErrNotFound) {
 		t.Errorf("RELEASE of a free lock: %v, want ErrNotFound", rep.err)
 	}
@@ -529,7 +529,7 @@ func TestLockOwner(t *testing.T) {
 	if h := holder(t, f.ok(req{op: xseg.OpLockOwner, target: "vol"})); h != "owner-1" {
 		t.Errorf("LOCKOWNER names %q, want owner-1", h)
 	}
-	f.ok(req{op: xseg.OpRelease, target: "vol", p: &payload.Lock{Owner: "owner-1"}})
+	f.ok(req{op: xseg.OpRelease, target: "vol", p: &wire.Lock{Owner: "owner-1"}})
 	f.fails(req{op: xseg.OpLockOwner, target: "vol"}, errs.ErrNotFound)
 }
 
@@ -550,8 +550,8 @@ func TestList(t *testing.T) {
 		t.Helper()
 		after := ""
 		for {
-			rep := f.ok(req{op: xseg.OpList, p: &payload.List{Prefix: prefix, After: after}})
-			var page payload.Names
+			rep := f.ok(req{op: xseg.OpList, p: &wire.List{Prefix: prefix, After: after}})
+			var page wire.Names
 			if err := page.Unmarshal(rep.data); err != nil {
 				t.Fatal(err)
 			}
@@ -654,12 +654,12 @@ func TestHash(t *testing.T) {
 	f.write("h", 6000, b)
 	content := append(append(append([]byte{}, a...), make([]byte, 3000)...), b[:800]...)
 	sum := sha256.Sum256(content)
-	want := payload.Hash{Hash: hex.EncodeToString(sum[:]), Size: uint64(len(content))}
+	want := wire.Hash{Hash: hex.EncodeToString(sum[:]), Size: uint64(len(content))}
 
-	hash := func(name string) payload.Hash {
+	hash := func(name string) wire.Hash {
 		t.Helper()
 		rep := f.ok(req{op: xseg.OpHash, target: name})
-		var h payload.Hash
+		var h wire.Hash
 		if err := h.Unmarshal(rep.data); err != nil {
 			t.Fatalf("HASH %q answered %d bytes that are no Hash: %v", name, len(rep.data), err)
 		}
@@ -902,7 +902,7 @@ func TestWaitingAcquiresHoldNoWorker(t *testing.T) {
 	waiting := make(chan error, 4)
 	for _, owner := range []string{"B", "C", "D", "E"} {
 		go func() {
-			rep, err := f.send(context.Background(), req{op: xseg.OpAcquire, target: vol, p: &payload.Lock{Owner: owner}})
+			rep, err := f.send(context.Background(), req{op: xseg.OpAcquire, target: vol, p: &wire.Lock{Owner: owner}})
 			if err == nil {
 				err = rep.err
 			}
@@ -924,6 +924,6 @@ func TestWaitingAcquiresHoldNoWorker(t *testing.T) {
 		case <-time.After(20 * time.Second):
 			t.Fatalf("waiter %d not answered", i)
 		}
-		f.ok(req{op: xseg.OpRelease, target: vol, flags: xseg.FlagForce, p: &payload.Lock{Owner: "admin"}})
+		f.ok(req{op: xseg.OpRelease, target: vol, flags: xseg.FlagForce, p: &wire.Lock{Owner: "admin"}})
 	}
 }

@@ -13,7 +13,7 @@ import (
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/store/memstore"
 	"github.com/archipelago-go/archipelago/xseg"
-	"github.com/archipelago-go/archipelago/xseg/payload"
+	"github.com/archipelago-go/archipelago/wire"
 )
 
 // The durability rule of the package documentation, checked in process: a
@@ -182,7 +182,7 @@ func TestMetadataDurability(t *testing.T) {
 		done func(t *testing.T, st *memstore.Store) bool
 	}{
 		{"COPY", func(f *filed) {
-			f.ok(req{op: xseg.OpCopy, target: "dst", p: &payload.Copy{Source: "src"}})
+			f.ok(req{op: xseg.OpCopy, target: "dst", p: &wire.Copy{Source: "src"}})
 		}, func(t *testing.T, st *memstore.Store) bool { return content(t, st, "dst") != nil }},
 		{"TRUNCATE", func(f *filed) {
 			f.ok(req{op: xseg.OpTruncate, target: "src", off: 100})
@@ -248,7 +248,7 @@ func TestHashDurability(t *testing.T) {
 		if stored {
 			// The content object exists already, unsynced.
 			rep := ip.ok(req{op: xseg.OpHash, target: "obj"})
-			var h payload.Hash
+			var h wire.Hash
 			if err := h.Unmarshal(rep.data); err != nil {
 				t.Fatal(err)
 			}
@@ -258,7 +258,7 @@ func TestHashDurability(t *testing.T) {
 			ip.ok(req{op: xseg.OpWrite, target: h.Hash, data: data})
 		}
 		rep := ip.ok(req{op: xseg.OpHash, target: "obj"})
-		var h payload.Hash
+		var h wire.Hash
 		if err := h.Unmarshal(rep.data); err != nil {
 			t.Fatal(err)
 		}

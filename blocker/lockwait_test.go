@@ -14,7 +14,7 @@ import (
 	"github.com/archipelago-go/archipelago/store/storetest"
 	"github.com/archipelago-go/archipelago/store/xsegstore"
 	"github.com/archipelago-go/archipelago/xseg"
-	"github.com/archipelago-go/archipelago/xseg/payload"
+	"github.com/archipelago-go/archipelago/wire"
 )
 
 // lockWait sends a LOCKWAIT of lock name (naming owner unless "") and
@@ -24,7 +24,7 @@ func lockWait(f *filed, name, owner string) <-chan reply {
 	go func() {
 		q := req{op: xseg.OpLockWait, target: name}
 		if owner != "" {
-			q.p = &payload.Lock{Owner: owner}
+			q.p = &wire.Lock{Owner: owner}
 		}
 		rep, err := f.send(context.Background(), q)
 		if err != nil {

@@ -11,7 +11,7 @@ import (
 	"github.com/archipelago-go/archipelago/store/memstore"
 	"github.com/archipelago-go/archipelago/store/storetest"
 	"github.com/archipelago-go/archipelago/xseg"
-	"github.com/archipelago-go/archipelago/xseg/payload"
+	"github.com/archipelago-go/archipelago/wire"
 )
 
 // answeredWithin is how long a waiting ACQUIRE may take to be answered
@@ -25,7 +25,7 @@ const answeredWithin = 10 * time.Second
 func waitingAcquire(f *filed, name, owner string) <-chan reply {
 	answer := make(chan reply, 1)
 	go func() {
-		rep, err := f.send(context.Background(), req{op: xseg.OpAcquire, target: name, p: &payload.Lock{Owner: owner}})
+		rep, err := f.send(context.Background(), req{op: xseg.OpAcquire, target: name, p: &wire.Lock{Owner: owner}})
 		if err != nil {
 			rep.err = fmt.Errorf("transport: %w", err)
 		}

@@ -18,7 +18,7 @@ import (
 	"github.com/archipelago-go/archipelago/volclient"
 	"github.com/archipelago-go/archipelago/volume"
 	"github.com/archipelago-go/archipelago/xseg"
-	"github.com/archipelago-go/archipelago/xseg/payload"
+	"github.com/archipelago-go/archipelago/wire"
 )
 
 // vlmcEnv is what every vlmc command shares: the configuration and, once
@@ -62,7 +62,7 @@ func (v *vlmcEnv) close() {
 
 // call sends one request about volume name to vlmcd, with an optional
 // payload; got reads a successful reply.
-func (v *vlmcEnv) call(name string, op xseg.Op, flags xseg.Flags, req payload.Payload, bufLen int, got func(r *xseg.Request) error) error {
+func (v *vlmcEnv) call(name string, op xseg.Op, flags xseg.Flags, req wire.Payload, bufLen int, got func(r *xseg.Request) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), v.timeout)
 	defer cancel()
 	return v.vc.Do(ctx, volclient.Call{Op: op, Target: name, Flags: flags, Payload: req, BufLen: max(bufLen, 1024), Got: got})
@@ -98,7 +98,7 @@ func (v *vlmcEnv) info(name string) (VolumeJSON, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), v.timeout)
 	defer cancel()
 	vi, err := v.vc.Info(ctx, name)
-	return VolumeJSON{Name: name, Size: vi.Size, ReadOnly: vi.Flags&payload.VolReadOnly != 0, Parent: vi.Parent,
+	return VolumeJSON{Name: name, Size: vi.Size, ReadOnly: vi.Flags&wire.VolReadOnly != 0, Parent: vi.Parent,
 		LockOwner: vi.LockOwner, BlockSize: vi.BlockSize, Epoch: vi.Epoch}, err
 }
 
@@ -152,7 +152,7 @@ size, or larger with --size; never smaller). At least one of them is needed.`,
 					return err
 				}
 			}
-			return env.call(args[0], xseg.OpClone, 0, &payload.Clone{Parent: snap, Size: n}, 0, nil)
+			return env.call(args[0], xseg.OpClone, 0, &wire.Clone{Parent: snap, Size: n}, 0, nil)
 		}),
 	}
 	create.Flags().StringVar(&size, "size", "", "size: "+sizes.Help)
@@ -164,7 +164,7 @@ size, or larger with --size; never smaller). At least one of them is needed.`,
 		Example: "  vlmc snapshot vm1-disk vm1-disk-2026-11-25",
 		Args:    cobra.ExactArgs(2),
 		RunE: with(func(cmd *cobra.Command, args []string) error {
-			return env.call(args[0], xseg.OpSnapshot, 0, &payload.Snapshot{Name: args[1]}, 0, nil)
+			return env.call(args[0], xseg.OpSnapshot, 0, &wire.Snapshot{Name: args[1]}, 0, nil)
 		}),
 	}
 	var forceRemove bool
@@ -275,7 +275,7 @@ after a volume of the same name is created.`,
 		Example: "  vlmc rename vm1-disk vm1-old",
 		Args:    cobra.ExactArgs(2),
 		RunE: with(func(cmd *cobra.Command, args []string) error {
-			return env.call(args[0], xseg.OpRename, 0, &payload.Rename{NewName: args[1]}, 0, nil)
+			return env.call(args[0], xseg.OpRename, 0, &wire.Rename{NewName: args[1]}, 0, nil)
 		}),
 	}
 	var forceShrink bool
@@ -292,7 +292,7 @@ after a volume of the same name is created.`,
 			if err != nil {
 				return err
 			}
-			return env.call(args[0], xseg.OpTruncate, 0, &payload.Resize{Size: n, Force: forceShrink}, 0, nil)
+			return env.call(args[0], xseg.OpTruncate, 0, &wire.Resize{Size: n, Force: forceShrink}, 0, nil)
 		}),
 	}
 	resize.Flags().StringVar(&size, "size", "", "new size: "+sizes.Help)

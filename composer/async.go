@@ -9,7 +9,7 @@ import (
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/xseg"
-	"github.com/archipelago-go/archipelago/xseg/payload"
+	"github.com/archipelago-go/archipelago/wire"
 )
 
 var _ peer.AsyncHandler = (*Composer)(nil)
@@ -56,7 +56,7 @@ func (c *Composer) ServeAsync(p *peer.Peer, r *xseg.Request) bool {
 	for _, s := range segs {
 		pos := at
 		at += s.Size
-		if s.Flags&payload.SegZero != 0 {
+		if s.Flags&wire.PieceZero != 0 {
 			continue // only reads see cached zero blocks
 		}
 		sub, err := p.Alloc(0)
@@ -85,7 +85,7 @@ func (c *Composer) ServeAsync(p *peer.Peer, r *xseg.Request) bool {
 	at = 0
 	buf := r.Buffer()
 	for _, s := range segs {
-		if s.Flags&payload.SegZero != 0 {
+		if s.Flags&wire.PieceZero != 0 {
 			clear(buf[at : at+s.Size])
 		}
 		at += s.Size

@@ -8,10 +8,10 @@ import (
 	"github.com/archipelago-go/archipelago/peer"
 	engine "github.com/archipelago-go/archipelago/volume"
 	"github.com/archipelago-go/archipelago/xseg"
-	"github.com/archipelago-go/archipelago/xseg/payload"
+	"github.com/archipelago-go/archipelago/wire"
 )
 
-// The mapping cache: when the mapper answers with SegCacheable (it holds
+// The mapping cache: when the mapper answers with PieceCacheable (it holds
 // the volume's lock, so nobody else changes the map), vlmcd keeps which
 // object holds each block and whether it may be written in place, and
 // serves later reads and writes of those blocks without asking the mapper.
@@ -82,10 +82,10 @@ func (m *mapCache) invalidate(target string) {
 	}
 }
 
-// lookup returns the segments of [off, off+n) if every block is cached
+// lookup returns the pieces of [off, off+n) if every block is cached
 // (and, for a write, writable in place), and the generation to store a
 // fresh answer under otherwise.
-func (m *mapCache) lookup(name string, off, n uint64, write bool) ([]payload.MapSegment, uint64, uint64) {
+func (m *mapCache) lookup(name string, off, n uint64, write bool) ([]wire.MapPiece, uint64, uint64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	v := m.vol(name)
@@ -96,7 +96,7 @@ func (m *mapCache) lookup(name string, off, n uint64, write bool) ([]payload.Map
 	if !time.Now().Before(v.until) {
 		return nil, v.gen, bs
 	}
-	var segs []payload.MapSegment
+	var segs []wire.MapPiece
 	for pos := off; pos < off+n; {
 		b := pos / bs
 		e, ok := v.blocks[b]
@@ -104,9 +104,9 @@ func (m *mapCache) lookup(name string, off, n uint64, write bool) ([]payload.Map
 			return nil, v.gen, bs
 		}
 		end := min((b+1)*bs, off+n)
-		s := payload.MapSegment{Object: e.object, Offset: pos - b*bs, Size: end - pos}
+		s := wire.MapPiece{Object: e.object, Offset: pos - b*bs, Size: end - pos}
 		if e.zero {
-			s = payload.MapSegment{Size: end - pos, Flags: payload.SegZero}
+			s = wire.MapPiece{Size: end - pos, Flags: wire.PieceZero}
 		}
 		segs = append(segs, s)
 		pos = end
@@ -117,9 +117,9 @@ func (m *mapCache) lookup(name string, off, n uint64, write bool) ([]payload.Map
 // store keeps the mapper's answer for [off, ...) if it is cacheable and
 // nothing invalidated the volume since gen; asked is when the request was
 // sent, the start of the entries' lease.
-func (m *mapCache) store(name string, gen, bs, off uint64, segs []payload.MapSegment, asked time.Time) {
+func (m *mapCache) store(name string, gen, bs, off uint64, segs []wire.MapPiece, asked time.Time) {
 	for _, s := range segs {
-		if s.Flags&payload.SegCacheable == 0 {
+		if s.Flags&wire.PieceCacheable == 0 {
 			return
 		}
 	}
@@ -140,8 +140,8 @@ func (m *mapCache) store(name string, gen, bs, off uint64, segs []payload.MapSeg
 	for _, s := range segs {
 		for p := pos; p < pos+s.Size; p = (p/bs + 1) * bs {
 			e := cachedBlock{zero: true}
-			if s.Flags&payload.SegZero == 0 {
-				e = cachedBlock{object: s.Object, writable: s.Flags&payload.SegReadOnly == 0}
+			if s.Flags&wire.PieceZero == 0 {
+				e = cachedBlock{object: s.Object, writable: s.Flags&wire.PieceReadOnly == 0}
 			}
 			v.blocks[p/bs] = e
 		}
@@ -165,7 +165,7 @@ func (c *Composer) blockSize(ctx context.Context, p *peer.Peer, name string) uin
 		return 0
 	}
 	defer p.Put(rep)
-	var vi payload.VolumeInfo
+	var vi wire.VolumeInfo
 	if rep.Err() != nil || vi.Unmarshal(rep.Data()) != nil {
 		return 0
 	}

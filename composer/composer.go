@@ -33,7 +33,7 @@ import (
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/xseg"
-	"github.com/archipelago-go/archipelago/xseg/payload"
+	"github.com/archipelago-go/archipelago/wire"
 )
 
 // Composer is vlmcd's request handler.
@@ -141,12 +141,12 @@ func (c *Composer) Serve(ctx context.Context, p *peer.Peer, r *xseg.Request) err
 // needs more answers ErrNoSpace and the composer asks again with room for
 // 4 KiB blocks.
 func mapReplySize(n uint64, minBlock uint64) int {
-	const perSeg = 2 + payload.MaxNameLen + 8 + 8 + 4
+	const perSeg = 2 + wire.MaxNameLen + 8 + 8 + 4
 	return int(64 + (n/minBlock+2)*perSeg)
 }
 
 // mapRange asks the mapper for the segments covering [off, off+n).
-func (c *Composer) mapRange(ctx context.Context, p *peer.Peer, op xseg.Op, name string, off, n uint64) ([]payload.MapSegment, error) {
+func (c *Composer) mapRange(ctx context.Context, p *peer.Peer, op xseg.Op, name string, off, n uint64) ([]wire.MapPiece, error) {
 	for _, minBlock := range []uint64{64 << 10, 4 << 10} {
 		r, err := p.Alloc(mapReplySize(n, minBlock))
 		if err != nil {
@@ -163,7 +163,7 @@ func (c *Composer) mapRange(ctx context.Context, p *peer.Peer, op xseg.Op, name 
 		if err != nil {
 			return nil, err
 		}
-		var mr payload.MapReply
+		var mr wire.MapReply
 		err = rep.Err()
 		if err == nil {
 			err = mr.Unmarshal(rep.Data())
@@ -176,13 +176,13 @@ func (c *Composer) mapRange(ctx context.Context, p *peer.Peer, op xseg.Op, name 
 			return nil, err
 		}
 		var sum uint64
-		for _, s := range mr.Segments {
+		for _, s := range mr.Pieces {
 			sum += s.Size
 		}
 		if sum != n {
 			return nil, fmt.Errorf("mapper mapped %d of %d bytes: %w", sum, n, errs.ErrCorrupt)
 		}
-		return mr.Segments, nil
+		return mr.Pieces, nil
 	}
 	return nil, fmt.Errorf("map reply for %d bytes does not fit: %w", n, errs.ErrNoSpace)
 }
@@ -228,7 +228,7 @@ func (c *Composer) io(ctx context.Context, p *peer.Peer, r *xseg.Request) error 
 	for _, s := range segs {
 		pos := at
 		at += s.Size
-		if s.Flags&payload.SegZero != 0 {
+		if s.Flags&wire.PieceZero != 0 {
 			if op == xseg.OpRead {
 				clear(buf[pos : pos+s.Size])
 				continue
@@ -236,7 +236,7 @@ func (c *Composer) io(ctx context.Context, p *peer.Peer, r *xseg.Request) error 
 			first = fmt.Errorf("mapper answered a zero block for a write at %d: %w", r.Offset()+pos, errs.ErrCorrupt)
 			break
 		}
-		if op == xseg.OpWrite && s.Flags&payload.SegReadOnly != 0 {
+		if op == xseg.OpWrite && s.Flags&wire.PieceReadOnly != 0 {
 			// An object the volume does not own (shared with a snapshot or
 			// another holder's): writing it in place would change them.
 			first = fmt.Errorf("mapper answered object %q, not writable, for a write at %d: %w", s.Object, r.Offset()+pos, errs.ErrCorrupt)

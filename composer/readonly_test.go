@@ -14,7 +14,7 @@ import (
 	"github.com/archipelago-go/archipelago/internal/testbin"
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/xseg"
-	"github.com/archipelago-go/archipelago/xseg/payload"
+	"github.com/archipelago-go/archipelago/wire"
 )
 
 // TestWriteRefusesReadOnlySegment: vlmcd never writes in place into an
@@ -36,10 +36,10 @@ func TestWriteRefusesReadOnlySegment(t *testing.T) {
 	start(2, peer.HandlerFunc(func(_ context.Context, _ *peer.Peer, r *xseg.Request) error { // the mapper
 		switch r.Op() {
 		case xseg.OpInfo:
-			return peer.Reply(r, &payload.VolumeInfo{Size: 1 << 20, BlockSize: 1 << 20})
+			return peer.Reply(r, &wire.VolumeInfo{Size: 1 << 20, BlockSize: 1 << 20})
 		case xseg.OpMapW, xseg.OpMapR:
-			return peer.Reply(r, &payload.MapReply{Segments: []payload.MapSegment{
-				{Object: "shared-object", Offset: r.Offset(), Size: r.Size(), Flags: payload.SegReadOnly},
+			return peer.Reply(r, &wire.MapReply{Pieces: []wire.MapPiece{
+				{Object: "shared-object", Offset: r.Offset(), Size: r.Size(), Flags: wire.PieceReadOnly},
 			}})
 		}
 		return nil

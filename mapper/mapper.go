@@ -4,18 +4,18 @@
 //
 // # Operations (target: the volume)
 //
-//	MAPR, MAPW  Offset, Size -> payload.MapReply (MAPW copies on write first)
-//	CLONE       payload.Clone: Parent "" creates a blank volume of Size
-//	SNAPSHOT    payload.Snapshot{Name}
+//	MAPR, MAPW  Offset, Size -> wire.MapReply (MAPW copies on write first)
+//	CLONE       wire.Clone: Parent "" creates a blank volume of Size
+//	SNAPSHOT    wire.Snapshot{Name}
 //	DELETE      remove the volume (refused while sessions are open here)
-//	RENAME      payload.Rename{NewName}
-//	TRUNCATE    payload.Resize{Size, Force}
-//	INFO        -> payload.VolumeInfo
-//	LIST        payload.List{Prefix, After} -> payload.Names (volumes)
+//	RENAME      wire.Rename{NewName}
+//	TRUNCATE    wire.Resize{Size, Force}
+//	INFO        -> wire.VolumeInfo
+//	LIST        wire.List{Prefix, After} -> wire.Names (volumes)
 //	TRIM        whole blocks of Offset, Size become zero blocks
-//	ALLOCATED   Offset, Size -> payload.Extents, the ranges not zero blocks
+//	ALLOCATED   Offset, Size -> wire.Extents, the ranges not zero blocks
 //	OPEN, CLOSE take and release the volume's lock for this host; with a
-//	            payload.Session they open and end a block endpoint's
+//	            wire.Session they open and end a block endpoint's
 //	            session (OPEN answers the volume's incarnation id; CLOSE
 //	            with SessionGone: its client left)
 //	DELETE      (FORCE: even if sessions are open on this host)
@@ -27,7 +27,7 @@
 //	PING        answered at once
 //
 // A request that fails because another host holds the lock carries a
-// payload.LockReply naming the holder.
+// wire.LockReply naming the holder.
 //
 // # Sessions
 //
@@ -56,7 +56,7 @@ import (
 	"github.com/archipelago-go/archipelago/store/xsegstore"
 	"github.com/archipelago-go/archipelago/volume"
 	"github.com/archipelago-go/archipelago/xseg"
-	"github.com/archipelago-go/archipelago/xseg/payload"
+	"github.com/archipelago-go/archipelago/wire"
 )
 
 // Mapper is mapperd's request handler.
@@ -121,7 +121,7 @@ func (m *Mapper) serve(ctx context.Context, e *volume.Engine, r *xseg.Request) e
 	case xseg.OpPing:
 		return nil
 	case xseg.OpMapR, xseg.OpMapW:
-		var segs []volume.Segment
+		var segs []volume.Piece
 		var err error
 		if r.Op() == xseg.OpMapR {
 			segs, err = e.MapRead(ctx, name, r.Offset(), r.Size())
@@ -133,23 +133,23 @@ func (m *Mapper) serve(ctx context.Context, e *volume.Engine, r *xseg.Request) e
 		}
 		var cache uint32
 		if e.Held(volume.SplitRefName(name)) {
-			cache = payload.SegCacheable
+			cache = wire.PieceCacheable
 			m.holder(r.Src())
 		}
-		mr := payload.MapReply{Segments: make([]payload.MapSegment, len(segs))}
+		mr := wire.MapReply{Pieces: make([]wire.MapPiece, len(segs))}
 		for i, s := range segs {
-			ms := payload.MapSegment{Object: s.Object, Offset: s.Offset, Size: s.Size, Flags: cache}
+			ms := wire.MapPiece{Object: s.Object, Offset: s.Offset, Size: s.Size, Flags: cache}
 			if s.Zero {
-				ms.Flags |= payload.SegZero
+				ms.Flags |= wire.PieceZero
 			}
 			if s.ReadOnly {
-				ms.Flags |= payload.SegReadOnly
+				ms.Flags |= wire.PieceReadOnly
 			}
-			mr.Segments[i] = ms
+			mr.Pieces[i] = ms
 		}
 		return peer.Reply(r, &mr)
 	case xseg.OpClone:
-		var c payload.Clone
+		var c wire.Clone
 		if err := c.Unmarshal(r.Data()); err != nil {
 			return err
 		}
@@ -158,7 +158,7 @@ func (m *Mapper) serve(ctx context.Context, e *volume.Engine, r *xseg.Request) e
 		}
 		return e.Clone(ctx, c.Parent, name, c.Size)
 	case xseg.OpSnapshot:
-		var s payload.Snapshot
+		var s wire.Snapshot
 		if err := s.Unmarshal(r.Data()); err != nil {
 			return err
 		}
@@ -170,14 +170,14 @@ func (m *Mapper) serve(ctx context.Context, e *volume.Engine, r *xseg.Request) e
 		}
 		return e.Remove(ctx, name)
 	case xseg.OpRename:
-		var rn payload.Rename
+		var rn wire.Rename
 		if err := rn.Unmarshal(r.Data()); err != nil {
 			return err
 		}
 		m.reap(ctx)
 		return e.Rename(ctx, name, rn.NewName)
 	case xseg.OpTruncate:
-		var rs payload.Resize
+		var rs wire.Resize
 		if err := rs.Unmarshal(r.Data()); err != nil {
 			return err
 		}
@@ -187,13 +187,13 @@ func (m *Mapper) serve(ctx context.Context, e *volume.Engine, r *xseg.Request) e
 		if err != nil {
 			return err
 		}
-		vi := payload.VolumeInfo{Size: in.Size, BlockSize: in.BlockSize, Epoch: in.Epoch, Parent: in.Parent, LockOwner: in.LockOwner}
+		vi := wire.VolumeInfo{Size: in.Size, BlockSize: in.BlockSize, Epoch: in.Epoch, Parent: in.Parent, LockOwner: in.LockOwner}
 		if in.ReadOnly {
-			vi.Flags |= payload.VolReadOnly | payload.VolSnapshot
+			vi.Flags |= wire.VolReadOnly | wire.VolSnapshot
 		}
 		return peer.Reply(r, &vi)
 	case xseg.OpList:
-		var l payload.List
+		var l wire.List
 		if err := l.Unmarshal(r.Data()); err != nil {
 			return err
 		}
@@ -216,9 +216,9 @@ func (m *Mapper) serve(ctx context.Context, e *volume.Engine, r *xseg.Request) e
 		if err != nil {
 			return err
 		}
-		pe := payload.Extents{Extents: make([]payload.Extent, len(ext))}
+		pe := wire.Extents{Extents: make([]wire.Extent, len(ext))}
 		for i, x := range ext {
-			pe.Extents[i] = payload.Extent{Offset: x.Offset, Size: x.Size}
+			pe.Extents[i] = wire.Extent{Offset: x.Offset, Size: x.Size}
 		}
 		return peer.Reply(r, &pe)
 	case xseg.OpOpen:
@@ -242,14 +242,14 @@ func (m *Mapper) serve(ctx context.Context, e *volume.Engine, r *xseg.Request) e
 }
 
 // sessionKey keys the session s announced in request r.
-func (m *Mapper) sessionKey(r *xseg.Request, s *payload.Session) volume.SessionKey {
+func (m *Mapper) sessionKey(r *xseg.Request, s *wire.Session) volume.SessionKey {
 	pid, _ := m.p.Segment().Owner(r.Src())
 	return volume.SessionKey{Port: r.Src(), PID: pid, Handle: s.Handle}
 }
 
-// openSession serves OPEN with a payload.Session.
+// openSession serves OPEN with a wire.Session.
 func (m *Mapper) openSession(ctx context.Context, e *volume.Engine, r *xseg.Request) error {
-	var s payload.Session
+	var s wire.Session
 	if err := s.Unmarshal(r.Data()); err != nil {
 		return err
 	}
@@ -258,21 +258,21 @@ func (m *Mapper) openSession(ctx context.Context, e *volume.Engine, r *xseg.Requ
 		return fmt.Errorf("session of port %d, which nobody binds: %w", r.Src(), errs.ErrNoPeer)
 	}
 	m.reapOnce.Do(func() { go m.reaper() })
-	id, err := e.OpenSession(ctx, r.Target(), key, s.Flags&payload.SessionWrite != 0)
+	id, err := e.OpenSession(ctx, r.Target(), key, s.Flags&wire.SessionWrite != 0)
 	if err != nil {
 		return err
 	}
-	return peer.Reply(r, &payload.Session{Handle: s.Handle, Flags: s.Flags &^ payload.SessionGone, ID: id})
+	return peer.Reply(r, &wire.Session{Handle: s.Handle, Flags: s.Flags &^ wire.SessionGone, ID: id})
 }
 
-// closeSession serves CLOSE with a payload.Session.
+// closeSession serves CLOSE with a wire.Session.
 func (m *Mapper) closeSession(ctx context.Context, e *volume.Engine, r *xseg.Request) error {
-	var s payload.Session
+	var s wire.Session
 	if err := s.Unmarshal(r.Data()); err != nil {
 		return err
 	}
 	key := m.sessionKey(r, &s)
-	if s.Flags&payload.SessionGone != 0 {
+	if s.Flags&wire.SessionGone != 0 {
 		return e.SessionGone(ctx, r.Target(), key)
 	}
 	return e.CloseSession(ctx, r.Target(), key)
@@ -364,9 +364,9 @@ func (m *Mapper) drainAt(ctx context.Context, port int, name string) error {
 	return peer.ReplyErr(rep)
 }
 
-// isSession tells an OPEN or CLOSE of a session (a payload.Session) from
+// isSession tells an OPEN or CLOSE of a session (a wire.Session) from
 // the explicit one of a tool (no payload).
 func isSession(r *xseg.Request) bool {
-	k, err := payload.PeekKind(r.Data())
-	return err == nil && k == payload.KindSession
+	k, err := wire.PeekKind(r.Data())
+	return err == nil && k == wire.KindSession
 }

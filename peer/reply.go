@@ -7,12 +7,12 @@ import (
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/store"
 	"github.com/archipelago-go/archipelago/xseg"
-	"github.com/archipelago-go/archipelago/xseg/payload"
+	"github.com/archipelago-go/archipelago/wire"
 )
 
 // Reply encodes v into r's buffer as its answer (Size and Serviced become
 // the payload's length).
-func Reply(r *xseg.Request, v payload.Payload) error {
+func Reply(r *xseg.Request, v wire.Payload) error {
 	n, err := v.MarshalTo(r.Buffer())
 	if err != nil {
 		return fmt.Errorf("reply of %d bytes in a %d-byte buffer: %w", v.EncodedSize(), len(r.Buffer()), err)
@@ -22,13 +22,13 @@ func Reply(r *xseg.Request, v payload.Payload) error {
 	return nil
 }
 
-// ReplyLockOwner puts a payload.LockReply naming the holder into r when
+// ReplyLockOwner puts a wire.LockReply naming the holder into r when
 // err says a lock is held by another owner, so that the submitter can say
 // who holds it. Other errors leave r as it is.
 func ReplyLockOwner(r *xseg.Request, err error) {
 	var le *store.LockedError
 	if errors.As(err, &le) {
-		Reply(r, &payload.LockReply{Owner: le.Owner})
+		Reply(r, &wire.LockReply{Owner: le.Owner})
 	}
 }
 
@@ -39,18 +39,18 @@ func ReplyErrorText(r *xseg.Request, err error) {
 	if op := r.Op(); op == xseg.OpRead || op == xseg.OpWrite {
 		return
 	}
-	if k, _ := payload.PeekKind(r.Data()); k == payload.KindLockReply {
+	if k, _ := wire.PeekKind(r.Data()); k == wire.KindLockReply {
 		return
 	}
 	msg := err.Error()
-	room := len(r.Buffer()) - (&payload.ErrorText{}).EncodedSize()
+	room := len(r.Buffer()) - (&wire.ErrorText{}).EncodedSize()
 	if room <= 0 {
 		return
 	}
-	if len(msg) > min(room, payload.MaxErrorLen) {
-		msg = msg[:min(room, payload.MaxErrorLen)]
+	if len(msg) > min(room, wire.MaxErrorLen) {
+		msg = msg[:min(room, wire.MaxErrorLen)]
 	}
-	Reply(r, &payload.ErrorText{Message: msg})
+	Reply(r, &wire.ErrorText{Message: msg})
 }
 
 // RemoteError is the error of a failed reply: the server's message (when
@@ -70,7 +70,7 @@ func ReplyErr(r *xseg.Request) error {
 	if err == nil {
 		return nil
 	}
-	var et payload.ErrorText
+	var et wire.ErrorText
 	if et.Unmarshal(r.Data()) == nil && et.Message != "" {
 		return &RemoteError{Msg: et.Message, Err: err}
 	}
@@ -82,7 +82,7 @@ func LockOwnerOf(r *xseg.Request) string {
 	if !errors.Is(r.Err(), errs.ErrLocked) {
 		return ""
 	}
-	var lr payload.LockReply
+	var lr wire.LockReply
 	if lr.Unmarshal(r.Data()) != nil {
 		return ""
 	}
@@ -92,8 +92,8 @@ func LockOwnerOf(r *xseg.Request) string {
 // ReplyNames answers a LIST with the first page of sorted names that fits
 // r's buffer; More says whether names were left out.
 func ReplyNames(r *xseg.Request, names []string) error {
-	out := payload.Names{}
-	room := len(r.Buffer()) - (&payload.Names{}).EncodedSize()
+	out := wire.Names{}
+	room := len(r.Buffer()) - (&wire.Names{}).EncodedSize()
 	for i, n := range names {
 		need := 2 + len(n)
 		if need > room {

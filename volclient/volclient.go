@@ -15,7 +15,7 @@ import (
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/xseg"
-	"github.com/archipelago-go/archipelago/xseg/payload"
+	"github.com/archipelago-go/archipelago/wire"
 )
 
 // MaxIO is the largest READ or WRITE one request carries; larger calls are
@@ -53,7 +53,7 @@ type Call struct {
 	Flags   xseg.Flags
 	Offset  uint64
 	Size    uint64          // for READ/WRITE; else the payload's length
-	Payload payload.Payload // encoded into the buffer, if set
+	Payload wire.Payload // encoded into the buffer, if set
 	BufLen  int             // buffer size (at least the payload's)
 	Fill    func(r *xseg.Request)
 	Got     func(r *xseg.Request) error
@@ -131,8 +131,8 @@ func (c *Client) do(ctx context.Context, r *xseg.Request, k Call, put bool) erro
 }
 
 // Info returns a volume's info.
-func (c *Client) Info(ctx context.Context, name string) (payload.VolumeInfo, error) {
-	var vi payload.VolumeInfo
+func (c *Client) Info(ctx context.Context, name string) (wire.VolumeInfo, error) {
+	var vi wire.VolumeInfo
 	err := c.Do(ctx, Call{Op: xseg.OpInfo, Target: name, BufLen: 4096, Got: func(r *xseg.Request) error {
 		return vi.Unmarshal(r.Data())
 	}})
@@ -144,8 +144,8 @@ func (c *Client) List(ctx context.Context) ([]string, error) {
 	var names []string
 	after := ""
 	for {
-		var page payload.Names
-		err := c.Do(ctx, Call{Op: xseg.OpList, Payload: &payload.List{After: after}, BufLen: 64 << 10, Got: func(r *xseg.Request) error {
+		var page wire.Names
+		err := c.Do(ctx, Call{Op: xseg.OpList, Payload: &wire.List{After: after}, BufLen: 64 << 10, Got: func(r *xseg.Request) error {
 			return page.Unmarshal(r.Data())
 		}})
 		if err != nil {
@@ -184,8 +184,8 @@ var handles atomic.Uint64
 // last of them closes), until Close or until this process dies.
 func (c *Client) Open(ctx context.Context, name string) (*Volume, error) {
 	h := handles.Add(1)
-	var s payload.Session
-	err := c.Do(ctx, Call{Op: xseg.OpOpen, Target: name, Payload: &payload.Session{Handle: h, Flags: payload.SessionWrite},
+	var s wire.Session
+	err := c.Do(ctx, Call{Op: xseg.OpOpen, Target: name, Payload: &wire.Session{Handle: h, Flags: wire.SessionWrite},
 		BufLen: 512, Got: func(r *xseg.Request) error { return s.Unmarshal(r.Data()) }})
 	if err != nil {
 		return nil, err
@@ -196,7 +196,7 @@ func (c *Client) Open(ctx context.Context, name string) (*Volume, error) {
 		v.Close(context.WithoutCancel(ctx))
 		return nil, err
 	}
-	v.Size, v.ReadOnly = vi.Size, vi.Flags&payload.VolReadOnly != 0
+	v.Size, v.ReadOnly = vi.Size, vi.Flags&wire.VolReadOnly != 0
 	return v, nil
 }
 
@@ -208,7 +208,7 @@ func (c *Client) Open(ctx context.Context, name string) (*Volume, error) {
 func (v *Volume) Close(ctx context.Context) error {
 	delay := 10 * time.Millisecond
 	for {
-		err := v.c.Do(ctx, Call{Op: xseg.OpClose, Target: v.Name, Payload: &payload.Session{Handle: v.handle}})
+		err := v.c.Do(ctx, Call{Op: xseg.OpClose, Target: v.Name, Payload: &wire.Session{Handle: v.handle}})
 		if err == nil || !errs.PeerGone(err) {
 			return err
 		}
@@ -229,7 +229,7 @@ func (v *Volume) Close(ctx context.Context) error {
 // still follow when the requests are done.
 func (v *Volume) Gone(ctx context.Context) {
 	v.gone.Do(func() {
-		_ = v.c.Do(ctx, Call{Op: xseg.OpClose, Target: v.Name, Payload: &payload.Session{Handle: v.handle, Flags: payload.SessionGone}})
+		_ = v.c.Do(ctx, Call{Op: xseg.OpClose, Target: v.Name, Payload: &wire.Session{Handle: v.handle, Flags: wire.SessionGone}})
 	})
 }
 
@@ -295,8 +295,8 @@ func (v *Volume) Trim(ctx context.Context, off, n uint64) error {
 }
 
 // Allocated returns the allocated ranges of [off, off+n), in order.
-func (v *Volume) Allocated(ctx context.Context, off, n uint64) ([]payload.Extent, error) {
-	var out payload.Extents
+func (v *Volume) Allocated(ctx context.Context, off, n uint64) ([]wire.Extent, error) {
+	var out wire.Extents
 	// One extent per block at worst; ask for a range a reply can describe.
 	err := v.c.Do(ctx, Call{Op: xseg.OpAllocated, Target: v.target, Offset: off, Size: n, BufLen: 256 << 10,
 		Got: func(r *xseg.Request) error { return out.Unmarshal(r.Data()) }})

@@ -23,7 +23,7 @@
 // range writable first (copying a shared object, or naming a new one for a
 // zero block) and returns once the map change is durable; Trim turns whole
 // blocks back into zero blocks; Allocated tells which ranges are not zero
-// blocks. A segment MapWrite returned may name an object that does not
+// blocks. A piece MapWrite returned may name an object that does not
 // exist until its data is written: readers treat a missing object as zeros.
 //
 // # Locks

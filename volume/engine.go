@@ -43,11 +43,11 @@ type Options struct {
 	Drain func(ctx context.Context, name string)
 }
 
-// Segment is one piece of a mapped range: Size bytes at Offset of Object.
-// A Zero segment has no object and reads as zeros (consecutive zero blocks
-// form one segment, with Offset 0). ReadOnly means a write would need
-// copy-on-write first (always so for zero segments and snapshots).
-type Segment struct {
+// Piece is one piece of a mapped range: Size bytes at Offset of Object.
+// A Zero piece has no object and reads as zeros (consecutive zero blocks
+// form one piece, with Offset 0). ReadOnly means a write would need
+// copy-on-write first (always so for zero pieces and snapshots).
+type Piece struct {
 	Object       string
 	Offset, Size uint64
 	Zero         bool

@@ -44,7 +44,7 @@ import (
 const ConfirmEvery = 500 * time.Millisecond
 
 // MappingLease is how long a volume composer may use a mapping the mapper
-// gave as cacheable (payload.SegCacheable), counted from when it asked.
+// gave as cacheable (wire.PieceCacheable), counted from when it asked.
 const MappingLease = 500 * time.Millisecond
 
 // FenceWait is how long Unlock(force) holds the broken lock before it

@@ -132,7 +132,7 @@ func (g *golden) run(cmd string) string {
 		}
 		return "ok"
 	}
-	segs := func(ss []Segment, err error) string {
+	segs := func(ss []Piece, err error) string {
 		if err != nil {
 			return res(err)
 		}

@@ -41,11 +41,11 @@ func (e *Engine) drop(ctx context.Context, v *vol) {
 	}
 }
 
-// segments maps [off, off+n) through pg.
-func segments(ctx context.Context, pg *pager, off, n uint64) ([]Segment, error) {
+// pieces maps [off, off+n) through pg.
+func pieces(ctx context.Context, pg *pager, off, n uint64) ([]Piece, error) {
 	h := pg.h
 	bs := uint64(h.blockSize)
-	var segs []Segment
+	var segs []Piece
 	for pos, end := off, off+n; pos < end; {
 		b, in := pos/bs, pos%bs
 		sz := min(bs-in, end-pos)
@@ -57,14 +57,14 @@ func segments(ctx context.Context, pg *pager, off, n uint64) ([]Segment, error) 
 			if k := len(segs) - 1; k >= 0 && segs[k].Zero {
 				segs[k].Size += sz
 			} else {
-				segs = append(segs, Segment{Size: sz, Zero: true, ReadOnly: true})
+				segs = append(segs, Piece{Size: sz, Zero: true, ReadOnly: true})
 			}
 		} else {
 			name, err := dataName(h, ent.ref, b)
 			if err != nil {
 				return nil, err
 			}
-			segs = append(segs, Segment{Object: name, Offset: in, Size: sz, ReadOnly: !h.owned(ent.ref)})
+			segs = append(segs, Piece{Object: name, Offset: in, Size: sz, ReadOnly: !h.owned(ent.ref)})
 		}
 		pos += sz
 	}
@@ -117,17 +117,17 @@ func (e *Engine) readView(ctx context.Context, ref string, fn func(pg *pager) er
 // Ref) to object ranges, in order. It never takes the volume's lock: if
 // the engine holds it the cached map answers, else header and pages are
 // read from storage and nothing is cached.
-// A segment may name an object that does not exist yet (a block mapped
+// A piece may name an object that does not exist yet (a block mapped
 // for writing whose data was never written): read it as zeros.
-func (e *Engine) MapRead(ctx context.Context, ref string, off, n uint64) ([]Segment, error) {
-	var segs []Segment
+func (e *Engine) MapRead(ctx context.Context, ref string, off, n uint64) ([]Piece, error) {
+	var segs []Piece
 	name, _ := SplitRef(ref)
 	err := e.readView(ctx, ref, func(pg *pager) error {
 		if err := checkRange(name, pg.h, off, n); err != nil {
 			return err
 		}
 		var err error
-		segs, err = segments(ctx, pg, off, n)
+		segs, err = pieces(ctx, pg, off, n)
 		return err
 	})
 	if err != nil {
@@ -174,13 +174,13 @@ type pending struct {
 }
 
 // MapWrite maps [off, off+n) of volume name for writing: when it returns,
-// every segment is an object the volume owns alone (copy-on-write done and
+// every piece is an object the volume owns alone (copy-on-write done and
 // its map entry durable), so the data may be written into it. It waits
 // while another owner holds the volume's lock and then keeps the lock
 // while a session that may write or an Open wants it (see CloseSession),
 // or else until Close. Concurrent callers for one block share a single
 // copy. ref is a name or NAME/ID (Ref).
-func (e *Engine) MapWrite(ctx context.Context, ref string, off, n uint64) ([]Segment, error) {
+func (e *Engine) MapWrite(ctx context.Context, ref string, off, n uint64) ([]Piece, error) {
 	segs, err := e.mapWrite(ctx, ref, off, n)
 	if err != nil {
 		return nil, fmt.Errorf("map write: %w", err)
@@ -188,7 +188,7 @@ func (e *Engine) MapWrite(ctx context.Context, ref string, off, n uint64) ([]Seg
 	return segs, nil
 }
 
-func (e *Engine) mapWrite(ctx context.Context, ref string, off, n uint64) ([]Segment, error) {
+func (e *Engine) mapWrite(ctx context.Context, ref string, off, n uint64) ([]Piece, error) {
 	name, id, err := parseRef(ref)
 	if err != nil {
 		return nil, err
@@ -265,7 +265,7 @@ func (e *Engine) mapWrite(ctx context.Context, ref string, off, n uint64) ([]Seg
 	if err != nil {
 		return nil, err
 	}
-	return segments(ctx, &pager{e: e, h: h, v: v}, off, n)
+	return pieces(ctx, &pager{e: e, h: h, v: v}, off, n)
 }
 
 // classify finds the blocks of [b0, b1) that are not writable: those it

@@ -29,10 +29,10 @@ const (
 	OpFlush
 	OpUpdate
 	OpPing      // answered at once; for tests and benchmarks
-	OpList      // names of objects (blocker) or volumes (mapper); payload.List -> payload.Names
-	OpLockOwner // who holds a lock (blocker): payload.LockReply, ErrNotFound if free
+	OpList      // names of objects (blocker) or volumes (mapper); wire.List -> wire.Names
+	OpLockOwner // who holds a lock (blocker): wire.LockReply, ErrNotFound if free
 	OpTrim      // whole blocks of [Offset, +Size) become zero blocks (mapper)
-	OpAllocated // allocated ranges of [Offset, +Size) (mapper): payload.Extents
+	OpAllocated // allocated ranges of [Offset, +Size) (mapper): wire.Extents
 	OpLockWait  // wait, without taking it, until lock Target is free (blocker); bounded
 	OpDrain     // let the writes in flight on volume Target end, forget its cached mappings (vlmcd; sent by mapperd)
 	opMax

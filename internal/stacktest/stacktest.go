@@ -18,7 +18,7 @@ import (
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/volclient"
 	"github.com/archipelago-go/archipelago/xseg"
-	"github.com/archipelago-go/archipelago/xseg/payload"
+	"github.com/archipelago-go/archipelago/wire"
 )
 
 // Ports of the stack's peers.
@@ -148,7 +148,7 @@ func (s *Stack) Stop() {
 
 // Do sends op about target to port dst with payload req (or raw data) in
 // a buffer of at least bufLen bytes and returns the reply's data.
-func (s *Stack) Do(dst int, op xseg.Op, target string, flags xseg.Flags, off uint64, req payload.Payload, data []byte, bufLen int) ([]byte, error) {
+func (s *Stack) Do(dst int, op xseg.Op, target string, flags xseg.Flags, off uint64, req wire.Payload, data []byte, bufLen int) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	k := volclient.Call{Op: op, Target: target, Flags: flags, Offset: off, Payload: req, BufLen: max(bufLen, len(data)), Size: uint64(bufLen)}
@@ -164,19 +164,19 @@ func (s *Stack) Do(dst int, op xseg.Op, target string, flags xseg.Flags, off uin
 
 // Create makes a blank volume.
 func (s *Stack) Create(name string, size uint64) error {
-	_, err := s.Do(Vlmcd, xseg.OpClone, name, 0, 0, &payload.Clone{Size: size}, nil, 0)
+	_, err := s.Do(Vlmcd, xseg.OpClone, name, 0, 0, &wire.Clone{Size: size}, nil, 0)
 	return err
 }
 
 // Clone makes a clone of a snapshot (size 0: the parent's).
 func (s *Stack) Clone(parent, name string, size uint64) error {
-	_, err := s.Do(Vlmcd, xseg.OpClone, name, 0, 0, &payload.Clone{Parent: parent, Size: size}, nil, 0)
+	_, err := s.Do(Vlmcd, xseg.OpClone, name, 0, 0, &wire.Clone{Parent: parent, Size: size}, nil, 0)
 	return err
 }
 
 // Snapshot takes a snapshot.
 func (s *Stack) Snapshot(vol, snap string) error {
-	_, err := s.Do(Vlmcd, xseg.OpSnapshot, vol, 0, 0, &payload.Snapshot{Name: snap}, nil, 0)
+	_, err := s.Do(Vlmcd, xseg.OpSnapshot, vol, 0, 0, &wire.Snapshot{Name: snap}, nil, 0)
 	return err
 }
 
@@ -188,19 +188,19 @@ func (s *Stack) Remove(name string) error {
 
 // Rename renames a volume.
 func (s *Stack) Rename(old, new string) error {
-	_, err := s.Do(Vlmcd, xseg.OpRename, old, 0, 0, &payload.Rename{NewName: new}, nil, 0)
+	_, err := s.Do(Vlmcd, xseg.OpRename, old, 0, 0, &wire.Rename{NewName: new}, nil, 0)
 	return err
 }
 
 // Resize resizes a volume.
 func (s *Stack) Resize(name string, size uint64, force bool) error {
-	_, err := s.Do(Vlmcd, xseg.OpTruncate, name, 0, 0, &payload.Resize{Size: size, Force: force}, nil, 0)
+	_, err := s.Do(Vlmcd, xseg.OpTruncate, name, 0, 0, &wire.Resize{Size: size, Force: force}, nil, 0)
 	return err
 }
 
 // Info returns a volume's info.
-func (s *Stack) Info(name string) (payload.VolumeInfo, error) {
-	var vi payload.VolumeInfo
+func (s *Stack) Info(name string) (wire.VolumeInfo, error) {
+	var vi wire.VolumeInfo
 	b, err := s.Do(Vlmcd, xseg.OpInfo, name, 0, 0, nil, nil, 4096)
 	if err == nil {
 		err = vi.Unmarshal(b)
@@ -237,9 +237,9 @@ func (s *Stack) URI(volume string) string {
 }
 
 // MapRead asks the mapper which objects hold [off, off+n) of a volume.
-func (s *Stack) MapRead(name string, off uint64, n int) ([]payload.MapSegment, error) {
-	var mr payload.MapReply
+func (s *Stack) MapRead(name string, off uint64, n int) ([]wire.MapPiece, error) {
+	var mr wire.MapReply
 	err := volclient.New(s.Client, Mapper).Do(context.Background(), volclient.Call{Op: xseg.OpMapR, Target: name, Offset: off, Size: uint64(n), BufLen: 64 << 10,
 		Got: func(r *xseg.Request) error { return mr.Unmarshal(r.Data()) }})
-	return mr.Segments, err
+	return mr.Pieces, err
 }

@@ -18,7 +18,7 @@ import (
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/store"
 	"github.com/archipelago-go/archipelago/xseg"
-	"github.com/archipelago-go/archipelago/xseg/payload"
+	"github.com/archipelago-go/archipelago/wire"
 )
 
 // Caller submits requests and waits for their replies: a *peer.Client or a
@@ -101,7 +101,7 @@ func (s *Store) do(ctx context.Context, op xseg.Op, name string, bufLen int, fil
 	return nil
 }
 
-func encode(r *xseg.Request, v payload.Payload) error {
+func encode(r *xseg.Request, v wire.Payload) error {
 	n, err := v.MarshalTo(r.Buffer())
 	if err != nil {
 		return err
@@ -182,7 +182,7 @@ func (s *Store) Stat(ctx context.Context, name string) (int64, error) {
 	}
 	var size int64
 	err := s.do(ctx, xseg.OpInfo, name, 64, nil, func(r *xseg.Request) error {
-		var oi payload.ObjectInfo
+		var oi wire.ObjectInfo
 		if err := oi.Unmarshal(r.Data()); err != nil {
 			return err
 		}
@@ -223,7 +223,7 @@ func (s *Store) Copy(ctx context.Context, src, dst string) error {
 	if err := checkName(dst); err != nil {
 		return err
 	}
-	c := payload.Copy{Source: src}
+	c := wire.Copy{Source: src}
 	return s.do(ctx, xseg.OpCopy, dst, c.EncodedSize(), func(r *xseg.Request) error { return encode(r, &c) }, nil)
 }
 
@@ -236,8 +236,8 @@ func (s *Store) Sync(ctx context.Context) error {
 func (s *Store) List(ctx context.Context, prefix string, fn func(name string) error) error {
 	after := ""
 	for {
-		var page payload.Names
-		l := payload.List{Prefix: prefix, After: after}
+		var page wire.Names
+		l := wire.List{Prefix: prefix, After: after}
 		err := s.do(ctx, xseg.OpList, "", 64<<10, func(r *xseg.Request) error { return encode(r, &l) }, func(r *xseg.Request) error {
 			return page.Unmarshal(r.Data())
 		})
@@ -278,7 +278,7 @@ func (s *Store) TryLock(ctx context.Context, name, owner string) error {
 	if err := ctx.Err(); err != nil {
 		return fmt.Errorf("%s %q: %w", xseg.OpAcquire, name, err)
 	}
-	l := payload.Lock{Owner: owner}
+	l := wire.Lock{Owner: owner}
 	// Once sent, the answer is awaited even if ctx ends: a NOSYNC ACQUIRE
 	// is answered after one store operation, and a caller that gave up
 	// on it would not know whether the lock became its own. It ends with
@@ -290,7 +290,7 @@ func (s *Store) TryLock(ctx context.Context, name, owner string) error {
 		if r.Err() == nil {
 			return nil
 		}
-		var lr payload.LockReply
+		var lr wire.LockReply
 		if err := lr.Unmarshal(r.Data()); err != nil {
 			return fmt.Errorf("lock %q: %w", name, r.Err())
 		}
@@ -306,7 +306,7 @@ func (s *Store) Unlock(ctx context.Context, name, owner string, force bool) erro
 	if err := store.ValidOwner(owner); err != nil {
 		return err
 	}
-	l := payload.Lock{Owner: owner}
+	l := wire.Lock{Owner: owner}
 	return s.do(ctx, xseg.OpRelease, name, l.EncodedSize(), func(r *xseg.Request) error {
 		if force {
 			r.SetFlags(xseg.FlagForce)
@@ -322,7 +322,7 @@ func (s *Store) LockOwner(ctx context.Context, name string) (string, error) {
 	}
 	var owner string
 	err := s.do(ctx, xseg.OpLockOwner, name, 2048, nil, func(r *xseg.Request) error {
-		var lr payload.LockReply
+		var lr wire.LockReply
 		if err := lr.Unmarshal(r.Data()); err != nil {
 			return err
 		}

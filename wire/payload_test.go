@@ -1,4 +1,4 @@
-package payload
+package wire
 
 import (
 	"bytes"
@@ -25,13 +25,13 @@ var samples = []struct {
 	v    Payload
 }{
 	{"mapreply/empty", &MapReply{}},
-	{"mapreply/one", &MapReply{Segments: []MapSegment{
+	{"mapreply/one", &MapReply{Pieces: []MapPiece{
 		{Object: "vol1_0000000000000001_0000000000000000", Offset: 512, Size: 4096},
 	}}},
-	{"mapreply/mixed", &MapReply{Segments: []MapSegment{
-		{Object: "vol1_0000000000000001_0000000000000000", Offset: 4<<20 - 512, Size: 512, Flags: SegReadOnly},
-		{Size: 4 << 20, Flags: SegZero},
-		{Size: 4 << 20, Flags: SegZero | SegReadOnly},
+	{"mapreply/mixed", &MapReply{Pieces: []MapPiece{
+		{Object: "vol1_0000000000000001_0000000000000000", Offset: 4<<20 - 512, Size: 512, Flags: PieceReadOnly},
+		{Size: 4 << 20, Flags: PieceZero},
+		{Size: 4 << 20, Flags: PieceZero | PieceReadOnly},
 		{Object: zeroHash, Offset: 0, Size: 1},
 		{Object: longName, Offset: 1<<64 - 2, Size: 1},
 	}}},
@@ -262,11 +262,11 @@ func TestEncodeErrors(t *testing.T) {
 		v    Payload
 		want error
 	}{
-		{"segment object", &MapReply{Segments: []MapSegment{{Object: tooLong, Size: 1}}}, errs.ErrTooLarge},
-		{"segment flags", &MapReply{Segments: []MapSegment{{Object: "o", Flags: 8}}}, errs.ErrInvalid},
-		{"zero with object", &MapReply{Segments: []MapSegment{{Object: "o", Flags: SegZero}}}, errs.ErrInvalid},
-		{"no object", &MapReply{Segments: []MapSegment{{Size: 1}}}, errs.ErrInvalid},
-		{"segment overflow", &MapReply{Segments: []MapSegment{{Object: "o", Offset: 1<<64 - 1, Size: 2}}}, errs.ErrInvalid},
+		{"segment object", &MapReply{Pieces: []MapPiece{{Object: tooLong, Size: 1}}}, errs.ErrTooLarge},
+		{"segment flags", &MapReply{Pieces: []MapPiece{{Object: "o", Flags: 8}}}, errs.ErrInvalid},
+		{"zero with object", &MapReply{Pieces: []MapPiece{{Object: "o", Flags: PieceZero}}}, errs.ErrInvalid},
+		{"no object", &MapReply{Pieces: []MapPiece{{Size: 1}}}, errs.ErrInvalid},
+		{"segment overflow", &MapReply{Pieces: []MapPiece{{Object: "o", Offset: 1<<64 - 1, Size: 2}}}, errs.ErrInvalid},
 		{"clone parent", &Clone{Parent: tooLong}, errs.ErrTooLarge},
 		{"clone owner", &Clone{Owner: tooLongOwner}, errs.ErrTooLarge},
 		{"snapshot name", &Snapshot{Name: tooLong}, errs.ErrTooLarge},
@@ -361,7 +361,7 @@ func TestGolden(t *testing.T) {
 		// The example in the package documentation.
 		{&Clone{Parent: "snap01", Size: 4096, Owner: "h_1"},
 			"a7020100 0006736e61703031 0000000000001000 0003685f31"},
-		{&MapReply{Segments: []MapSegment{{Object: "ob", Offset: 1, Size: 2, Flags: SegReadOnly}, {Size: 3, Flags: SegZero}}},
+		{&MapReply{Pieces: []MapPiece{{Object: "ob", Offset: 1, Size: 2, Flags: PieceReadOnly}, {Size: 3, Flags: PieceZero}}},
 			"a7010100 00000002 00026f62 0000000000000001 0000000000000002 00000001 0000 0000000000000000 0000000000000003 00000002"},
 		{&Snapshot{Name: "s", Owner: "o"}, "a7030100 000173 00016f"},
 		{&Rename{NewName: "n", Owner: ""}, "a7040100 00016e 0000"},

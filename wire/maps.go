@@ -1,4 +1,4 @@
-package payload
+package wire
 
 import (
 	"fmt"
@@ -7,46 +7,46 @@ import (
 	"github.com/archipelago-go/archipelago/errs"
 )
 
-// Flags of a MapSegment. Other bits are rejected.
+// Flags of a MapPiece. Other bits are rejected.
 const (
-	// SegReadOnly: the object is shared (with a snapshot or a parent) and
+	// PieceReadOnly: the object is shared (with a snapshot or a parent) and
 	// must not be written in place.
-	SegReadOnly uint32 = 1 << 0
-	// SegZero: the range is the zero block: no object, reads as zeros.
-	SegZero uint32 = 1 << 1
-	// SegCacheable: the mapper holds the volume's lock, so the mapping
+	PieceReadOnly uint32 = 1 << 0
+	// PieceZero: the range is the zero block: no object, reads as zeros.
+	PieceZero uint32 = 1 << 1
+	// PieceCacheable: the mapper holds the volume's lock, so the mapping
 	// stays as it is until an operation on the volume (snapshot, trim,
 	// resize, rename, remove, close, unlock) passes through vlmcd, which
 	// may keep it until then.
-	SegCacheable uint32 = 1 << 2
+	PieceCacheable uint32 = 1 << 2
 
-	segKnown = SegReadOnly | SegZero | SegCacheable
+	segKnown = PieceReadOnly | PieceZero | PieceCacheable
 )
 
-// MapSegment is one contiguous piece of a mapped volume range.
-type MapSegment struct {
-	// Object holds the data; empty if and only if Flags has SegZero.
+// MapPiece is one contiguous piece of a mapped volume range.
+type MapPiece struct {
+	// Object holds the data; empty if and only if Flags has PieceZero.
 	Object string
 	// Offset is where the piece starts within Object.
 	Offset uint64
 	// Size is the length of the piece in bytes. Offset+Size must not
 	// overflow.
 	Size uint64
-	// Flags is a combination of SegReadOnly and SegZero.
+	// Flags is a combination of PieceReadOnly and PieceZero.
 	Flags uint32
 }
 
-// minSegmentSize is the encoding of a segment with an empty object name.
-const minSegmentSize = 2 + 8 + 8 + 4
+// minPieceSize is the encoding of a piece with an empty object name.
+const minPieceSize = 2 + 8 + 8 + 4
 
-func (s *MapSegment) validate(i int) error {
+func (s *MapPiece) validate(i int) error {
 	if err := checkString(fmt.Sprintf("segment %d object", i), s.Object, MaxNameLen); err != nil {
 		return err
 	}
 	if s.Flags&^segKnown != 0 {
 		return fmt.Errorf("segment %d: unknown flags %#x: %w", i, s.Flags&^segKnown, errs.ErrInvalid)
 	}
-	zero := s.Flags&SegZero != 0
+	zero := s.Flags&PieceZero != 0
 	if zero && s.Object != "" {
 		return fmt.Errorf("segment %d: zero block names object %q: %w", i, s.Object, errs.ErrInvalid)
 	}
@@ -62,7 +62,7 @@ func (s *MapSegment) validate(i int) error {
 // MapReply answers MAPR and MAPW: the objects that cover the requested
 // volume range, in order.
 type MapReply struct {
-	Segments []MapSegment
+	Pieces []MapPiece
 }
 
 func (v *MapReply) Kind() Kind                      { return KindMapReply }
@@ -80,11 +80,11 @@ func (v *MapReply) Unmarshal(b []byte) error {
 }
 
 func (v *MapReply) validate() error {
-	if err := checkCount("segments", len(v.Segments)); err != nil {
+	if err := checkCount("segments", len(v.Pieces)); err != nil {
 		return err
 	}
-	for i := range v.Segments {
-		if err := v.Segments[i].validate(i); err != nil {
+	for i := range v.Pieces {
+		if err := v.Pieces[i].validate(i); err != nil {
 			return err
 		}
 	}
@@ -93,16 +93,16 @@ func (v *MapReply) validate() error {
 
 func (v *MapReply) bodySize() int {
 	n := 4
-	for i := range v.Segments {
-		n += minSegmentSize + len(v.Segments[i].Object)
+	for i := range v.Pieces {
+		n += minPieceSize + len(v.Pieces[i].Object)
 	}
 	return n
 }
 
 func (v *MapReply) encode(e *encoder) {
-	e.u32(uint32(len(v.Segments)))
-	for i := range v.Segments {
-		s := &v.Segments[i]
+	e.u32(uint32(len(v.Pieces)))
+	for i := range v.Pieces {
+		s := &v.Pieces[i]
 		e.str(s.Object)
 		e.u64(s.Offset)
 		e.u64(s.Size)
@@ -111,13 +111,13 @@ func (v *MapReply) encode(e *encoder) {
 }
 
 func (v *MapReply) decode(d *decoder) {
-	n := d.count("segments", minSegmentSize)
+	n := d.count("segments", minPieceSize)
 	if n == 0 {
 		return
 	}
-	v.Segments = make([]MapSegment, n)
-	for i := range v.Segments {
-		s := &v.Segments[i]
+	v.Pieces = make([]MapPiece, n)
+	for i := range v.Pieces {
+		s := &v.Pieces[i]
 		s.Object = d.str("segment object", MaxNameLen)
 		s.Offset = d.u64()
 		s.Size = d.u64()

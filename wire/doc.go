@@ -1,12 +1,12 @@
-// Package payload holds the typed payloads that travel in a request's data
+// Package wire holds the typed payloads that travel in a request's data
 // buffer for the operations that need more than a target, an offset and a
 // size: map replies, clone and snapshot parameters, lock owners, volume
 // information and so on. Each type has a versioned binary encoding.
 //
 // Every type implements [Payload]:
 //
-//	var c payload.Clone
-//	n, err := (&payload.Clone{Parent: "img-debian", Owner: id}).MarshalTo(buf)
+//	var c wire.Clone
+//	n, err := (&wire.Clone{Parent: "img-debian", Owner: id}).MarshalTo(buf)
 //	err = c.Unmarshal(buf) // errors.Is(err, errs.ErrInvalid), errs.ErrVersion
 //
 // # Header
@@ -35,7 +35,7 @@
 //	| kind | type       | operation              | body                                                           |
 //	|------|------------|------------------------|----------------------------------------------------------------|
 //	| 1    | MapReply   | MAPR, MAPW reply       | count u32, then per segment: object str, offset u64,           |
-//	|      |            |                        | size u64, flags u32 (SegReadOnly=1, SegZero=2)                 |
+//	|      |            |                        | size u64, flags u32 (PieceReadOnly=1, PieceZero=2)                 |
 //	| 2    | Clone      | CLONE request          | parent str, size u64, owner str                                |
 //	| 3    | Snapshot   | SNAPSHOT request       | name str, owner str                                            |
 //	| 4    | Rename     | RENAME request         | new name str, owner str                                        |
@@ -66,7 +66,7 @@
 //
 //   - strings and lists within their limits (encoding: errs.ErrTooLarge);
 //   - no unknown flag bits; a bool is 0 or 1;
-//   - a map segment has an object if and only if it is not SegZero, and
+//   - a map segment has an object if and only if it is not PieceZero, and
 //     its offset plus size does not overflow;
 //   - a hash is exactly 64 lowercase hex digits.
 //
@@ -90,4 +90,4 @@
 // half-read. MarshalTo writes only the first EncodedSize() bytes: a sender
 // either sends exactly that many (the request's size) or clears the rest of
 // a reused buffer, e.g. clear(buf[n:]).
-package payload
+package wire
