@@ -16,7 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/archipelago-go/archipelago/config"
-	"github.com/archipelago-go/archipelago/endpoint"
+	"github.com/archipelago-go/archipelago/nbdexport"
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/nbd"
 	"github.com/archipelago-go/archipelago/peer"
@@ -198,7 +198,7 @@ func runNbdd(c *peer.CommonFlags, vlmcd int, socket, listen, clientsFile string,
 		return err
 	}
 	defer p.Stop()
-	srv := nbd.NewServer(endpoint.New(volclient.New(p, vlmcd)), nbd.Options{MaxPayload: endpoint.MaxIO, Logger: p.Logger(),
+	srv := nbd.NewServer(nbdexport.New(volclient.New(p, vlmcd)), nbd.Options{MaxPayload: nbdexport.MaxIO, Logger: p.Logger(),
 		HandshakeTimeout: tcp.handshakeTimeout})
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, len(ls))

@@ -41,13 +41,13 @@ type Composer struct {
 	mapper, blocker int
 
 	mu   sync.Mutex // guards vols
-	vols map[string]*volume
+	vols map[string]*volState
 
 	cache mapCache
 }
 
-// volume is what the composer keeps of a volume while requests use it.
-type volume struct {
+// volState is what the composer keeps of a volState while requests use it.
+type volState struct {
 	refs int
 	// gate: writes hold it shared while in flight; FLUSH and SNAPSHOT take
 	// it exclusively to wait for them (and hold new ones back).
@@ -59,7 +59,7 @@ var _ peer.Handler = (*Composer)(nil)
 // New returns a composer that asks the mapper at mapperPort and sends data
 // I/O to the blocker at blockerPort.
 func New(mapperPort, blockerPort int) *Composer {
-	return &Composer{mapper: mapperPort, blocker: blockerPort, vols: map[string]*volume{}}
+	return &Composer{mapper: mapperPort, blocker: blockerPort, vols: map[string]*volState{}}
 }
 
 // volName is the volume a request's target names: a volume name, or a
@@ -73,20 +73,20 @@ func volName(target string) string {
 }
 
 // get returns the state of the volume target names, counting a reference.
-func (c *Composer) get(target string) *volume {
+func (c *Composer) get(target string) *volState {
 	name := volName(target)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	v := c.vols[name]
 	if v == nil {
-		v = &volume{}
+		v = &volState{}
 		c.vols[name] = v
 	}
 	v.refs++
 	return v
 }
 
-func (c *Composer) put(target string, v *volume) {
+func (c *Composer) put(target string, v *volState) {
 	name := volName(target)
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -1,4 +1,4 @@
-package endpoint_test
+package nbdexport_test
 
 import (
 	"bytes"

@@ -1,9 +1,9 @@
-// Package endpoint is the block endpoint (nbdd): it serves every volume by
+// Package nbdexport is the block endpoint (nbdd): it serves every volume by
 // name over NBD, turning NBD requests into volume requests to vlmcd
 // through the segment. Snapshots are exported read-only. Block status
 // comes from the volume's map: unwritten ranges are holes that read as
 // zeros.
-package endpoint
+package nbdexport
 
 import (
 	"context"
