@@ -3,18 +3,19 @@ package cli
 import (
 	"fmt"
 
+	"github.com/archipelago-go/archipelago/internal/daemon"
+
 	"github.com/spf13/cobra"
 
 	"github.com/archipelago-go/archipelago/blocker"
 	"github.com/archipelago-go/archipelago/config"
 	"github.com/archipelago-go/archipelago/errs"
-	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/store/filestore"
 )
 
 // Filed is the file blocker daemon: one file per object under archip_dir.
 func Filed() *cobra.Command {
-	var c peer.CommonFlags
+	var c daemon.CommonFlags
 	var o filestore.Options
 	var ident string
 	cmd := &cobra.Command{

@@ -3,18 +3,19 @@ package cli
 import (
 	"os"
 
+	"github.com/archipelago-go/archipelago/internal/daemon"
+
 	"github.com/spf13/cobra"
 
 	"github.com/archipelago-go/archipelago/composer"
 	"github.com/archipelago-go/archipelago/config"
 	"github.com/archipelago-go/archipelago/mapper"
-	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/volume"
 )
 
 // Mapperd is the mapper daemon: it owns the volume maps.
 func Mapperd() *cobra.Command {
-	var c peer.CommonFlags
+	var c daemon.CommonFlags
 	var o volume.Options
 	var bm, bb int
 	cmd := &cobra.Command{
@@ -64,7 +65,7 @@ the same identity takes its locks back.`,
 
 // Vlmcd is the volume composer daemon.
 func Vlmcd() *cobra.Command {
-	var c peer.CommonFlags
+	var c daemon.CommonFlags
 	var mp, bp int
 	cmd := &cobra.Command{
 		Use:   "vlmcd",

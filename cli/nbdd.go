@@ -12,13 +12,15 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/archipelago-go/archipelago/internal/daemon"
+
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
 	"github.com/archipelago-go/archipelago/config"
-	"github.com/archipelago-go/archipelago/nbdexport"
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/nbd"
+	"github.com/archipelago-go/archipelago/nbdexport"
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/volclient"
 	"github.com/archipelago-go/archipelago/xseg"
@@ -26,7 +28,7 @@ import (
 
 // Nbdd is the block endpoint daemon: every volume over NBD.
 func Nbdd() *cobra.Command {
-	var c peer.CommonFlags
+	var c daemon.CommonFlags
 	var vlmcd int
 	var socket, listen, clientsFile string
 	var tcp nbddTCP
@@ -143,13 +145,13 @@ var refuse = peer.HandlerFunc(func(_ context.Context, _ *peer.Peer, r *xseg.Requ
 	return fmt.Errorf("the block endpoint serves no %s: %w", r.Op(), errs.ErrNotSupported)
 })
 
-func runNbdd(c *peer.CommonFlags, vlmcd int, socket, listen, clientsFile string, tcp nbddTCP) error {
+func runNbdd(c *daemon.CommonFlags, vlmcd int, socket, listen, clientsFile string, tcp nbddTCP) error {
 	c.Setup()
 	opts := c.Options
 	if opts.PortEnd < 0 {
 		opts.PortEnd = opts.PortStart
 	}
-	opts.Logger = peer.NewLogger(c.LogLevel, os.Stderr)
+	opts.Logger = daemon.NewLogger(c.LogLevel, os.Stderr)
 	// nbdd's goroutines wait on sockets: its port loop must not hold the
 	// process's processor in a futex sleep.
 	opts.Doorbell = true

@@ -4,6 +4,8 @@ import (
 	"context"
 	"time"
 
+	"github.com/archipelago-go/archipelago/internal/daemon"
+
 	"github.com/spf13/cobra"
 
 	"github.com/archipelago-go/archipelago/peer"
@@ -13,7 +15,7 @@ import (
 // Nulld is the null peer: it answers every request at once with success.
 // It is for benchmarks and tests of the segment itself.
 func Nulld() *cobra.Command {
-	var c peer.CommonFlags
+	var c daemon.CommonFlags
 	var delay time.Duration
 	cmd := &cobra.Command{
 		Use:   "nulld",

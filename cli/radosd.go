@@ -5,16 +5,17 @@ package cli
 import (
 	"github.com/spf13/cobra"
 
+	"github.com/archipelago-go/archipelago/internal/daemon"
+
 	"github.com/archipelago-go/archipelago/blocker"
 	"github.com/archipelago-go/archipelago/config"
-	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/store/radosstore"
 )
 
 // Radosd is the RADOS blocker daemon: one RADOS object per object of a pool.
 // It is built only with the build tag "ceph" (it needs librados).
 func Radosd() *cobra.Command {
-	var c peer.CommonFlags
+	var c daemon.CommonFlags
 	var o radosstore.Options
 	var ident string
 	cmd := &cobra.Command{

@@ -17,8 +17,8 @@ import (
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/volclient"
 	"github.com/archipelago-go/archipelago/volume"
-	"github.com/archipelago-go/archipelago/xseg"
 	"github.com/archipelago-go/archipelago/wire"
+	"github.com/archipelago-go/archipelago/xseg"
 )
 
 // vlmcEnv is what every vlmc command shares: the configuration and, once

@@ -190,7 +190,7 @@ func lastLine(path string) string {
 
 // serveMapping is the map daemon: it serves volume name as mapping id
 // until SIGTERM.
-// Its last words (an error) go to stderr, the log, through peer.Fatal.
+// Its last words (an error) go to stderr, the log, through daemon.Fatal.
 func serveMapping(env *vlmcEnv, name string, id, lockFD int) error {
 	if id < 0 {
 		return fmt.Errorf("volume %q: --id is required: %w", name, errs.ErrInvalid)

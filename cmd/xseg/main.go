@@ -3,11 +3,11 @@ package main
 
 import (
 	"github.com/archipelago-go/archipelago/cli"
-	"github.com/archipelago-go/archipelago/peer"
+	"github.com/archipelago-go/archipelago/internal/daemon"
 )
 
 func main() {
 	if err := cli.XsegTool().Execute(); err != nil {
-		peer.Fatal(err)
+		daemon.Fatal(err)
 	}
 }

@@ -1,4 +1,8 @@
-package peer
+// Package daemon is what every program of the project shares around the
+// peer runtime: the common flags and their defaults from a role of the
+// configuration, the logger at the seed's log levels, running a peer until
+// SIGTERM, and the one-line fatal error.
+package daemon
 
 import (
 	"fmt"
@@ -14,6 +18,7 @@ import (
 
 	"github.com/archipelago-go/archipelago/config"
 	"github.com/archipelago-go/archipelago/errs"
+	"github.com/archipelago-go/archipelago/peer"
 )
 
 // NewLogger returns a text logger at one of the seed's log levels:
@@ -33,7 +38,7 @@ func NewLogger(level int, w io.Writer) *slog.Logger {
 
 // CommonFlags are the command-line forms of the options every peer takes.
 type CommonFlags struct {
-	Options
+	peer.Options
 	LogLevel   int
 	CPUProfile string
 	ConfigPath string // --config
@@ -111,7 +116,7 @@ func (c *CommonFlags) Register(fs *pflag.FlagSet, role string) {
 
 // RunUntilSignal starts a peer with the flags' options and serves until
 // SIGTERM or SIGINT, then stops it gracefully. Logs go to stderr.
-func (c *CommonFlags) RunUntilSignal(h Handler) error {
+func (c *CommonFlags) RunUntilSignal(h peer.Handler) error {
 	c.Setup()
 	opts := c.Options
 	if opts.PortEnd < 0 {
@@ -130,7 +135,7 @@ func (c *CommonFlags) RunUntilSignal(h Handler) error {
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	p, err := Start(opts, h)
+	p, err := peer.Start(opts, h)
 	if err != nil {
 		return err
 	}
