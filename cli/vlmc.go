@@ -14,11 +14,7 @@ import (
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/internal/sizes"
 	"github.com/archipelago-go/archipelago/nbd"
-	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/volclient"
-	"github.com/archipelago-go/archipelago/volume"
-	"github.com/archipelago-go/archipelago/wire"
-	"github.com/archipelago-go/archipelago/xseg"
 )
 
 // vlmcEnv is what every vlmc command shares: the configuration and, once
@@ -27,7 +23,6 @@ type vlmcEnv struct {
 	cfgPath string
 	timeout time.Duration
 	cfg     *config.Config
-	c       *peer.Client
 	vc      *volclient.Client
 }
 
@@ -41,31 +36,25 @@ func (v *vlmcEnv) dial() error {
 	if len(rs) == 0 {
 		return fmt.Errorf("%s has no vlmcd role: %w", cfg.Path, errs.ErrNotFound)
 	}
-	port := rs[0].PortStart
-	c, err := peer.Dial(cfg.XSEG.Name)
+	vc, err := volclient.Dial(cfg.XSEG.Name, rs[0].PortStart)
 	if err != nil {
 		return err
 	}
-	if _, alive := c.Segment().Owner(port); !alive {
-		c.Close()
-		return fmt.Errorf("vlmcd (port %d of segment %q) is not running: start it with `archipelago start`: %w", port, cfg.XSEG.Name, errs.ErrNoPeer)
-	}
-	v.c, v.vc = c, volclient.New(c, port)
+	v.vc = vc
 	return nil
 }
 
 func (v *vlmcEnv) close() {
-	if v.c != nil {
-		v.c.Close()
+	if v.vc != nil {
+		v.vc.Disconnect()
 	}
 }
 
-// call sends one request about volume name to vlmcd, with an optional
-// payload; got reads a successful reply.
-func (v *vlmcEnv) call(name string, op xseg.Op, flags xseg.Flags, req wire.Payload, bufLen int, got func(r *xseg.Request) error) error {
+// call runs fn with a context that ends after --timeout.
+func (v *vlmcEnv) call(fn func(ctx context.Context, vc *volclient.Client) error) error {
 	ctx, cancel := context.WithTimeout(context.Background(), v.timeout)
 	defer cancel()
-	return v.vc.Do(ctx, volclient.Call{Op: op, Target: name, Flags: flags, Payload: req, BufLen: max(bufLen, 1024), Got: got})
+	return fn(ctx, v.vc)
 }
 
 // volumeSize reads the --size of volume name (package sizes: MiB, or
@@ -76,9 +65,9 @@ func volumeSize(name, s string) (uint64, error) {
 	if err != nil {
 		return 0, fmt.Errorf("volume %q: %w", name, err)
 	}
-	if n > volume.MaxSize {
+	if n > volclient.MaxSize {
 		return 0, fmt.Errorf("volume %q: size %s (%d bytes) beyond the limit of %s (%d bytes): %w",
-			name, s, n, sizes.Format(volume.MaxSize), volume.MaxSize, errs.ErrTooLarge)
+			name, s, n, sizes.Format(volclient.MaxSize), volclient.MaxSize, errs.ErrTooLarge)
 	}
 	return n, nil
 }
@@ -98,7 +87,7 @@ func (v *vlmcEnv) info(name string) (VolumeJSON, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), v.timeout)
 	defer cancel()
 	vi, err := v.vc.Info(ctx, name)
-	return VolumeJSON{Name: name, Size: vi.Size, ReadOnly: vi.Flags&wire.VolReadOnly != 0, Parent: vi.Parent,
+	return VolumeJSON{Name: name, Size: vi.Size, ReadOnly: vi.ReadOnly, Parent: vi.Parent,
 		LockOwner: vi.LockOwner, BlockSize: vi.BlockSize, Epoch: vi.Epoch}, err
 }
 
@@ -152,7 +141,12 @@ size, or larger with --size; never smaller). At least one of them is needed.`,
 					return err
 				}
 			}
-			return env.call(args[0], xseg.OpClone, 0, &wire.Clone{Parent: snap, Size: n}, 0, nil)
+			return env.call(func(ctx context.Context, vc *volclient.Client) error {
+				if snap == "" {
+					return vc.Create(ctx, args[0], n)
+				}
+				return vc.Clone(ctx, snap, args[0], n)
+			})
 		}),
 	}
 	create.Flags().StringVar(&size, "size", "", "size: "+sizes.Help)
@@ -164,7 +158,7 @@ size, or larger with --size; never smaller). At least one of them is needed.`,
 		Example: "  vlmc snapshot vm1-disk vm1-disk-2026-11-25",
 		Args:    cobra.ExactArgs(2),
 		RunE: with(func(cmd *cobra.Command, args []string) error {
-			return env.call(args[0], xseg.OpSnapshot, 0, &wire.Snapshot{Name: args[1]}, 0, nil)
+			return env.call(func(ctx context.Context, vc *volclient.Client) error { return vc.Snapshot(ctx, args[0], args[1]) })
 		}),
 	}
 	var forceRemove bool
@@ -178,11 +172,12 @@ after a volume of the same name is created.`,
 		Example: "  vlmc remove vm1-disk\n  vlmc remove -f vm1-disk   # even with clients connected",
 		Args:    cobra.ExactArgs(1),
 		RunE: with(func(cmd *cobra.Command, args []string) error {
-			var fl xseg.Flags
-			if forceRemove {
-				fl = xseg.FlagForce
-			}
-			return env.call(args[0], xseg.OpDelete, fl, nil, 0, nil)
+			return env.call(func(ctx context.Context, vc *volclient.Client) error {
+				if forceRemove {
+					return vc.RemoveForce(ctx, args[0])
+				}
+				return vc.Remove(ctx, args[0])
+			})
 		}),
 	}
 	remove.Flags().BoolVarP(&forceRemove, "force", "f", false, "remove even if in use on this host")
@@ -248,24 +243,23 @@ after a volume of the same name is created.`,
 	}
 	info.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 
-	simple := func(use, short, example string, op xseg.Op, flags func() xseg.Flags) *cobra.Command {
+	simple := func(use, short, example string, op func(vc *volclient.Client, ctx context.Context, name string) error) *cobra.Command {
 		return &cobra.Command{
 			Use: use, Short: short, Example: example, Args: cobra.ExactArgs(1),
 			RunE: with(func(cmd *cobra.Command, args []string) error {
-				return env.call(args[0], op, flags(), nil, 0, nil)
+				return env.call(func(ctx context.Context, vc *volclient.Client) error { return op(vc, ctx, args[0]) })
 			}),
 		}
 	}
-	none := func() xseg.Flags { return 0 }
-	open := simple("open NAME", "Open a volume on this host: take its lock (succeeds if already ours)", "  vlmc open vm1-disk", xseg.OpOpen, none)
-	closeCmd := simple("close NAME", "Close a volume: release its lock", "  vlmc close vm1-disk", xseg.OpClose, none)
-	lock := simple("lock NAME", "Lock a volume for this host (idempotent for the holder)", "  vlmc lock vm1-disk", xseg.OpAcquire, func() xseg.Flags { return xseg.FlagNoSync })
+	open := simple("open NAME", "Open a volume on this host: take its lock (succeeds if already ours)", "  vlmc open vm1-disk", (*volclient.Client).Open)
+	closeCmd := simple("close NAME", "Close a volume: release its lock", "  vlmc close vm1-disk", (*volclient.Client).Close)
+	lock := simple("lock NAME", "Lock a volume for this host (idempotent for the holder)", "  vlmc lock vm1-disk", (*volclient.Client).Lock)
 	var forceUnlock bool
-	unlock := simple("unlock [-f] NAME", "Unlock a volume; -f breaks another host's lock", "  vlmc unlock vm1-disk\n  vlmc unlock -f vm1-disk   # after the holder crashed for good", xseg.OpRelease, func() xseg.Flags {
+	unlock := simple("unlock [-f] NAME", "Unlock a volume; -f breaks another host's lock", "  vlmc unlock vm1-disk\n  vlmc unlock -f vm1-disk   # after the holder crashed for good", func(vc *volclient.Client, ctx context.Context, name string) error {
 		if forceUnlock {
-			return xseg.FlagForce
+			return vc.UnlockForce(ctx, name)
 		}
-		return 0
+		return vc.Unlock(ctx, name)
 	})
 	unlock.Flags().BoolVarP(&forceUnlock, "force", "f", false, "break a lock held by another owner")
 
@@ -275,7 +269,7 @@ after a volume of the same name is created.`,
 		Example: "  vlmc rename vm1-disk vm1-old",
 		Args:    cobra.ExactArgs(2),
 		RunE: with(func(cmd *cobra.Command, args []string) error {
-			return env.call(args[0], xseg.OpRename, 0, &wire.Rename{NewName: args[1]}, 0, nil)
+			return env.call(func(ctx context.Context, vc *volclient.Client) error { return vc.Rename(ctx, args[0], args[1]) })
 		}),
 	}
 	var forceShrink bool
@@ -292,7 +286,12 @@ after a volume of the same name is created.`,
 			if err != nil {
 				return err
 			}
-			return env.call(args[0], xseg.OpTruncate, 0, &wire.Resize{Size: n, Force: forceShrink}, 0, nil)
+			return env.call(func(ctx context.Context, vc *volclient.Client) error {
+				if forceShrink {
+					return vc.ResizeForce(ctx, args[0], n)
+				}
+				return vc.Resize(ctx, args[0], n)
+			})
 		}),
 	}
 	resize.Flags().StringVar(&size, "size", "", "new size: "+sizes.Help)

@@ -14,8 +14,8 @@ import (
 
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/peer"
-	"github.com/archipelago-go/archipelago/xseg"
 	"github.com/archipelago-go/archipelago/wire"
+	"github.com/archipelago-go/archipelago/xseg"
 )
 
 // MaxIO is the largest READ or WRITE one request carries; larger calls are
@@ -34,6 +34,7 @@ type Caller interface {
 type Client struct {
 	pc    Caller
 	vlmcd int
+	own   *peer.Client // the segment client Dial made, nil from New
 
 	mu   sync.Mutex // guards lent
 	lent map[uintptr]*xseg.Request
@@ -52,9 +53,9 @@ type Call struct {
 	Target  string
 	Flags   xseg.Flags
 	Offset  uint64
-	Size    uint64          // for READ/WRITE; else the payload's length
+	Size    uint64       // for READ/WRITE; else the payload's length
 	Payload wire.Payload // encoded into the buffer, if set
-	BufLen  int             // buffer size (at least the payload's)
+	BufLen  int          // buffer size (at least the payload's)
 	Fill    func(r *xseg.Request)
 	Got     func(r *xseg.Request) error
 }
@@ -130,35 +131,6 @@ func (c *Client) do(ctx context.Context, r *xseg.Request, k Call, put bool) erro
 	return nil
 }
 
-// Info returns a volume's info.
-func (c *Client) Info(ctx context.Context, name string) (wire.VolumeInfo, error) {
-	var vi wire.VolumeInfo
-	err := c.Do(ctx, Call{Op: xseg.OpInfo, Target: name, BufLen: 4096, Got: func(r *xseg.Request) error {
-		return vi.Unmarshal(r.Data())
-	}})
-	return vi, err
-}
-
-// List returns the names of every volume and snapshot, sorted.
-func (c *Client) List(ctx context.Context) ([]string, error) {
-	var names []string
-	after := ""
-	for {
-		var page wire.Names
-		err := c.Do(ctx, Call{Op: xseg.OpList, Payload: &wire.List{After: after}, BufLen: 64 << 10, Got: func(r *xseg.Request) error {
-			return page.Unmarshal(r.Data())
-		}})
-		if err != nil {
-			return nil, err
-		}
-		names = append(names, page.Names...)
-		if !page.More || len(page.Names) == 0 {
-			return names, nil
-		}
-		after = page.Names[len(page.Names)-1]
-	}
-}
-
 // Volume is an open volume: its name, size and kind, for I/O.
 type Volume struct {
 	c        *Client
@@ -169,6 +141,9 @@ type Volume struct {
 	// id): I/O names the volume as Name/ID, and fails once the volume
 	// called Name is another one (removed and created again).
 	ID string
+	// BlockSize is the volume's block size: the unit of copy-on-write and
+	// of Allocated's answer.
+	BlockSize uint32
 
 	target string // Name/ID
 	handle uint64
@@ -178,11 +153,11 @@ type Volume struct {
 // handles numbers the sessions of this process.
 var handles atomic.Uint64
 
-// Open opens a session of a volume for I/O: the mapper counts it as a
+// OpenSession opens a session of a volume for I/O: the mapper counts it as a
 // user of the volume on this host (and, unless the volume is a snapshot,
 // as one that may write: the lock a write takes is given back when the
 // last of them closes), until Close or until this process dies.
-func (c *Client) Open(ctx context.Context, name string) (*Volume, error) {
+func (c *Client) OpenSession(ctx context.Context, name string) (*Volume, error) {
 	h := handles.Add(1)
 	var s wire.Session
 	err := c.Do(ctx, Call{Op: xseg.OpOpen, Target: name, Payload: &wire.Session{Handle: h, Flags: wire.SessionWrite},
@@ -196,7 +171,7 @@ func (c *Client) Open(ctx context.Context, name string) (*Volume, error) {
 		v.Close(context.WithoutCancel(ctx))
 		return nil, err
 	}
-	v.Size, v.ReadOnly = vi.Size, vi.Flags&wire.VolReadOnly != 0
+	v.Size, v.ReadOnly, v.BlockSize = vi.Size, vi.ReadOnly, vi.BlockSize
 	return v, nil
 }
 
@@ -294,13 +269,24 @@ func (v *Volume) Trim(ctx context.Context, off, n uint64) error {
 	return v.c.Do(ctx, Call{Op: xseg.OpTrim, Target: v.target, Offset: off, Size: n})
 }
 
-// Allocated returns the allocated ranges of [off, off+n), in order.
-func (v *Volume) Allocated(ctx context.Context, off, n uint64) ([]wire.Extent, error) {
+// Extent is a range of a volume, in bytes.
+type Extent struct{ Offset, Size uint64 }
+
+// Allocated returns the allocated ranges of [off, off+n), in order: the
+// rest reads as zeros.
+func (v *Volume) Allocated(ctx context.Context, off, n uint64) ([]Extent, error) {
 	var out wire.Extents
 	// One extent per block at worst; ask for a range a reply can describe.
 	err := v.c.Do(ctx, Call{Op: xseg.OpAllocated, Target: v.target, Offset: off, Size: n, BufLen: 256 << 10,
 		Got: func(r *xseg.Request) error { return out.Unmarshal(r.Data()) }})
-	return out.Extents, err
+	if err != nil {
+		return nil, err
+	}
+	ext := make([]Extent, len(out.Extents))
+	for i, x := range out.Extents {
+		ext[i] = Extent{Offset: x.Offset, Size: x.Size}
+	}
+	return ext, nil
 }
 
 // Lend returns a request whose buffer holds n bytes, for a caller that
@@ -355,4 +341,30 @@ func (c *Client) lender(p []byte) *xseg.Request {
 		return nil
 	}
 	return r
+}
+
+// Dial joins the segment called segment (under /dev/shm) as a client and
+// returns a Client of the vlmcd at port vlmcd, failing with errs.ErrNoPeer
+// if no live process binds that port. Disconnect releases the segment
+// port when done.
+func Dial(segment string, vlmcd int) (*Client, error) {
+	pc, err := peer.Dial(segment)
+	if err != nil {
+		return nil, err
+	}
+	if _, alive := pc.Segment().Owner(vlmcd); !alive {
+		pc.Close()
+		return nil, fmt.Errorf("vlmcd (port %d of segment %q) is not running: start it with `archipelago start`: %w", vlmcd, segment, errs.ErrNoPeer)
+	}
+	c := New(pc, vlmcd)
+	c.own = pc
+	return c, nil
+}
+
+// Disconnect releases the segment port of a Client from Dial. Close the
+// volumes opened through it first. It does nothing for a Client from New.
+func (c *Client) Disconnect() {
+	if c.own != nil {
+		c.own.Close()
+	}
 }

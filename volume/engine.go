@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/archipelago-go/archipelago/wire"
+
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/store"
 )
@@ -16,7 +18,7 @@ import (
 // Limits.
 const (
 	// MaxSize is the largest volume: 2^60 bytes (1 EiB).
-	MaxSize = uint64(1) << 60
+	MaxSize = wire.MaxVolumeSize
 	// DefaultBlockSize is the data object size of new volumes.
 	DefaultBlockSize = 4 << 20
 	// MinBlockSize and MaxBlockSize bound Options.BlockSize.

@@ -22,6 +22,8 @@ const (
 // Length limits of strings, checked when encoding (ErrTooLarge) and when
 // decoding (ErrInvalid and ErrTooLarge).
 const (
+	// MaxVolumeSize is the largest volume: 2^60 bytes (1 EiB).
+	MaxVolumeSize = uint64(1) << 60
 	// MaxNameLen bounds object and volume names.
 	MaxNameLen = 255
 	// MaxOwnerLen bounds lock owner identities, which embed a host name
@@ -35,24 +37,24 @@ type Kind uint8
 
 // Kinds. The zero Kind is never valid.
 const (
-	KindMapReply   Kind = 1                 // MapReply: answer to MAPR/MAPW
-	KindClone      Kind = 2                 // Clone: CLONE request
-	KindSnapshot   Kind = 3                 // Snapshot: SNAPSHOT request
-	KindRename     Kind = 4                 // Rename: RENAME request
-	KindCopy       Kind = 5                 // Copy: COPY request
-	KindHash       Kind = 6                 // Hash: HASH reply
-	KindObjectInfo Kind = 7                 // ObjectInfo: INFO reply of a blocker
-	KindVolumeInfo Kind = 8                 // VolumeInfo: INFO reply of the mapper
-	KindLock       Kind = 9                 // Lock: ACQUIRE/RELEASE request
-	KindLockReply  Kind = 10                // LockReply: who holds a lock ACQUIRE failed on
-	KindResize     Kind = 11                // Resize: TRUNCATE request to the mapper
-	KindCreate     Kind = 12                // Create: CREATE request
-	KindList       Kind = 13                // List: LIST request to a blocker
-	KindNames      Kind = 14                // Names: LIST reply
-	KindExtents    Kind = 15                // Extents: ALLOCATED reply
-	KindErrorText  Kind = 16                // ErrorText: the message of a failed reply
-	KindSession    Kind = 17                // Session: OPEN/CLOSE of an endpoint's session, and OPEN's reply
-	kindMax             = KindSession + 1   // one past the last kind
+	KindMapReply   Kind = 1               // MapReply: answer to MAPR/MAPW
+	KindClone      Kind = 2               // Clone: CLONE request
+	KindSnapshot   Kind = 3               // Snapshot: SNAPSHOT request
+	KindRename     Kind = 4               // Rename: RENAME request
+	KindCopy       Kind = 5               // Copy: COPY request
+	KindHash       Kind = 6               // Hash: HASH reply
+	KindObjectInfo Kind = 7               // ObjectInfo: INFO reply of a blocker
+	KindVolumeInfo Kind = 8               // VolumeInfo: INFO reply of the mapper
+	KindLock       Kind = 9               // Lock: ACQUIRE/RELEASE request
+	KindLockReply  Kind = 10              // LockReply: who holds a lock ACQUIRE failed on
+	KindResize     Kind = 11              // Resize: TRUNCATE request to the mapper
+	KindCreate     Kind = 12              // Create: CREATE request
+	KindList       Kind = 13              // List: LIST request to a blocker
+	KindNames      Kind = 14              // Names: LIST reply
+	KindExtents    Kind = 15              // Extents: ALLOCATED reply
+	KindErrorText  Kind = 16              // ErrorText: the message of a failed reply
+	KindSession    Kind = 17              // Session: OPEN/CLOSE of an endpoint's session, and OPEN's reply
+	kindMax             = KindSession + 1 // one past the last kind
 )
 
 var kindNames = [...]string{
