@@ -159,6 +159,17 @@ func (c *Config) RolesOfType(t string) []*Role {
 // PidFile is where the peer of role name writes its pid: <RUN_DIR>/<name>.pid.
 func (c *Config) PidFile(name string) string { return filepath.Join(c.RunDir, name+".pid") }
 
+// ClientsFile is where the block endpoint of role name keeps the number of
+// NBD clients connected: <RUN_DIR>/<name>.clients.
+func (c *Config) ClientsFile(name string) string { return filepath.Join(c.RunDir, name+".clients") }
+
+// MappedDir holds one record per mapped volume (vlmc map):
+// <RUN_DIR>/mapped.
+func (c *Config) MappedDir() string { return filepath.Join(c.RunDir, "mapped") }
+
+// MountDir holds the FUSE mounts of the mapped volumes: <RUN_DIR>/mnt.
+func (c *Config) MountDir() string { return filepath.Join(c.RunDir, "mnt") }
+
 // LogFile is the log of role name: <LOG_DIR>/<name>.log.
 func (c *Config) LogFile(name string) string { return filepath.Join(c.LogDir, name+".log") }
 
