@@ -13,7 +13,7 @@ import (
 	"github.com/archipelago-go/archipelago/config"
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/internal/sizes"
-	"github.com/archipelago-go/archipelago/nbd"
+	"github.com/archipelago-go/archipelago/nbd/nbduri"
 	"github.com/archipelago-go/archipelago/volclient"
 )
 
@@ -313,7 +313,7 @@ the same across archipelago restart, so a VM's QEMU reconnects to it.`,
 			if len(eps) == 0 {
 				return fmt.Errorf("%s has no nbd_endpoint role: %w", env.cfg.Path, errs.ErrNotFound)
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), nbd.URI(eps[0].Socket, args[0]))
+			fmt.Fprintln(cmd.OutOrStdout(), nbduri.URI(eps[0].Socket, args[0]))
 			return nil
 		}),
 	}

@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/archipelago-go/archipelago/nbd/nbduri"
 )
 
 // Tests with the real NBD clients (qemu-utils: qemu-io, qemu-img;
@@ -74,7 +76,7 @@ func TestNbdinfo(t *testing.T) {
 		Structured bool             `json:"structured"`
 		Exports    []map[string]any `json:"exports"`
 	}
-	out := run(t, "nbdinfo", "--list", "--json", URI(ts.sock, ""))
+	out := run(t, "nbdinfo", "--list", "--json", nbduri.URI(ts.sock, ""))
 	if err := json.Unmarshal([]byte(out), &list); err != nil {
 		t.Fatalf("nbdinfo --list --json: %v\n%s", err, out)
 	}
@@ -87,7 +89,7 @@ func TestNbdinfo(t *testing.T) {
 	}
 
 	info := func(name string) map[string]any {
-		out := run(t, "nbdinfo", "--json", URI(ts.sock, name))
+		out := run(t, "nbdinfo", "--json", nbduri.URI(ts.sock, name))
 		var v struct{ Exports []map[string]any }
 		if err := json.Unmarshal([]byte(out), &v); err != nil || len(v.Exports) != 1 {
 			t.Fatalf("nbdinfo --json %s: %v\n%s", name, err, out)
@@ -128,7 +130,7 @@ func TestNbdinfo(t *testing.T) {
 			t.Errorf("--list: %s: %v", name, byName[name])
 		}
 	}
-	if out, err := runErr("nbdinfo", URI(ts.sock, "nope")); err == nil {
+	if out, err := runErr("nbdinfo", nbduri.URI(ts.sock, "nope")); err == nil {
 		t.Errorf("nbdinfo of an unknown export succeeded:\n%s", out)
 	}
 }
@@ -151,7 +153,7 @@ func TestQemuIO(t *testing.T) {
 	need(t, "qemu-io", "nbdinfo")
 	m := memWith(t, map[string]MemOptions{"vol": {}, "b4k": {MinBlock: 4096}}, 64<<20)
 	ts := startServer(t, m, Options{})
-	uri := URI(ts.sock, "vol")
+	uri := nbduri.URI(ts.sock, "vol")
 
 	if got := mapOf(t, uri); fmt.Sprint(got) != "[0 67108864 3]" {
 		t.Fatalf("map of an unwritten export: %v", got)
@@ -222,7 +224,7 @@ func TestQemuIO(t *testing.T) {
 
 	// An export with 4 KiB blocks: qemu honours the advertised minimum
 	// and does read-modify-write for a small unaligned write.
-	out = run(t, "qemu-io", "-f", "raw", URI(ts.sock, "b4k"),
+	out = run(t, "qemu-io", "-f", "raw", nbduri.URI(ts.sock, "b4k"),
 		"-c", "write -P 0x77 100 512", "-c", "read -P 0x77 100 512", "-c", "read -P 0 0 100", "-c", "read -P 0 612 3484")
 	if strings.Contains(out, "failed") {
 		t.Fatalf("qemu-io on a 4k export:\n%s", out)
@@ -261,16 +263,16 @@ func TestCopyRoundTrip(t *testing.T) {
 	}
 	want := sum(src)
 
-	run(t, "qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", src, URI(ts.sock, "a"))
+	run(t, "qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", src, nbduri.URI(ts.sock, "a"))
 	out1 := filepath.Join(dir, "out1.img")
-	run(t, "qemu-img", "convert", "-f", "raw", "-O", "raw", URI(ts.sock, "a"), out1)
+	run(t, "qemu-img", "convert", "-f", "raw", "-O", "raw", nbduri.URI(ts.sock, "a"), out1)
 	if got := sum(out1); got != want {
 		t.Fatalf("qemu-img round trip: sha256 %s, want %s", got, want)
 	}
 
-	run(t, "nbdcopy", "--connections=4", "--threads=4", "--requests=16", src, URI(ts.sock, "b"))
+	run(t, "nbdcopy", "--connections=4", "--threads=4", "--requests=16", src, nbduri.URI(ts.sock, "b"))
 	out2 := filepath.Join(dir, "out2.img")
-	run(t, "nbdcopy", "--connections=4", "--threads=4", URI(ts.sock, "b"), out2)
+	run(t, "nbdcopy", "--connections=4", "--threads=4", nbduri.URI(ts.sock, "b"), out2)
 	if got := sum(out2); got != want {
 		t.Fatalf("nbdcopy round trip: sha256 %s, want %s", got, want)
 	}
@@ -282,7 +284,7 @@ func TestCopyRoundTrip(t *testing.T) {
 	}
 	// The source's holes stay holes.
 	holes := 0
-	for _, e := range mapOf(t, URI(ts.sock, "b")) {
+	for _, e := range mapOf(t, nbduri.URI(ts.sock, "b")) {
 		if strings.HasSuffix(e, " 3") {
 			holes++
 		}
@@ -299,7 +301,7 @@ func TestReadOnlyRealClients(t *testing.T) {
 	e.WriteAt(context.Background(), bytes.Repeat([]byte{0x5a}, 1<<20), 0, false)
 	m.SetReadOnly("snap", true)
 	ts := startServer(t, m, Options{})
-	uri := URI(ts.sock, "snap")
+	uri := nbduri.URI(ts.sock, "snap")
 
 	run(t, "qemu-io", "-r", "-f", "raw", uri, "-c", "read -P 0x5a 0 1M", "-c", "read -P 0 1M 3M")
 	if out, err := runErr("qemu-io", "-f", "raw", uri, "-c", "write 0 4k"); err == nil {

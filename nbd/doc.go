@@ -9,7 +9,7 @@
 //	err := srv.Serve(ctx, l) // returns after ctx ends and clients drained
 //
 // Clients reach an export by the URI that URI returns, for example
-// nbd+unix:///vol1?socket=/run/archipelago/nbd.sock. Server.Clients counts
+// nbd+unix:///vol1?socket=/run/archipelago/nbd.sock (package nbduri builds it). Server.Clients counts
 // the connections open, so that an operator's tool can refuse to stop
 // while clients are connected.
 //

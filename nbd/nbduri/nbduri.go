@@ -1,4 +1,6 @@
-package nbd
+// Package nbduri builds the NBD URIs of exports, apart from the NBD server
+// so that a tool that prints a URI does not link the server.
+package nbduri
 
 import "strings"
 
