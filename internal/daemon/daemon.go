@@ -59,7 +59,8 @@ func (c *CommonFlags) Setup() {
 
 // FromConfig loads the configuration when --role is given and fills the
 // common options from the role and the [XSEG] section, except those set
-// on the command line. It returns the config and the role (nil, nil
+// on the command line (through the same table as the program's own
+// options, ApplyRole). It returns the config and the role (nil, nil
 // without --role). want is the role type the program serves.
 func (c *CommonFlags) FromConfig(fs *pflag.FlagSet, want string) (*config.Config, *config.Role, error) {
 	if c.RoleName == "" {
@@ -76,24 +77,20 @@ func (c *CommonFlags) FromConfig(fs *pflag.FlagSet, want string) (*config.Config
 	if r.Type != want {
 		return nil, nil, fmt.Errorf("%s: role %q is of type %s, this program serves %s: %w", cfg.Path, r.Name, r.Type, want, errs.ErrInvalid)
 	}
-	set := func(flag string, dst *int, v int) {
-		if !fs.Changed(flag) {
-			*dst = v
-		}
-	}
-	if !fs.Changed("segment") {
-		c.Segment = cfg.XSEG.Name
-	}
 	c.Role = r.Name
-	set("portno-start", &c.PortStart, r.PortStart)
-	set("portno-end", &c.PortEnd, r.PortEnd)
-	set("nr-ops", &c.NrOps, r.NrOps)
-	if r.NrThreads > 0 {
-		set("nr-threads", &c.NrThreads, r.NrThreads)
+	table := []RoleSetting{
+		FromRole("segment", &c.Segment, cfg.XSEG.Name),
+		FromRole("portno-start", &c.PortStart, r.PortStart),
+		FromRole("portno-end", &c.PortEnd, r.PortEnd),
+		FromRole("nr-ops", &c.NrOps, r.NrOps),
+		FromRole("log-level", &c.LogLevel, r.LogLevel),
+		FromRole("pidfile", &c.PidFile, cfg.PidFile(r.Name)),
 	}
-	set("log-level", &c.LogLevel, r.LogLevel)
-	if !fs.Changed("pidfile") {
-		c.PidFile = cfg.PidFile(r.Name)
+	if r.NrThreads > 0 {
+		table = append(table, FromRole("nr-threads", &c.NrThreads, r.NrThreads))
+	}
+	if err := ApplyRole(fs, table...); err != nil {
+		return nil, nil, err
 	}
 	return cfg, r, nil
 }
