@@ -1,13 +1,13 @@
-// Command filed: see cli.Filed.
+// Command filed is the file blocker: it serves the objects of the segment's
+// requests as files under a directory, with persistent locks. Run
+// filed --help for its options; archipelago start runs it for the roles of
+// type file_blocker.
 package main
 
-import (
-	"github.com/archipelago-go/archipelago/cli"
-	"github.com/archipelago-go/archipelago/internal/daemon"
-)
+import "github.com/archipelago-go/archipelago/internal/daemon"
 
 func main() {
-	if err := cli.Filed().Execute(); err != nil {
+	if err := filedCommand().Execute(); err != nil {
 		daemon.Fatal(err)
 	}
 }

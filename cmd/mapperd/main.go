@@ -1,13 +1,14 @@
-// Command mapperd: see cli.Mapperd.
+// Command mapperd is the mapper: it owns the volume maps and serves the
+// volume operations (create, clone, snapshot, remove, rename, resize,
+// info, list, open/close, lock/unlock) and the translation of volume
+// ranges into objects. Run mapperd --help for its options; archipelago
+// start runs it for the role of type mapperd.
 package main
 
-import (
-	"github.com/archipelago-go/archipelago/cli"
-	"github.com/archipelago-go/archipelago/internal/daemon"
-)
+import "github.com/archipelago-go/archipelago/internal/daemon"
 
 func main() {
-	if err := cli.Mapperd().Execute(); err != nil {
+	if err := mapperdCommand().Execute(); err != nil {
 		daemon.Fatal(err)
 	}
 }

@@ -1,13 +1,12 @@
-// Command nulld: see cli.Nulld.
+// Command nulld is the null peer: it answers every request at once with
+// success, for benchmarks and tests of the segment itself. It links only
+// the peer runtime. Run nulld --help for its options.
 package main
 
-import (
-	"github.com/archipelago-go/archipelago/cli"
-	"github.com/archipelago-go/archipelago/internal/daemon"
-)
+import "github.com/archipelago-go/archipelago/internal/daemon"
 
 func main() {
-	if err := cli.Nulld().Execute(); err != nil {
+	if err := nulldCommand().Execute(); err != nil {
 		daemon.Fatal(err)
 	}
 }

@@ -1,13 +1,13 @@
-// Command vlmcd: see cli.Vlmcd.
+// Command vlmcd is the volume composer: it serves volume READ and WRITE as
+// parallel object I/O, after asking the mapper which objects cover the
+// range. Run vlmcd --help for its options; archipelago start runs it for
+// the role of type vlmcd.
 package main
 
-import (
-	"github.com/archipelago-go/archipelago/cli"
-	"github.com/archipelago-go/archipelago/internal/daemon"
-)
+import "github.com/archipelago-go/archipelago/internal/daemon"
 
 func main() {
-	if err := cli.Vlmcd().Execute(); err != nil {
+	if err := vlmcdCommand().Execute(); err != nil {
 		daemon.Fatal(err)
 	}
 }

@@ -1,20 +1,20 @@
-package cli
+package main
 
 import (
 	"fmt"
-
-	"github.com/archipelago-go/archipelago/internal/daemon"
 
 	"github.com/spf13/cobra"
 
 	"github.com/archipelago-go/archipelago/blocker"
 	"github.com/archipelago-go/archipelago/config"
 	"github.com/archipelago-go/archipelago/errs"
+	"github.com/archipelago-go/archipelago/internal/daemon"
 	"github.com/archipelago-go/archipelago/store/filestore"
 )
 
-// Filed is the file blocker daemon: one file per object under archip_dir.
-func Filed() *cobra.Command {
+// filedCommand is the file blocker daemon: one file per object under
+// archip_dir.
+func filedCommand() *cobra.Command {
 	var c daemon.CommonFlags
 	var o filestore.Options
 	var ident string
@@ -22,10 +22,11 @@ func Filed() *cobra.Command {
 		Use:   "filed",
 		Short: "File blocker: serves objects as files under a directory",
 		Long: `filed binds its ports of the segment and serves READ, WRITE, SYNC, FLUSH,
-TRUNCATE, DELETE, COPY, INFO, ACQUIRE, RELEASE and HASH on files under
---archip-dir (spread over subdirectories), with persistent locks under
---lock-dir. A write is durable when answered if it carried FUA, otherwise
-once a later SYNC or FLUSH is answered. Stop it with SIGTERM.`,
+TRUNCATE, DELETE, COPY, INFO, ACQUIRE, RELEASE, HASH, LIST, LOCKOWNER,
+LOCKWAIT and PING on files under --archip-dir (spread over subdirectories),
+with persistent locks under --lock-dir. A write is durable when answered if
+it carried FUA, otherwise once a later SYNC or FLUSH is answered. Stop it
+with SIGTERM.`,
 		Example: `  # serve data objects on port 1 of segment "archipelago"
   filed --portno-start 1 --archip-dir /var/lib/archipelago/data --nr-ops 64 --nr-threads 8
   # serve role blockerb of /etc/archipelago/archipelago.conf (as archipelago start does)
@@ -39,18 +40,14 @@ once a later SYNC or FLUSH is answered. Stop it with SIGTERM.`,
 				return err
 			}
 			if r != nil {
-				fs := cmd.Flags()
-				if !fs.Changed("archip-dir") {
-					o.Dir = r.ArchipDir
-				}
-				if !fs.Changed("lock-dir") {
-					o.LockDir = r.LockDir
-				}
-				if !fs.Changed("fdcache") {
-					o.FDCache = r.FDCache
-				}
-				if !fs.Changed("direct") {
-					o.Direct = r.Direct
+				err := daemon.ApplyRole(cmd.Flags(),
+					daemon.FromRole("archip-dir", &o.Dir, r.ArchipDir),
+					daemon.FromRole("lock-dir", &o.LockDir, r.LockDir),
+					daemon.FromRole("fdcache", &o.FDCache, r.FDCache),
+					daemon.FromRole("direct", &o.Direct, r.Direct),
+				)
+				if err != nil {
+					return err
 				}
 			}
 			if o.FDCache == 0 {

@@ -1,20 +1,19 @@
 //go:build ceph
 
-package cli
+package main
 
 import (
 	"github.com/spf13/cobra"
 
-	"github.com/archipelago-go/archipelago/internal/daemon"
-
 	"github.com/archipelago-go/archipelago/blocker"
 	"github.com/archipelago-go/archipelago/config"
+	"github.com/archipelago-go/archipelago/internal/daemon"
 	"github.com/archipelago-go/archipelago/store/radosstore"
 )
 
-// Radosd is the RADOS blocker daemon: one RADOS object per object of a pool.
-// It is built only with the build tag "ceph" (it needs librados).
-func Radosd() *cobra.Command {
+// radosdCommand is the RADOS blocker daemon: one RADOS object per object
+// of a pool.
+func radosdCommand() *cobra.Command {
 	var c daemon.CommonFlags
 	var o radosstore.Options
 	var ident string
@@ -22,15 +21,15 @@ func Radosd() *cobra.Command {
 		Use:   "radosd",
 		Short: "RADOS blocker: serves objects as RADOS objects of a Ceph pool",
 		Long: `radosd binds its ports of the segment and serves READ, WRITE, SYNC, FLUSH,
-TRUNCATE, DELETE, COPY, INFO, ACQUIRE, RELEASE, HASH, LIST and LOCKOWNER on the
-objects of --pool (in --namespace), with persistent locks as objects of the
-namespace <namespace>.locks (archipelago.locks for the default namespace).
-Every write is durable when answered: RADOS acknowledges only what its OSDs
-committed. A lock belongs to its owner (--ident, or the owner a request
-names), not to the RADOS client, so a restarted radosd takes its locks back.
-It connects as client.<cephx-id> with --ceph-conf; a monitor or OSD that
-does not answer within --op-timeout fails the request instead of hanging it.
-Stop it with SIGTERM.`,
+TRUNCATE, DELETE, COPY, INFO, ACQUIRE, RELEASE, HASH, LIST, LOCKOWNER,
+LOCKWAIT and PING on the objects of --pool (in --namespace), with persistent
+locks as objects of the namespace <namespace>.locks (archipelago.locks for
+the default namespace). Every write is durable when answered: RADOS
+acknowledges only what its OSDs committed. A lock belongs to its owner
+(--ident, or the owner a request names), not to the RADOS client, so a
+restarted radosd takes its locks back. It connects as client.<cephx-id>
+with --ceph-conf; a monitor or OSD that does not answer within --op-timeout
+fails the request instead of hanging it. Stop it with SIGTERM.`,
 		Example: `  # serve pool "blocks" on port 1 of segment "archipelago"
   radosd --portno-start 1 --pool blocks --ceph-conf /etc/ceph/ceph.conf --cephx-id archipelago
   # serve role blockerb of /etc/archipelago/archipelago.conf (as archipelago start does)
@@ -44,18 +43,14 @@ Stop it with SIGTERM.`,
 				return err
 			}
 			if r != nil {
-				fs := cmd.Flags()
-				if !fs.Changed("pool") {
-					o.Pool = r.Pool
-				}
-				if !fs.Changed("ceph-conf") {
-					o.CephConf = r.CephConf
-				}
-				if !fs.Changed("cephx-id") {
-					o.CephxID = r.CephxID
-				}
-				if !fs.Changed("namespace") {
-					o.Namespace = r.Namespace
+				err := daemon.ApplyRole(cmd.Flags(),
+					daemon.FromRole("pool", &o.Pool, r.Pool),
+					daemon.FromRole("ceph-conf", &o.CephConf, r.CephConf),
+					daemon.FromRole("cephx-id", &o.CephxID, r.CephxID),
+					daemon.FromRole("namespace", &o.Namespace, r.Namespace),
+				)
+				if err != nil {
+					return err
 				}
 			}
 			st, err := radosstore.Open(o)

@@ -1,20 +1,19 @@
-package cli
+package main
 
 import (
 	"context"
 	"time"
 
-	"github.com/archipelago-go/archipelago/internal/daemon"
-
 	"github.com/spf13/cobra"
 
+	"github.com/archipelago-go/archipelago/internal/daemon"
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/xseg"
 )
 
-// Nulld is the null peer: it answers every request at once with success.
-// It is for benchmarks and tests of the segment itself.
-func Nulld() *cobra.Command {
+// nulldCommand is the null peer: it answers every request at once with
+// success.
+func nulldCommand() *cobra.Command {
 	var c daemon.CommonFlags
 	var delay time.Duration
 	cmd := &cobra.Command{

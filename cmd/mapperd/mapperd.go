@@ -1,0 +1,60 @@
+package main
+
+import (
+	"os"
+
+	"github.com/spf13/cobra"
+
+	"github.com/archipelago-go/archipelago/config"
+	"github.com/archipelago-go/archipelago/internal/daemon"
+	"github.com/archipelago-go/archipelago/mapper"
+	"github.com/archipelago-go/archipelago/volume"
+)
+
+// mapperdCommand is the mapper daemon: it owns the volume maps.
+func mapperdCommand() *cobra.Command {
+	var c daemon.CommonFlags
+	var o volume.Options
+	var bm, bb int
+	cmd := &cobra.Command{
+		Use:   "mapperd",
+		Short: "Mapper: volume maps, copy-on-write, snapshots, clones, locks",
+		Long: `mapperd serves the volume operations (create, clone, snapshot, remove, rename,
+resize, info, list, open/close, lock/unlock) and translates volume ranges into
+object ranges (MAPR, MAPW with copy-on-write). Maps and locks live in the
+blocker at --blockerm-port, data objects in the blocker at --blockerb-port.
+Locks are taken in the name of --host-id (HOST_ID): a host that restarts with
+the same identity takes its locks back.`,
+		Example: `  mapperd --portno-start 502 --blockerm-port 501 --blockerb-port 500 --host-id node1
+  mapperd --role mapperd     # options from the configuration`,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, r, err := c.FromConfig(cmd.Flags(), config.TypeMapperd)
+			if err != nil {
+				return err
+			}
+			if r != nil {
+				err := daemon.ApplyRole(cmd.Flags(),
+					daemon.FromRole("blockerm-port", &bm, r.BlockerMPort),
+					daemon.FromRole("blockerb-port", &bb, r.BlockerBPort),
+					daemon.FromRole("host-id", &o.Owner, cfg.HostID),
+				)
+				if err != nil {
+					return err
+				}
+			}
+			if o.Owner == "" {
+				o.Owner, _ = os.Hostname()
+			}
+			return c.RunUntilSignal(mapper.New(o, bm, bb))
+		},
+	}
+	c.Register(cmd.Flags(), "mapperd")
+	cmd.Flags().IntVar(&bm, "blockerm-port", 501, "port of the blocker holding maps and locks")
+	cmd.Flags().IntVar(&bb, "blockerb-port", 500, "port of the blocker holding data objects")
+	cmd.Flags().StringVar(&o.Owner, "host-id", "", "lock owner identity (default the hostname)")
+	cmd.Flags().Uint32Var(&o.BlockSize, "block-size", 4<<20, "object size of new volumes in bytes")
+	return cmd
+}
