@@ -8,45 +8,19 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
+	"github.com/archipelago-go/archipelago/internal/testutil"
 	"github.com/archipelago-go/archipelago/nbd/nbduri"
 )
 
 // Tests with the real NBD clients (qemu-utils: qemu-io, qemu-img;
 // libnbd-bin: nbdinfo, nbdcopy) against a MemBackend served on a Unix
 // socket by the test process.
-
-func need(t *testing.T, bins ...string) {
-	t.Helper()
-	for _, b := range bins {
-		if _, err := exec.LookPath(b); err != nil {
-			t.Skipf("%s not installed (apt-get install qemu-utils libnbd-bin): skipping the real-client test", b)
-		}
-	}
-}
-
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := runErr(name, args...)
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return out
-}
-
-func runErr(name string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
-	return string(out), err
-}
 
 // countingBackend counts Open calls per export, to see multi-conn at work.
 type countingBackend struct {
@@ -63,7 +37,7 @@ func (c *countingBackend) Open(ctx context.Context, name string) (Export, error)
 }
 
 func TestNbdinfo(t *testing.T) {
-	need(t, "nbdinfo")
+	testutil.NeedBinaries(t, "nbdinfo")
 	m := memWith(t, map[string]MemOptions{
 		"vol":  {Description: "a volume"},
 		"snap": {ReadOnly: true},
@@ -76,7 +50,7 @@ func TestNbdinfo(t *testing.T) {
 		Structured bool             `json:"structured"`
 		Exports    []map[string]any `json:"exports"`
 	}
-	out := run(t, "nbdinfo", "--list", "--json", nbduri.URI(ts.sock, ""))
+	out := testutil.Run(t, "nbdinfo", "--list", "--json", nbduri.URI(ts.sock, ""))
 	if err := json.Unmarshal([]byte(out), &list); err != nil {
 		t.Fatalf("nbdinfo --list --json: %v\n%s", err, out)
 	}
@@ -89,7 +63,7 @@ func TestNbdinfo(t *testing.T) {
 	}
 
 	info := func(name string) map[string]any {
-		out := run(t, "nbdinfo", "--json", nbduri.URI(ts.sock, name))
+		out := testutil.Run(t, "nbdinfo", "--json", nbduri.URI(ts.sock, name))
 		var v struct{ Exports []map[string]any }
 		if err := json.Unmarshal([]byte(out), &v); err != nil || len(v.Exports) != 1 {
 			t.Fatalf("nbdinfo --json %s: %v\n%s", name, err, out)
@@ -130,7 +104,7 @@ func TestNbdinfo(t *testing.T) {
 			t.Errorf("--list: %s: %v", name, byName[name])
 		}
 	}
-	if out, err := runErr("nbdinfo", nbduri.URI(ts.sock, "nope")); err == nil {
+	if out, err := testutil.RunErr(t, "nbdinfo", nbduri.URI(ts.sock, "nope")); err == nil {
 		t.Errorf("nbdinfo of an unknown export succeeded:\n%s", out)
 	}
 }
@@ -139,7 +113,7 @@ func TestNbdinfo(t *testing.T) {
 func mapOf(t *testing.T, uri string) []string {
 	t.Helper()
 	var ext []string
-	for _, l := range strings.Split(strings.TrimSpace(run(t, "nbdinfo", "--map", uri)), "\n") {
+	for _, l := range strings.Split(strings.TrimSpace(testutil.Run(t, "nbdinfo", "--map", uri)), "\n") {
 		f := strings.Fields(l)
 		if len(f) < 3 {
 			t.Fatalf("nbdinfo --map line %q", l)
@@ -150,7 +124,7 @@ func mapOf(t *testing.T, uri string) []string {
 }
 
 func TestQemuIO(t *testing.T) {
-	need(t, "qemu-io", "nbdinfo")
+	testutil.NeedBinaries(t, "qemu-io", "nbdinfo")
 	m := memWith(t, map[string]MemOptions{"vol": {}, "b4k": {MinBlock: 4096}}, 64<<20)
 	ts := startServer(t, m, Options{})
 	uri := nbduri.URI(ts.sock, "vol")
@@ -185,16 +159,11 @@ func TestQemuIO(t *testing.T) {
 		cmds = append(cmds, fmt.Sprintf("read -P %d %d 64k", 0x40+i%32, 16*M+i*128<<10))
 	}
 	cmds = append(cmds, "read -P 0 32M 1M")
-	args := []string{"-f", "raw", uri}
-	for _, c := range cmds {
-		args = append(args, "-c", c)
-	}
-	out := run(t, "qemu-io", args...)
-	if strings.Contains(out, "failed") || strings.Contains(out, "error") {
-		t.Fatalf("qemu-io:\n%s", out)
+	if err := testutil.QemuIO(t, uri, cmds...); err != nil {
+		t.Fatal(err)
 	}
 	// A wrong pattern is noticed (the check above is not vacuous).
-	if out, err := runErr("qemu-io", "-f", "raw", uri, "-c", "read -P 0x99 0 4k"); err == nil || !strings.Contains(out, "Pattern verification failed") {
+	if out, err := testutil.RunErr(t, "qemu-io", "-f", "raw", uri, "-c", "read -P 0x99 0 4k"); err == nil || !strings.Contains(out, "Pattern verification failed") {
 		t.Fatalf("wrong pattern not detected: %v\n%s", err, out)
 	}
 
@@ -224,15 +193,14 @@ func TestQemuIO(t *testing.T) {
 
 	// An export with 4 KiB blocks: qemu honours the advertised minimum
 	// and does read-modify-write for a small unaligned write.
-	out = run(t, "qemu-io", "-f", "raw", nbduri.URI(ts.sock, "b4k"),
-		"-c", "write -P 0x77 100 512", "-c", "read -P 0x77 100 512", "-c", "read -P 0 0 100", "-c", "read -P 0 612 3484")
-	if strings.Contains(out, "failed") {
-		t.Fatalf("qemu-io on a 4k export:\n%s", out)
+	if err := testutil.QemuIO(t, nbduri.URI(ts.sock, "b4k"),
+		"write -P 0x77 100 512", "read -P 0x77 100 512", "read -P 0 0 100", "read -P 0 612 3484"); err != nil {
+		t.Fatalf("on a 4k export: %v", err)
 	}
 }
 
 func TestCopyRoundTrip(t *testing.T) {
-	need(t, "qemu-img", "nbdcopy", "nbdinfo")
+	testutil.NeedBinaries(t, "qemu-img", "nbdcopy", "nbdinfo")
 	const size = 64 << 20
 	b := &countingBackend{MemBackend: memWith(t, map[string]MemOptions{"a": {}, "b": {}}, size), opens: map[string]int{}}
 	ts := startServer(t, b, Options{})
@@ -263,16 +231,16 @@ func TestCopyRoundTrip(t *testing.T) {
 	}
 	want := sum(src)
 
-	run(t, "qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", src, nbduri.URI(ts.sock, "a"))
+	testutil.Run(t, "qemu-img", "convert", "-n", "-f", "raw", "-O", "raw", src, nbduri.URI(ts.sock, "a"))
 	out1 := filepath.Join(dir, "out1.img")
-	run(t, "qemu-img", "convert", "-f", "raw", "-O", "raw", nbduri.URI(ts.sock, "a"), out1)
+	testutil.Run(t, "qemu-img", "convert", "-f", "raw", "-O", "raw", nbduri.URI(ts.sock, "a"), out1)
 	if got := sum(out1); got != want {
 		t.Fatalf("qemu-img round trip: sha256 %s, want %s", got, want)
 	}
 
-	run(t, "nbdcopy", "--connections=4", "--threads=4", "--requests=16", src, nbduri.URI(ts.sock, "b"))
+	testutil.Run(t, "nbdcopy", "--connections=4", "--threads=4", "--requests=16", src, nbduri.URI(ts.sock, "b"))
 	out2 := filepath.Join(dir, "out2.img")
-	run(t, "nbdcopy", "--connections=4", "--threads=4", nbduri.URI(ts.sock, "b"), out2)
+	testutil.Run(t, "nbdcopy", "--connections=4", "--threads=4", nbduri.URI(ts.sock, "b"), out2)
 	if got := sum(out2); got != want {
 		t.Fatalf("nbdcopy round trip: sha256 %s, want %s", got, want)
 	}
@@ -295,7 +263,7 @@ func TestCopyRoundTrip(t *testing.T) {
 }
 
 func TestReadOnlyRealClients(t *testing.T) {
-	need(t, "qemu-io", "nbdcopy")
+	testutil.NeedBinaries(t, "qemu-io", "nbdcopy")
 	m := memWith(t, map[string]MemOptions{"snap": {}}, 4<<20)
 	e, _ := m.Open(context.Background(), "snap")
 	e.WriteAt(context.Background(), bytes.Repeat([]byte{0x5a}, 1<<20), 0, false)
@@ -303,14 +271,18 @@ func TestReadOnlyRealClients(t *testing.T) {
 	ts := startServer(t, m, Options{})
 	uri := nbduri.URI(ts.sock, "snap")
 
-	run(t, "qemu-io", "-r", "-f", "raw", uri, "-c", "read -P 0x5a 0 1M", "-c", "read -P 0 1M 3M")
-	if out, err := runErr("qemu-io", "-f", "raw", uri, "-c", "write 0 4k"); err == nil {
+	if err := testutil.QemuIOReadOnly(t, uri, "read -P 0x5a 0 1M", "read -P 0 1M 3M"); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := testutil.RunErr(t, "qemu-io", "-f", "raw", uri, "-c", "write 0 4k"); err == nil {
 		t.Fatalf("qemu-io wrote to a read-only export:\n%s", out)
 	}
 	src := filepath.Join(t.TempDir(), "src")
 	os.WriteFile(src, make([]byte, 4<<20), 0o644)
-	if out, err := runErr("nbdcopy", src, uri); err == nil {
+	if out, err := testutil.RunErr(t, "nbdcopy", src, uri); err == nil {
 		t.Fatalf("nbdcopy into a read-only export succeeded:\n%s", out)
 	}
-	run(t, "qemu-io", "-r", "-f", "raw", uri, "-c", "read -P 0x5a 0 1M")
+	if err := testutil.QemuIOReadOnly(t, uri, "read -P 0x5a 0 1M"); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+
+	"github.com/archipelago-go/archipelago/internal/testutil"
 )
 
 // TestModel drives an export through the server with random batches of
@@ -210,9 +212,9 @@ func TestBufferPool(t *testing.T) {
 	ts := startServer(t, b, Options{})
 	for _, structured := range []bool{false, true} {
 		c := connect(t, ts.sock, "vol", structured, false)
-		c.pwrite(0, pattern(8192, 1))
-		c.pwrite(1<<20, pattern(1<<20, 2)) // too big for the pool
-		if !bytes.Equal(c.pread(0, 8192), pattern(8192, 1)) || !bytes.Equal(c.pread(1<<20, 1<<20), pattern(1<<20, 2)) {
+		c.pwrite(0, testutil.Pattern(8192, 1))
+		c.pwrite(1<<20, testutil.Pattern(1<<20, 2)) // too big for the pool
+		if !bytes.Equal(c.pread(0, 8192), testutil.Pattern(8192, 1)) || !bytes.Equal(c.pread(1<<20, 1<<20), testutil.Pattern(1<<20, 2)) {
 			t.Fatal("data through lent buffers differs")
 		}
 		if r := c.do(cmdRead, 0, 4<<20, 4096, nil); r.err != einval { // refused: no buffer taken
@@ -241,7 +243,7 @@ func BenchmarkMemQD32(b *testing.B) {
 			e.WriteAt(context.Background(), make([]byte, size), 0, false)
 			ts := startServer(b, m, Options{})
 			c := connect(b, ts.sock, "vol", true, false)
-			payload := pattern(4096, 1)
+			payload := testutil.Pattern(4096, 1)
 			rng := rand.New(rand.NewPCG(1, 2))
 			next := func() uint64 {
 				var p []byte

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/archipelago-go/archipelago/errs"
+	"github.com/archipelago-go/archipelago/internal/testutil"
 )
 
 func memWith(t *testing.T, exports map[string]MemOptions, size uint64) *MemBackend {
@@ -25,14 +26,6 @@ func memWith(t *testing.T, exports map[string]MemOptions, size uint64) *MemBacke
 		}
 	}
 	return m
-}
-
-func pattern(n int, seed byte) []byte {
-	p := make([]byte, n)
-	for i := range p {
-		p[i] = seed + byte(i*7)
-	}
-	return p
 }
 
 func TestHandshakeOptions(t *testing.T) {
@@ -185,8 +178,8 @@ func TestExportName(t *testing.T) {
 				t.Fatal("reserved bytes not zero")
 			}
 		}
-		c.pwrite(4096, pattern(4096, 3))
-		if !bytes.Equal(c.pread(4096, 4096), pattern(4096, 3)) {
+		c.pwrite(4096, testutil.Pattern(4096, 3))
+		if !bytes.Equal(c.pread(4096, 4096), testutil.Pattern(4096, 3)) {
 			t.Fatal("read back differs")
 		}
 		c.disc()
@@ -253,14 +246,14 @@ func TestMalformedRequests(t *testing.T) {
 		for _, e := range []string{"rw", "ro", "b512"} {
 			conns[e] = connect(t, ts.sock, e, structured, false)
 		}
-		conns["rw"].pwrite(0, pattern(4096, 1))
+		conns["rw"].pwrite(0, testutil.Pattern(4096, 1))
 		for _, k := range cases {
 			t.Run(fmt.Sprintf("%s/structured=%v", k.name, structured), func(t *testing.T) {
 				c := conns[k.export]
 				c.t = t
 				var payload []byte
 				if k.payload {
-					payload = pattern(int(k.n), 9)
+					payload = testutil.Pattern(int(k.n), 9)
 				}
 				r := c.do(k.typ, k.flags, k.off, k.n, payload)
 				want := k.simple
@@ -275,7 +268,7 @@ func TestMalformedRequests(t *testing.T) {
 				}
 				// The stream is still in sync.
 				got := c.pread(0, 4096)
-				if k.export == "rw" && !bytes.Equal(got, pattern(4096, 1)) {
+				if k.export == "rw" && !bytes.Equal(got, testutil.Pattern(4096, 1)) {
 					t.Fatal("read after the refused request returned the wrong data")
 				}
 			})
@@ -292,7 +285,7 @@ func TestBadMagicCloses(t *testing.T) {
 	m := memWith(t, map[string]MemOptions{"vol": {}}, 1<<20)
 	ts := startServer(t, m, Options{})
 	c := connect(t, ts.sock, "vol", true, false)
-	c.pwrite(0, pattern(512, 1))
+	c.pwrite(0, testutil.Pattern(512, 1))
 	p := make([]byte, requestSize)
 	binary.BigEndian.PutUint32(p, 0xdeadbeef)
 	c.write(p)
@@ -302,30 +295,30 @@ func TestBadMagicCloses(t *testing.T) {
 	waitClients(t, ts.srv, 0)
 	// The server still serves others.
 	c = connect(t, ts.sock, "vol", false, false)
-	if !bytes.Equal(c.pread(0, 512), pattern(512, 1)) {
+	if !bytes.Equal(c.pread(0, 512), testutil.Pattern(512, 1)) {
 		t.Fatal("data lost")
 	}
 }
 
 func waitClients(t *testing.T, s *Server, n int) {
 	t.Helper()
-	for i := 0; s.Clients() != n; i++ {
-		if i > 500 {
-			t.Fatalf("Clients() = %d, want %d", s.Clients(), n)
+	testutil.WaitForErr(t, 5*time.Second, fmt.Sprintf("%d clients", n), func() error {
+		if c := s.Clients(); c != n {
+			return fmt.Errorf("Clients() = %d", c)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 func TestStructuredReadHoles(t *testing.T) {
 	m := memWith(t, map[string]MemOptions{"vol": {}}, 1<<20)
 	ts := startServer(t, m, Options{})
 	c := connect(t, ts.sock, "vol", true, true)
-	c.pwrite(8192, pattern(8192, 5))
+	c.pwrite(8192, testutil.Pattern(8192, 5))
 
 	r := c.do(cmdRead, 0, 0, 32768, nil)
 	want := make([]byte, 32768)
-	copy(want[8192:], pattern(8192, 5))
+	copy(want[8192:], testutil.Pattern(8192, 5))
 	if r.err != 0 || !bytes.Equal(r.data, want) {
 		t.Fatalf("sparse read: %v", r)
 	}
@@ -349,7 +342,7 @@ func TestStructuredReadHoles(t *testing.T) {
 		t.Fatalf("empty read: %v", r)
 	}
 	// Small holes go as data.
-	c.pwrite(65536, pattern(512, 1))
+	c.pwrite(65536, testutil.Pattern(512, 1))
 	r = c.do(cmdRead, 0, 65536, 4096, nil)
 	if len(r.chunks) != 1 || r.chunks[0].typ != replyOffsetData {
 		t.Fatalf("read within a page: %v", r)
@@ -360,7 +353,7 @@ func TestBlockStatus(t *testing.T) {
 	m := memWith(t, map[string]MemOptions{"vol": {}}, 1<<20)
 	ts := startServer(t, m, Options{})
 	c := connect(t, ts.sock, "vol", true, true)
-	c.pwrite(65536, pattern(8192, 5))
+	c.pwrite(65536, testutil.Pattern(8192, 5))
 
 	r := c.do(cmdBlockStatus, 0, 0, 1<<20, nil)
 	want := [][2]uint32{{65536, stateHole | stateZero}, {8192, 0}, {1<<20 - 65536 - 8192, stateHole | stateZero}}
@@ -526,7 +519,7 @@ func TestErrorMapping(t *testing.T) {
 		if r = c.do(cmdFlush, 0, 0, 0, nil); r.err != enospc {
 			t.Fatalf("flush error: %v", r)
 		}
-		c.pwrite(0, pattern(512, 1))
+		c.pwrite(0, testutil.Pattern(512, 1))
 	}
 }
 
@@ -635,7 +628,7 @@ func TestMultiConn(t *testing.T) {
 			var cks []uint64
 			for j := range per {
 				off := uint64((j*conns + i) * bs)
-				cks = append(cks, c.send(cmdWrite, cmdFlagFUA, off, bs, pattern(bs, byte(i*per+j))))
+				cks = append(cks, c.send(cmdWrite, cmdFlagFUA, off, bs, testutil.Pattern(bs, byte(i*per+j))))
 			}
 			for _, ck := range cks {
 				if r := c.wait(ck); r.err != 0 {
@@ -655,7 +648,7 @@ func TestMultiConn(t *testing.T) {
 				if (j+k+i)%7 != 0 {
 					continue // a sample is enough
 				}
-				if !bytes.Equal(c.pread(off, bs), pattern(bs, byte(k*per+j))) {
+				if !bytes.Equal(c.pread(off, bs), testutil.Pattern(bs, byte(k*per+j))) {
 					t.Fatalf("conn %d reads wrong data at %d", i, off)
 				}
 			}
@@ -681,8 +674,8 @@ func TestTCPAndHandshakeTimeout(t *testing.T) {
 	}()
 	addr := "tcp:" + l.Addr().String()
 	c := connect(t, addr, "vol", true, true)
-	c.pwrite(4096, pattern(4096, 7))
-	if !bytes.Equal(c.pread(4096, 4096), pattern(4096, 7)) {
+	c.pwrite(4096, testutil.Pattern(4096, 7))
+	if !bytes.Equal(c.pread(4096, 4096), testutil.Pattern(4096, 7)) {
 		t.Fatal("TCP read back differs")
 	}
 	// A client that never finishes the handshake is dropped; one in
@@ -692,13 +685,12 @@ func TestTCPAndHandshakeTimeout(t *testing.T) {
 	if !slow.closed() {
 		t.Fatal("stalled handshake not timed out")
 	}
-	if !bytes.Equal(c.pread(4096, 4096), pattern(4096, 7)) {
+	if !bytes.Equal(c.pread(4096, 4096), testutil.Pattern(4096, 7)) {
 		t.Fatal("idle connection in transmission broken")
 	}
 	if _, err := exec.LookPath("nbdinfo"); err == nil {
-		out, err := exec.Command("nbdinfo", "--size", "nbd://"+l.Addr().String()+"/vol").CombinedOutput()
-		if err != nil || strings.TrimSpace(string(out)) != "1048576" {
-			t.Fatalf("nbdinfo over TCP: %v %s", err, out)
+		if out := testutil.Run(t, "nbdinfo", "--size", "nbd://"+l.Addr().String()+"/vol"); strings.TrimSpace(out) != "1048576" {
+			t.Fatalf("nbdinfo over TCP: %s", out)
 		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/archipelago-go/archipelago/internal/testutil"
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/store"
 	"github.com/archipelago-go/archipelago/store/xsegstore"
@@ -45,7 +46,7 @@ func BlockerStores(t testing.TB, prefix, prog string, extra func(t testing.TB) [
 		args := append([]string{"--segment", name, "--portno-start", fmt.Sprint(port),
 			"--nr-ops", "64", "--nr-threads", "8", "--log-level", "1"}, extra(t)...)
 		Start(t, prog, args...)
-		WaitFor(t, 20*time.Second, prog+" to bind", func() bool { _, ok := seg.Owner(port); return ok })
+		testutil.WaitFor(t, 20*time.Second, prog+" to bind", func() bool { _, ok := seg.Owner(port); return ok })
 		return xsegstore.New(c, port)
 	}
 }

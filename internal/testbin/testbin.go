@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/archipelago-go/archipelago/internal/testutil"
 )
 
 var (
@@ -149,14 +151,10 @@ func (p *Proc) Exited() bool {
 	}
 }
 
-// WaitFor polls cond every few milliseconds until it holds or d passes.
+// WaitFor is testutil.WaitFor, kept for the callers not yet moved to it.
+//
+// Deprecated: use testutil.WaitFor.
 func WaitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.WaitFor(t, d, what, cond)
 }
