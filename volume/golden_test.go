@@ -8,8 +8,12 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/archipelago-go/archipelago/internal/sizes"
+	"github.com/archipelago-go/archipelago/internal/testutil"
 )
 
 var rewrite = flag.Bool("rewrite", false, "rewrite the expected output of testdata/*.txt")
@@ -120,7 +124,7 @@ func (g *golden) run(cmd string) string {
 		if arg(i) == "" {
 			return 0
 		}
-		n, err := parseSize(arg(i))
+		n, err := goldenNumber(arg(i))
 		if err != nil {
 			g.t.Fatalf("%s: %v", cmd, err)
 		}
@@ -128,7 +132,7 @@ func (g *golden) run(cmd string) string {
 	}
 	res := func(err error) string {
 		if err != nil {
-			return "error: " + errName(err) + ": " + err.Error()
+			return "error: " + testutil.ErrName(err) + ": " + err.Error()
 		}
 		return "ok"
 	}
@@ -228,4 +232,14 @@ func (g *golden) run(cmd string) string {
 	}
 	g.t.Fatalf("unknown command %q", cmd)
 	return ""
+}
+
+// goldenNumber reads an offset, length or size of a golden script: a bare
+// number is bytes ("0", "4096"), a number with a unit is read by the
+// product's size parser ("64K", "2M": powers of 1024).
+func goldenNumber(s string) (uint64, error) {
+	if s != "" && '0' <= s[len(s)-1] && s[len(s)-1] <= '9' {
+		return strconv.ParseUint(s, 10, 64)
+	}
+	return sizes.Parse(s)
 }

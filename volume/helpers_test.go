@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -98,48 +97,6 @@ func readVol(ctx context.Context, e *Engine, data store.Store, name string, off,
 }
 
 func (v *env) dataStore() store.Store { return faultstore.Wrap(v.data, v.plan) }
-
-func parseSize(s string) (uint64, error) {
-	mult := uint64(1)
-	if n := len(s); n > 0 {
-		switch s[n-1] {
-		case 'K':
-			mult = 1 << 10
-		case 'M':
-			mult = 1 << 20
-		case 'G':
-			mult = 1 << 30
-		case 'T':
-			mult = 1 << 40
-		case 'P':
-			mult = 1 << 50
-		}
-		if mult != 1 {
-			s = s[:n-1]
-		}
-	}
-	n, err := strconv.ParseUint(s, 0, 64)
-	return n * mult, err
-}
-
-// errName names the sentinel an error wraps, for golden output.
-func errName(err error) string {
-	for _, c := range []struct {
-		e    error
-		name string
-	}{
-		{errs.ErrNotFound, "ErrNotFound"}, {errs.ErrExists, "ErrExists"},
-		{errs.ErrLocked, "ErrLocked"}, {errs.ErrNotOwner, "ErrNotOwner"},
-		{errs.ErrInvalid, "ErrInvalid"}, {errs.ErrReadOnly, "ErrReadOnly"},
-		{errs.ErrTooLarge, "ErrTooLarge"}, {errs.ErrCorrupt, "ErrCorrupt"},
-		{errs.ErrVersion, "ErrVersion"}, {errs.ErrIO, "ErrIO"}, {errs.ErrBusy, "ErrBusy"},
-	} {
-		if errors.Is(err, c.e) {
-			return c.name
-		}
-	}
-	return "other"
-}
 
 // runs compresses bytes to "a*4096 .*100" (zero bytes print as '.').
 func runs(b []byte) string {
