@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/archipelago-go/archipelago/config"
+	"github.com/archipelago-go/archipelago/internal/daemon"
+	"github.com/archipelago-go/archipelago/nbd"
+	"github.com/archipelago-go/archipelago/nbdexport"
+)
+
+// nbddCmd is the block endpoint daemon: every volume over NBD.
+func nbddCmd() *cobra.Command {
+	var c daemon.CommonFlags
+	var o nbdexport.Options
+	cmd := &cobra.Command{
+		Use:   "nbdd",
+		Short: "Block endpoint: serves every volume by name over NBD",
+		Long: `nbdd binds its ports of the segment (XSEGBD_START..XSEGBD_END) and serves every
+volume over NBD on a Unix socket (and on a TCP address with --listen): the
+export name is the volume's name; snapshots are read-only; block status shows
+unwritten ranges as holes. QEMU reaches a volume at the URI that
+'vlmc uri NAME' prints. It keeps the number of connected clients in
+--clients-file so that 'archipelago stop' can refuse to stop under them.`,
+		Example: `  nbdd --portno-start 0 --portno-end 15 --vlmcd-port 503 --socket /run/archipelago/nbd.sock
+  nbdd --role nbd        # options from the configuration
+  qemu-io -f raw nbd+unix:///vm1-disk?socket=/run/archipelago/nbd.sock -c 'read -P 0 0 4k'`,
+		Args:          cobra.NoArgs,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			cfg, r, err := c.FromConfig(cmd.Flags(), config.TypeNBDEndpoint)
+			if err != nil {
+				return err
+			}
+			if r != nil {
+				fromConfig(cmd.Flags(), &o, cfg, r)
+			}
+			c.Setup()
+			o.Peer = c.Options
+			o.Peer.Logger = daemon.NewLogger(c.LogLevel, os.Stderr)
+			// nbdd's goroutines wait on sockets: its port loop must not
+			// hold the process's processor in a futex sleep.
+			o.Peer.Doorbell = true
+			return run(o)
+		},
+	}
+	c.Register(cmd.Flags(), "nbdd")
+	fs := cmd.Flags()
+	fs.IntVar(&o.VlmcdPort, "vlmcd-port", 503, "port of vlmcd")
+	fs.StringVar(&o.Socket, "socket", "/run/archipelago/nbd.sock", "Unix socket to serve NBD on")
+	fs.StringVar(&o.Listen, "listen", "", "also serve NBD on this TCP address (host:port)")
+	fs.StringVar(&o.ClientsFile, "clients-file", "", "keep the number of connected clients in this file")
+	fs.DurationVar(&o.HandshakeTimeout, "handshake-timeout", nbd.DefaultHandshakeTimeout, "drop a connection that has not finished the NBD handshake (TLS included) by then")
+	fs.StringVar(&o.TLS.Mode, "tls", config.TLSOff, "TLS on the TCP address: off, or require (NBD_OPT_STARTTLS before any other option)")
+	fs.StringVar(&o.TLS.Dir, "tls-dir", "/etc/archipelago/tls", "server-cert.pem, server-key.pem, ca-cert.pem (QEMU's tls-creds-x509 layout)")
+	fs.BoolVar(&o.TLS.VerifyClients, "tls-verify-clients", true, "require a client certificate signed by ca-cert.pem")
+	return cmd
+}
+
+// fromConfig takes what the flags did not set from role r of cfg.
+func fromConfig(fs *pflag.FlagSet, o *nbdexport.Options, cfg *config.Config, r *config.Role) {
+	if !fs.Changed("vlmcd-port") {
+		o.VlmcdPort = r.VlmcdPort
+	}
+	if !fs.Changed("socket") {
+		o.Socket = r.Socket
+	}
+	if !fs.Changed("listen") {
+		o.Listen = r.Listen
+	}
+	if !fs.Changed("clients-file") {
+		o.ClientsFile = cfg.ClientsFile(r.Name)
+	}
+	if !fs.Changed("handshake-timeout") {
+		o.HandshakeTimeout = time.Duration(r.HandshakeTimeout) * time.Second
+	}
+	if !fs.Changed("tls") {
+		o.TLS.Mode = r.TLS
+	}
+	if !fs.Changed("tls-dir") {
+		o.TLS.Dir = r.TLSDir
+	}
+	if !fs.Changed("tls-verify-clients") {
+		o.TLS.VerifyClients = r.TLSVerifyClients
+	}
+}
+
+// run serves until SIGTERM or SIGINT (logged) or until the endpoint fails.
+func run(o nbdexport.Options) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sig)
+	go func() {
+		select {
+		case s := <-sig:
+			o.Peer.Logger.Info("signal", "signal", s.String())
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return nbdexport.Run(ctx, o)
+}
