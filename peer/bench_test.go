@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/archipelago-go/archipelago/cli"
+	"github.com/archipelago-go/archipelago/internal/loadgen"
 	"github.com/archipelago-go/archipelago/internal/testbin"
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/xseg"
@@ -138,7 +138,7 @@ func BenchmarkRoundTrip(b *testing.B) {
 	for _, depth := range []int{1, 32} {
 		b.Run(fmt.Sprintf("depth=%d", depth), func(b *testing.B) {
 			n := max(b.N, depth)
-			st, err := cli.RunLoad(context.Background(), c, 1, xseg.OpPing, depth, 0, uint64(n))
+			st, err := loadgen.Run(context.Background(), c, loadgen.Options{Port: 1, Op: xseg.OpPing, Depth: depth, Count: uint64(n)})
 			if err != nil {
 				b.Fatal(err)
 			}
