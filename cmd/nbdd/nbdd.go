@@ -41,7 +41,9 @@ unwritten ranges as holes. QEMU reaches a volume at the URI that
 				return err
 			}
 			if r != nil {
-				fromConfig(cmd.Flags(), &o, cfg, r)
+				if err := fromConfig(cmd.Flags(), &o, cfg, r); err != nil {
+					return err
+				}
 			}
 			c.Setup()
 			o.Peer = c.Options
@@ -66,31 +68,17 @@ unwritten ranges as holes. QEMU reaches a volume at the URI that
 }
 
 // fromConfig takes what the flags did not set from role r of cfg.
-func fromConfig(fs *pflag.FlagSet, o *nbdexport.Options, cfg *config.Config, r *config.Role) {
-	if !fs.Changed("vlmcd-port") {
-		o.VlmcdPort = r.VlmcdPort
-	}
-	if !fs.Changed("socket") {
-		o.Socket = r.Socket
-	}
-	if !fs.Changed("listen") {
-		o.Listen = r.Listen
-	}
-	if !fs.Changed("clients-file") {
-		o.ClientsFile = cfg.ClientsFile(r.Name)
-	}
-	if !fs.Changed("handshake-timeout") {
-		o.HandshakeTimeout = time.Duration(r.HandshakeTimeout) * time.Second
-	}
-	if !fs.Changed("tls") {
-		o.TLS.Mode = r.TLS
-	}
-	if !fs.Changed("tls-dir") {
-		o.TLS.Dir = r.TLSDir
-	}
-	if !fs.Changed("tls-verify-clients") {
-		o.TLS.VerifyClients = r.TLSVerifyClients
-	}
+func fromConfig(fs *pflag.FlagSet, o *nbdexport.Options, cfg *config.Config, r *config.Role) error {
+	return daemon.ApplyRole(fs,
+		daemon.FromRole("vlmcd-port", &o.VlmcdPort, r.VlmcdPort),
+		daemon.FromRole("socket", &o.Socket, r.Socket),
+		daemon.FromRole("listen", &o.Listen, r.Listen),
+		daemon.FromRole("clients-file", &o.ClientsFile, cfg.ClientsFile(r.Name)),
+		daemon.FromRole("handshake-timeout", &o.HandshakeTimeout, time.Duration(r.HandshakeTimeout)*time.Second),
+		daemon.FromRole("tls", &o.TLS.Mode, r.TLS),
+		daemon.FromRole("tls-dir", &o.TLS.Dir, r.TLSDir),
+		daemon.FromRole("tls-verify-clients", &o.TLS.VerifyClients, r.TLSVerifyClients),
+	)
 }
 
 // run serves until SIGTERM or SIGINT (logged) or until the endpoint fails.
