@@ -22,9 +22,10 @@ import (
 	"github.com/archipelago-go/archipelago/blocker"
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/internal/testbin"
+	"github.com/archipelago-go/archipelago/internal/testutil"
 	"github.com/archipelago-go/archipelago/peer"
-	"github.com/archipelago-go/archipelago/xseg"
 	"github.com/archipelago-go/archipelago/wire"
+	"github.com/archipelago-go/archipelago/xseg"
 )
 
 // These tests run filed as a real process, the way `archipelago start`
@@ -79,7 +80,7 @@ func startFiled(t testing.TB, root string, extra ...string) *filed {
 func (f *filed) start() {
 	f.t.Helper()
 	f.proc = testbin.Start(f.t, "filed", f.args...)
-	testbin.WaitFor(f.t, 10*time.Second, "filed to bind port 1", func() bool {
+	testutil.WaitFor(f.t, 10*time.Second, "filed to bind port 1", func() bool {
 		if f.proc.Exited() {
 			f.t.Fatalf("filed exited: %v\n%s", f.proc.Wait(0), f.proc.Output())
 		}
@@ -103,7 +104,7 @@ type req struct {
 	off    uint64
 	size   uint64 // bytes to read or write; for WRITE default len(data)
 	flags  xseg.Flags
-	data   []byte          // copied to the buffer (WRITE)
+	data   []byte       // copied to the buffer (WRITE)
 	p      wire.Payload // encoded into the buffer; Size is its length
 }
 
@@ -816,7 +817,7 @@ func TestDirectIO(t *testing.T) {
 	s := newSegment(t, "blockertest", 64)
 	dir := filepath.Join(root, "data")
 	probe := testbin.Start(t, "filed", "--segment", s.Name(), "--portno-start", "1", "--archip-dir", dir, "--direct")
-	testbin.WaitFor(t, 10*time.Second, "filed to bind port 1 or exit", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "filed to bind port 1 or exit", func() bool {
 		_, alive := s.Owner(filedPort)
 		return alive || probe.Exited()
 	})

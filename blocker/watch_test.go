@@ -8,10 +8,11 @@ import (
 	"time"
 
 	"github.com/archipelago-go/archipelago/blocker"
+	"github.com/archipelago-go/archipelago/internal/testutil"
 	"github.com/archipelago-go/archipelago/store/memstore"
 	"github.com/archipelago-go/archipelago/store/storetest"
-	"github.com/archipelago-go/archipelago/xseg"
 	"github.com/archipelago-go/archipelago/wire"
+	"github.com/archipelago-go/archipelago/xseg"
 )
 
 // answeredWithin is how long a waiting ACQUIRE may take to be answered
@@ -37,13 +38,7 @@ func waitingAcquire(f *filed, name, owner string) <-chan reply {
 // until waits for cond, failing the test after answeredWithin.
 func until(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(answeredWithin)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not %s after %v", what, answeredWithin)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testutil.WaitFor(t, answeredWithin, what, cond)
 }
 
 // granted checks that the waiting ACQUIRE is answered with the lock

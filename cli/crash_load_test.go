@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -16,11 +17,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/archipelago-go/archipelago/cli"
 	"github.com/archipelago-go/archipelago/internal/clitest"
-	"github.com/archipelago-go/archipelago/internal/testbin"
+	"github.com/archipelago-go/archipelago/internal/testutil"
 	"github.com/archipelago-go/archipelago/store"
 	"github.com/archipelago-go/archipelago/store/filestore"
+	"github.com/archipelago-go/archipelago/volclient"
 	"github.com/archipelago-go/archipelago/volume"
 	"github.com/archipelago-go/archipelago/xseg"
 )
@@ -116,12 +117,7 @@ func crashEnvInt(t *testing.T, name string, def uint64) uint64 {
 }
 
 func runCrashLoad(t *testing.T, o clitest.Options, openMaps func(t *testing.T) store.Store) {
-	if _, err := exec.LookPath("qemu-io"); err != nil {
-		t.Skip("qemu-io not installed (apt-get install qemu-utils)")
-	}
-	if _, err := exec.LookPath("nbdcopy"); err != nil {
-		t.Skip("nbdcopy not installed (apt-get install libnbd-bin)")
-	}
+	testutil.NeedBinaries(t, "qemu-io", "nbdcopy")
 	seed := crashEnvInt(t, "ARCHIPELAGO_CRASH_SEED", uint64(time.Now().UnixNano()))
 	rounds := int(crashEnvInt(t, "ARCHIPELAGO_CRASH_ROUNDS", 100))
 	if testing.Short() {
@@ -382,7 +378,7 @@ func (c *crashRun) round(r int) string {
 // mapper tries again every second, so the lock may go a little late.)
 func (c *crashRun) handOff(r, to int, v *cvol) {
 	h, o := c.hosts[to], c.hosts[1-to]
-	var vi cli.VolumeJSON
+	var vi volclient.Info
 	if err := json.Unmarshal([]byte(h.env.Must("vlmc", "info", "--json", v.name)), &vi); err != nil {
 		c.t.Fatalf("round %d: vlmc info --json %s: %v", r, v.name, err)
 	}
@@ -418,22 +414,15 @@ func (c *crashRun) logf(format string, args ...any) { c.t.Logf(format, args...) 
 // qemuWrites runs one qemu-io on host h: the writes, then a flush. Nil
 // means all were acknowledged and flushed.
 func (c *crashRun) qemuWrites(h *crashHost, vol string, ws []write) error {
-	args := []string{"-f", "raw", uriOf(h.env, vol)}
+	var cmds []string
 	for _, w := range ws {
-		args = append(args, "-c", fmt.Sprintf("write -P %d %d %d", w.pat, w.off, crashRegion))
+		cmds = append(cmds, fmt.Sprintf("write -P %d %d %d", w.pat, w.off, crashRegion))
 	}
-	args = append(args, "-c", "flush")
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "qemu-io", args...).CombinedOutput()
-	if ctx.Err() != nil {
-		c.t.Errorf("qemu-io on %s (%s) still ran after 2 minutes (a killed peer blocks a client after its restart):\n%s", h.name, vol, out)
-		return ctx.Err()
+	err := testutil.QemuIO(c.t, h.env.URI(vol), append(cmds, "flush")...)
+	if errors.Is(err, context.DeadlineExceeded) {
+		c.t.Errorf("qemu-io on %s (%s) still ran after %v (a killed peer blocks a client after its restart): %v", h.name, vol, testutil.RunLimit, err)
 	}
-	if err == nil && !bytes.Contains(out, []byte("failed")) && !bytes.Contains(out, []byte("error")) {
-		return nil
-	}
-	return fmt.Errorf("qemu-io: %v: %s", err, bytes.Join(bytes.Fields(out), []byte(" ")))
+	return err
 }
 
 // killRoles kills roles of host h with SIGKILL and waits for them to die.
@@ -450,7 +439,7 @@ func (c *crashRun) killRoles(h *crashHost, roles []string) {
 		}
 	}
 	for _, pid := range pids {
-		testbin.WaitFor(c.t, 10*time.Second, fmt.Sprintf("pid %d of %s to die", pid, h.name), func() bool { return !xseg.ProcessAlive(pid) })
+		testutil.WaitFor(c.t, 10*time.Second, fmt.Sprintf("pid %d of %s to die", pid, h.name), func() bool { return !xseg.ProcessAlive(pid) })
 	}
 }
 
@@ -474,7 +463,7 @@ func (c *crashRun) list(r int) map[string]bool {
 func (c *crashRun) read(h *crashHost, name string) ([]byte, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "nbdcopy", uriOf(h.env, name), "-")
+	cmd := exec.CommandContext(ctx, "nbdcopy", h.env.URI(name), "-")
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Run(); err != nil {

@@ -4,8 +4,8 @@ import (
 	"encoding/json"
 	"testing"
 
-	"github.com/archipelago-go/archipelago/cli"
 	"github.com/archipelago-go/archipelago/internal/clitest"
+	"github.com/archipelago-go/archipelago/volclient"
 )
 
 // TestVlmcSizeUnits: `--size` takes only the units it documents. "1E" is
@@ -19,7 +19,7 @@ func TestVlmcSizeUnits(t *testing.T) {
 	e.Must("vlmc", "create", "volume1", "--size", "100")
 	size := func() uint64 {
 		t.Helper()
-		var vi cli.VolumeJSON
+		var vi volclient.Info
 		if err := json.Unmarshal([]byte(e.Must("vlmc", "info", "--json", "volume1")), &vi); err != nil {
 			t.Fatal(err)
 		}

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/archipelago-go/archipelago/internal/clitest"
+	"github.com/archipelago-go/archipelago/internal/testutil"
 	"github.com/archipelago-go/archipelago/mapdev"
 )
 
@@ -26,11 +27,7 @@ func needMapping(t *testing.T) {
 	if err := mapdev.Available(); err != nil {
 		t.Skipf("cannot map volumes here: %v", err)
 	}
-	for _, tool := range []string{"mkfs.ext4", "e2fsck", "mount", "umount", "losetup", "blockdev", "dd"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Fatalf("%s is missing: install e2fsprogs, mount and util-linux", tool)
-		}
-	}
+	testutil.RequireBinaries(t, "mkfs.ext4", "e2fsck", "mount", "umount", "losetup", "blockdev", "dd")
 }
 
 // startMapping starts an installation and makes sure that whatever the
@@ -48,7 +45,7 @@ func startMapping(t *testing.T) *clitest.Env {
 				exec.Command("umount", "-l", mp).Run()
 			}
 		}
-		reg := mapdev.Registry{RunDir: e.Cfg.RunDir}
+		reg := mapdev.NewRegistry(e.Cfg)
 		states, _ := reg.List()
 		for _, s := range states {
 			if out, err := e.Run("vlmc", "unmap", strconv.Itoa(s.ID)); err != nil {
@@ -91,15 +88,6 @@ func mountsBelow(dir string) []string {
 	return out
 }
 
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
-
 var loopDev = regexp.MustCompile(`^/dev/loop[0-9]+$`)
 
 // mapVolume maps a volume and checks what map printed.
@@ -119,7 +107,7 @@ func mountDev(t *testing.T, e *clitest.Env, dev string, opts ...string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	run(t, "mount", append(append([]string{"-t", "ext4"}, opts...), dev, mp)...)
+	testutil.Run(t, "mount", append(append([]string{"-t", "ext4"}, opts...), dev, mp)...)
 	return mp
 }
 
@@ -171,16 +159,16 @@ func TestVlmcMapExt4(t *testing.T) {
 	if out := e.Must("vlmc", "showmapped"); !regexp.MustCompile(`(?m)^0\s+disk01\s+` + dev + `\s+[0-9]+\s+rw\s+mapped$`).MatchString(out) {
 		t.Errorf("showmapped while mapped:\n%s", out)
 	}
-	if size := strings.TrimSpace(run(t, "blockdev", "--getsize64", dev)); size != strconv.Itoa(256<<20) {
+	if size := strings.TrimSpace(testutil.Run(t, "blockdev", "--getsize64", dev)); size != strconv.Itoa(256<<20) {
 		t.Errorf("%s is %s bytes, want 256 MiB", dev, size)
 	}
 	if out, err := e.Run("archipelago", "stop"); err == nil || !strings.Contains(out, "mapped") {
 		t.Errorf("archipelago stop with a mapped volume: %v\n%s", err, out)
 	}
-	run(t, "mkfs.ext4", "-q", dev)
+	testutil.Run(t, "mkfs.ext4", "-q", dev)
 	mp := mountDev(t, e, dev)
 	sums := writeFiles(t, mp, 1)
-	run(t, "umount", mp)
+	testutil.Run(t, "umount", mp)
 	e.Must("vlmc", "unmap", dev)
 	if out := e.Must("vlmc", "showmapped"); out != "no volumes mapped" {
 		t.Errorf("showmapped after unmap:\n%s", out)
@@ -199,7 +187,7 @@ func TestVlmcMapExt4(t *testing.T) {
 	}
 	mp = mountDev(t, e, dev)
 	checkFiles(t, mp, sums)
-	run(t, "umount", mp)
+	testutil.Run(t, "umount", mp)
 	e.Must("vlmc", "unmap", "disk01") // by volume name
 	if out := e.Must("vlmc", "showmapped"); out != "no volumes mapped" {
 		t.Errorf("showmapped after unmap:\n%s", out)
@@ -240,24 +228,21 @@ func TestVlmcMapErrors(t *testing.T) {
 	e.Must("vlmc", "create", "disk01", "--size", "64M")
 	dev := mapVolume(t, e, "disk01")
 	fail(`volume "disk01" is already mapped at `+dev, "map", "disk01")
-	run(t, "mkfs.ext4", "-q", dev)
+	testutil.Run(t, "mkfs.ext4", "-q", dev)
 	mp := mountDev(t, e, dev)
 	fail("device "+dev+` (volume "disk01") is busy`, "unmap", dev)
-	run(t, "umount", mp)
+	testutil.Run(t, "umount", mp)
 	e.Must("vlmc", "unmap", dev)
 
 	// A map daemon that dies: shown as dead; unmap cleans up after it.
 	dev = mapVolume(t, e, "disk01")
-	reg := mapdev.Registry{RunDir: e.Cfg.RunDir}
+	reg := mapdev.NewRegistry(e.Cfg)
 	states, err := reg.List()
 	if err != nil || len(states) != 1 {
 		t.Fatalf("records: %v %v", states, err)
 	}
 	syscall.Kill(states[0].PID, syscall.SIGKILL)
-	deadline := time.Now().Add(10 * time.Second)
-	for reg.Alive(states[0].ID) && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.WaitFor(t, 10*time.Second, "the killed map daemon to count as dead", func() bool { return !reg.Alive(states[0].ID) })
 	if out := e.Must("vlmc", "showmapped"); !regexp.MustCompile(`(?m)^0\s+disk01\s+` + dev + `\s+[0-9]+\s+rw\s+dead$`).MatchString(out) {
 		t.Errorf("showmapped with a dead daemon:\n%s", out)
 	}
@@ -296,7 +281,7 @@ func TestVlmcMapSnapshotReadOnly(t *testing.T) {
 	pattern := bytes.Repeat([]byte("archipelago!"), 1<<20/12+1)[:1<<20]
 	src := filepath.Join(e.Dir, "pattern")
 	os.WriteFile(src, pattern, 0o644)
-	run(t, "dd", "if="+src, "of="+dev, "bs=1M", "seek=3", "oflag=direct", "conv=fsync", "status=none")
+	testutil.Run(t, "dd", "if="+src, "of="+dev, "bs=1M", "seek=3", "oflag=direct", "conv=fsync", "status=none")
 	e.Must("vlmc", "unmap", dev)
 	e.Must("vlmc", "snapshot", "disk01", "disk01-snap")
 
@@ -304,14 +289,14 @@ func TestVlmcMapSnapshotReadOnly(t *testing.T) {
 	if out := e.Must("vlmc", "showmapped"); !regexp.MustCompile(`(?m)^0\s+disk01-snap\s+` + dev + `\s+[0-9]+\s+ro\s+mapped$`).MatchString(out) {
 		t.Errorf("showmapped of a snapshot:\n%s", out)
 	}
-	if ro := strings.TrimSpace(run(t, "blockdev", "--getro", dev)); ro != "1" {
+	if ro := strings.TrimSpace(testutil.Run(t, "blockdev", "--getro", dev)); ro != "1" {
 		t.Errorf("blockdev --getro %s: %s, want 1", dev, ro)
 	}
 	if out, err := exec.Command("dd", "if="+src, "of="+dev, "bs=1M", "count=1", "oflag=direct", "status=none").CombinedOutput(); err == nil {
 		t.Errorf("a write to the snapshot's device succeeded: %s", out)
 	}
 	got := filepath.Join(e.Dir, "got")
-	run(t, "dd", "if="+dev, "of="+got, "bs=1M", "skip=3", "count=1", "iflag=direct", "status=none")
+	testutil.Run(t, "dd", "if="+dev, "of="+got, "bs=1M", "skip=3", "count=1", "iflag=direct", "status=none")
 	if b, _ := os.ReadFile(got); !bytes.Equal(b, pattern) {
 		t.Error("the snapshot's device does not read what was written before the snapshot")
 	}
@@ -325,27 +310,27 @@ func TestVlmcMapSurvivesForcedRestart(t *testing.T) {
 	e := startMapping(t)
 	e.Must("vlmc", "create", "disk01", "--size", "128M")
 	dev := mapVolume(t, e, "disk01")
-	run(t, "mkfs.ext4", "-q", dev)
+	testutil.Run(t, "mkfs.ext4", "-q", dev)
 	mp := mountDev(t, e, dev)
 	sums := writeFiles(t, mp, 2)
-	run(t, "sync", "-f", mp)
+	testutil.Run(t, "sync", "-f", mp)
 	if out, err := e.Run("archipelago", "stop"); err == nil || !strings.Contains(out, "1 volume(s) mapped") {
 		t.Errorf("archipelago stop with a mapped volume: %v\n%s", err, out)
 	}
 	e.Must("archipelago", "stop", "-f")
 	e.Must("archipelago", "start")
 	// Remounting reads everything from the volume again.
-	run(t, "umount", mp)
+	testutil.Run(t, "umount", mp)
 	mp = mountDev(t, e, dev)
 	checkFiles(t, mp, sums)
 	more := writeFiles(t, filepath.Join(mp, "sub", "deeper"), 3)
-	run(t, "umount", mp)
+	testutil.Run(t, "umount", mp)
 	if out, err := exec.Command("e2fsck", "-fn", dev).CombinedOutput(); err != nil {
 		t.Errorf("e2fsck -fn %s: %v\n%s", dev, err, out)
 	}
 	mp = mountDev(t, e, dev, "-o", "ro")
 	checkFiles(t, filepath.Join(mp, "sub", "deeper"), more)
-	run(t, "umount", mp)
+	testutil.Run(t, "umount", mp)
 
 	// One peer restarted under the mounted device: the same segment, the
 	// requests wait for vlmcd to come back.
@@ -353,12 +338,12 @@ func TestVlmcMapSurvivesForcedRestart(t *testing.T) {
 	e.Must("archipelago", "restart", "-f", "vlmcd")
 	checkFiles(t, mp, sums)
 	third := writeFiles(t, mp, 4)
-	run(t, "sync", "-f", mp)
+	testutil.Run(t, "sync", "-f", mp)
 	e.Must("archipelago", "restart", "-f", "vlmcd")
-	run(t, "umount", mp)
+	testutil.Run(t, "umount", mp)
 	mp = mountDev(t, e, dev, "-o", "ro")
 	checkFiles(t, mp, third)
-	run(t, "umount", mp)
+	testutil.Run(t, "umount", mp)
 	e.Must("vlmc", "unmap", dev)
 	b, _ := os.ReadFile(filepath.Join(e.Cfg.LogDir, "map-0.log"))
 	if !strings.Contains(string(b), "joined the segment again") {

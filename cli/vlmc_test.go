@@ -5,8 +5,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/archipelago-go/archipelago/cli"
 	"github.com/archipelago-go/archipelago/internal/clitest"
+	"github.com/archipelago-go/archipelago/volclient"
 )
 
 func TestVlmcVolumeCommands(t *testing.T) {
@@ -19,11 +19,11 @@ func TestVlmcVolumeCommands(t *testing.T) {
 	if got := e.Must("vlmc", "list"); got != "image01\nimage01-snap\nvm-disk-1\nvm-disk-2" {
 		t.Errorf("list:\n%s", got)
 	}
-	var vols []cli.VolumeJSON
+	var vols []volclient.Info
 	if err := json.Unmarshal([]byte(e.Must("vlmc", "list", "--json")), &vols); err != nil || len(vols) != 4 {
 		t.Fatalf("list --json: %v %+v", err, vols)
 	}
-	var vi cli.VolumeJSON
+	var vi volclient.Info
 	if err := json.Unmarshal([]byte(e.Must("vlmc", "info", "--json", "vm-disk-2")), &vi); err != nil {
 		t.Fatal(err)
 	}

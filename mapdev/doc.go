@@ -26,16 +26,26 @@
 //
 // # Records
 //
-// A Registry keeps one record per mapping in RUN_DIR/mapped/<id>.json
-// (State; `archipelago stop` refuses while that directory holds entries)
-// and the daemon's lock in RUN_DIR/mnt/<id>.lock: a flock held for the
-// daemon's lifetime, which tells a live mapping from one whose daemon
-// died (Registry.Alive) without trusting process ids.
+// A Registry (NewRegistry) keeps one record per mapping in
+// RUN_DIR/mapped/<id>.json (State; config.MappedDir; `archipelago stop`
+// refuses while that directory holds entries) and the daemon's lock in
+// RUN_DIR/mnt/<id>.lock (config.MountDir): a flock held for the daemon's
+// lifetime, which tells a live mapping from one whose daemon died
+// (Registry.Alive) without trusting process ids.
+//
+// # The map daemon
+//
+// Map (`vlmc map`) reserves an id, starts the daemon (`vlmc map-serve`,
+// which calls Serve) handing it the id's lock, and returns once the
+// daemon has saved the record. Unmap (`vlmc unmap`) detaches the device
+// and stops the daemon; List (`vlmc showmapped`) reads the records and
+// says which are still mapped.
 //
 // # Lifecycle
 //
-//	Reserve id (flock) → Remote → Mount → Attach → Save record
+//	Map: Reserve id (flock) → start the daemon; Serve: Remote → Mount →
+//	Attach → Save record
 //	... serve ...
-//	Detach (vlmc unmap) → SIGTERM → Unmount (waits for the loop to let
+//	Unmap: Detach → SIGTERM; Serve: Unmount (waits for the loop to let
 //	go, then detaches lazily) → Flush → Remove record
 package mapdev

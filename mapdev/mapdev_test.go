@@ -17,7 +17,9 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/archipelago-go/archipelago/config"
 	"github.com/archipelago-go/archipelago/errs"
+	"github.com/archipelago-go/archipelago/internal/testutil"
 )
 
 // memDevice is a Device in memory that counts flushes and zeroings.
@@ -356,17 +358,11 @@ func TestLoopDevice(t *testing.T) {
 	if err := Detach(ctx, loop); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for Backing(loop) == s.Path() && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if Backing(loop) == s.Path() {
-		t.Errorf("%s still attached after Detach", loop)
-	}
+	testutil.WaitFor(t, 5*time.Second, loop+" to be detached after Detach", func() bool { return Backing(loop) != s.Path() })
 }
 
 func TestRegistry(t *testing.T) {
-	r := Registry{RunDir: t.TempDir()}
+	r := NewRegistry(&config.Config{RunDir: t.TempDir()})
 	id0, l0, err := r.Reserve()
 	if err != nil || id0 != 0 {
 		t.Fatalf("first reserve: %d %v", id0, err)
@@ -385,7 +381,7 @@ func TestRegistry(t *testing.T) {
 	if err := r.Save(st); err != nil {
 		t.Fatal(err)
 	}
-	if ents, _ := os.ReadDir(r.MappedDir()); len(ents) != 1 {
+	if ents, _ := os.ReadDir(r.MappedDir); len(ents) != 1 {
 		t.Errorf("mapped/ holds %d entries, want the one record", len(ents))
 	}
 	l0.Close() // the daemon died: the record stays, the id is not reused
@@ -406,11 +402,11 @@ func TestRegistry(t *testing.T) {
 	if err != nil || len(list) != 1 || list[0] != st {
 		t.Errorf("list: %+v %v", list, err)
 	}
-	os.WriteFile(filepath.Join(r.MappedDir(), "5.json"), []byte("{"), 0o644)
+	os.WriteFile(filepath.Join(r.MappedDir, "5.json"), []byte("{"), 0o644)
 	if _, err := r.List(); !errors.Is(err, errs.ErrCorrupt) {
 		t.Errorf("list with a torn record: %v", err)
 	}
-	os.Remove(filepath.Join(r.MappedDir(), "5.json"))
+	os.Remove(filepath.Join(r.MappedDir, "5.json"))
 	if err := r.Remove(0); err != nil {
 		t.Fatal(err)
 	}
@@ -418,4 +414,72 @@ func TestRegistry(t *testing.T) {
 		t.Errorf("load after remove: %v", err)
 	}
 	l1.Close()
+}
+
+func TestFind(t *testing.T) {
+	dir := t.TempDir()
+	link := filepath.Join(dir, "disk")
+	if err := os.Symlink("/dev/loop3", link); err != nil {
+		t.Fatal(err)
+	}
+	states := []State{
+		{ID: 0, Volume: "a", Device: "/dev/loop3"},
+		{ID: 1, Volume: "b", Device: "/dev/loop4"},
+		{ID: 2, Volume: "b", Device: "/dev/loop5"},
+	}
+	for _, c := range []struct {
+		arg    string
+		id     int
+		errIs  error
+		errHas string
+	}{
+		{arg: "/dev/loop4", id: 1},
+		{arg: "/dev//loop4", id: 1},
+		{arg: link, id: 0},
+		{arg: "2", id: 2},
+		{arg: "a", id: 0},
+		{arg: "/dev/loop9", errIs: errs.ErrNotFound, errHas: "device /dev/loop9 is not mapped"},
+		{arg: "7", errIs: errs.ErrNotFound, errHas: "no mapping with id 7"},
+		{arg: "c", errIs: errs.ErrNotFound, errHas: `volume "c" is not mapped`},
+		{arg: "b", errIs: errs.ErrInvalid, errHas: "mapped 2 times (/dev/loop4, /dev/loop5)"},
+	} {
+		s, err := find(states, c.arg)
+		if c.errIs == nil {
+			if err != nil || s.ID != c.id {
+				t.Errorf("find %q: id %d, %v; want id %d", c.arg, s.ID, err, c.id)
+			}
+			continue
+		}
+		if !errors.Is(err, c.errIs) || !strings.Contains(fmt.Sprint(err), c.errHas) {
+			t.Errorf("find %q: %v; want %v with %q", c.arg, err, c.errIs, c.errHas)
+		}
+	}
+}
+
+func TestListStatus(t *testing.T) {
+	cfg := &config.Config{RunDir: t.TempDir()}
+	r := NewRegistry(cfg)
+	if ms, err := List(cfg); err != nil || len(ms) != 0 {
+		t.Fatalf("list of nothing: %v %v", ms, err)
+	}
+	id, lock, err := r.Reserve()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	// A live daemon whose device is attached to something else (here:
+	// nothing) was detached by hand; a record without a live daemon is
+	// dead.
+	for _, s := range []State{{ID: id, Volume: "a", Device: "/dev/loop-none", File: "/x/a"}, {ID: id + 1, Volume: "b"}} {
+		if err := r.Save(s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ms, err := List(cfg)
+	if err != nil || len(ms) != 2 {
+		t.Fatalf("list: %+v %v", ms, err)
+	}
+	if ms[0].Status != "detached" || ms[1].Status != "dead" {
+		t.Errorf("statuses %q %q, want detached dead", ms[0].Status, ms[1].Status)
+	}
 }

@@ -86,8 +86,9 @@ func retryable(err error) bool {
 }
 
 // DialRemote joins the segment and opens the volume: a session of it
-// (volclient.Open) until Close, or until this process ends. Its errors
-// name the volume (no such volume) or the segment (not running).
+// (volclient.Client.OpenSession) until Close, or until this process ends.
+// Its errors name the volume (no such volume) or the segment (not
+// running).
 func DialRemote(ctx context.Context, o RemoteOptions) (*Remote, error) {
 	if o.Grace <= 0 {
 		o.Grace = 2 * time.Minute
@@ -126,7 +127,7 @@ func (r *Remote) dial(ctx context.Context) (*conn, error) {
 		return nil, transient{fmt.Errorf("vlmcd (port %d of segment %q) is not running: start it with `archipelago start`: %w", r.o.VlmcdPort, r.o.Segment, errs.ErrNoPeer)}
 	}
 	vc := volclient.New(pc, r.o.VlmcdPort)
-	v, err := vc.Open(ctx, r.o.Volume)
+	v, err := vc.OpenSession(ctx, r.o.Volume)
 	if err != nil {
 		pc.Close()
 		return nil, err

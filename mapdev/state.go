@@ -11,13 +11,14 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/archipelago-go/archipelago/config"
 	"github.com/archipelago-go/archipelago/errs"
 )
 
 // StateVersion is the version of the State record's format.
 const StateVersion = 1
 
-// State is the record of one mapping, RUN_DIR/mapped/<id>.json.
+// State is the record of one mapping, MappedDir/<id>.json.
 type State struct {
 	Version    int    `json:"version"`
 	ID         int    `json:"id"`
@@ -30,27 +31,32 @@ type State struct {
 	DirectIO   bool   `json:"direct_io"` // the loop device does direct I/O
 }
 
-// Registry keeps the mappings of one RUN_DIR.
+// Registry keeps the mappings of one installation (NewRegistry).
 //
 // Layout:
 //
-//	RUN_DIR/mapped/<id>.json   State (written whole, by rename)
-//	RUN_DIR/mnt/<id>/          the daemon's FUSE mountpoint
-//	RUN_DIR/mnt/<id>.lock      flock held by the daemon while it lives
+//	MappedDir/<id>.json   State (written whole, by rename)
+//	MountDir/<id>/        the daemon's FUSE mountpoint
+//	MountDir/<id>.lock    flock held by the daemon while it lives
 type Registry struct {
-	RunDir string
+	// MappedDir holds the State records and nothing else
+	// (config.MappedDir: RUN_DIR/mapped).
+	MappedDir string
+	// MountDir holds the mountpoints and the daemons' locks
+	// (config.MountDir: RUN_DIR/mnt).
+	MountDir string
 }
 
-// MappedDir holds the State records.
-func (r Registry) MappedDir() string { return filepath.Join(r.RunDir, "mapped") }
-
-func (r Registry) mntDir() string { return filepath.Join(r.RunDir, "mnt") }
+// NewRegistry is the Registry of the installation that cfg describes.
+func NewRegistry(cfg *config.Config) Registry {
+	return Registry{MappedDir: cfg.MappedDir(), MountDir: cfg.MountDir()}
+}
 
 // Mountpoint is where mapping id's daemon mounts its filesystem.
-func (r Registry) Mountpoint(id int) string { return filepath.Join(r.mntDir(), strconv.Itoa(id)) }
+func (r Registry) Mountpoint(id int) string { return filepath.Join(r.MountDir, strconv.Itoa(id)) }
 
 func (r Registry) statePath(id int) string {
-	return filepath.Join(r.MappedDir(), strconv.Itoa(id)+".json")
+	return filepath.Join(r.MappedDir, strconv.Itoa(id)+".json")
 }
 
 func (r Registry) lockPath(id int) string { return r.Mountpoint(id) + ".lock" }
@@ -60,7 +66,7 @@ func (r Registry) lockPath(id int) string { return r.Mountpoint(id) + ".lock" }
 // daemon must hold that file (inherited) for as long as it lives; its
 // death releases the lock.
 func (r Registry) Reserve() (int, *os.File, error) {
-	for _, d := range []string{r.MappedDir(), r.mntDir()} {
+	for _, d := range []string{r.MappedDir, r.MountDir} {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			return 0, nil, err
 		}
@@ -86,13 +92,13 @@ func (r Registry) Reserve() (int, *os.File, error) {
 		}
 		return id, f, nil
 	}
-	return 0, nil, fmt.Errorf("no free mapping id in %s: %w", r.RunDir, errs.ErrNoSpace)
+	return 0, nil, fmt.Errorf("no free mapping id in %s: %w", r.MappedDir, errs.ErrNoSpace)
 }
 
 // Lock takes mapping id's lock for a daemon started by hand (not through
 // Reserve); it fails with errs.ErrBusy if a live daemon holds it.
 func (r Registry) Lock(id int) (*os.File, error) {
-	if err := os.MkdirAll(r.mntDir(), 0o755); err != nil {
+	if err := os.MkdirAll(r.MountDir, 0o755); err != nil {
 		return nil, err
 	}
 	f, err := os.OpenFile(r.lockPath(id), os.O_RDWR|os.O_CREATE, 0o644)
@@ -128,12 +134,12 @@ func (r Registry) Save(s State) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(r.MappedDir(), 0o755); err != nil {
+	if err := os.MkdirAll(r.MappedDir, 0o755); err != nil {
 		return err
 	}
 	// The temporary file lives outside mapped/, which must hold records
 	// only (archipelago stop counts them).
-	tmp := filepath.Join(r.mntDir(), "."+strconv.Itoa(s.ID)+".json.tmp")
+	tmp := filepath.Join(r.MountDir, "."+strconv.Itoa(s.ID)+".json.tmp")
 	if err := os.WriteFile(tmp, append(b, '\n'), 0o644); err != nil {
 		return err
 	}
@@ -166,7 +172,7 @@ func (r Registry) load(path string) (State, error) {
 
 // List returns every mapping's record, by id.
 func (r Registry) List() ([]State, error) {
-	ents, err := os.ReadDir(r.MappedDir())
+	ents, err := os.ReadDir(r.MappedDir)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -178,7 +184,7 @@ func (r Registry) List() ([]State, error) {
 		if !strings.HasSuffix(e.Name(), ".json") {
 			continue
 		}
-		s, err := r.load(filepath.Join(r.MappedDir(), e.Name()))
+		s, err := r.load(filepath.Join(r.MappedDir, e.Name()))
 		if errors.Is(err, errs.ErrNotFound) {
 			continue // removed meanwhile
 		}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/archipelago-go/archipelago/internal/loadgen"
 	"github.com/archipelago-go/archipelago/internal/testbin"
+	"github.com/archipelago-go/archipelago/internal/testutil"
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/xseg"
 )
@@ -71,7 +72,7 @@ func startSockEcho(b *testing.B) string {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	testbin.WaitFor(b, 10*time.Second, "echo socket", func() bool { _, err := os.Stat(path); return err == nil })
+	testutil.WaitFor(b, 10*time.Second, "echo socket", func() bool { _, err := os.Stat(path); return err == nil })
 	return path
 }
 

@@ -1,6 +1,7 @@
 package peer_test
 
 import (
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"strconv"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/archipelago-go/archipelago/internal/testbin"
+	"github.com/archipelago-go/archipelago/internal/testutil"
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/xseg"
 )
@@ -58,17 +60,9 @@ func TestCrashRecovery(t *testing.T) {
 		procs[v] = restart[v]()
 		// Traffic must flow again: once the server is back, a request goes
 		// through within a bounded time.
-		deadline := time.Now().Add(15 * time.Second)
-		for {
-			err := call(t, c, xseg.OpPing, 1, 4096)
-			if err == nil {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("round %d: no traffic 15s after killing process %d: %v", round, v, err)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		testutil.WaitForErr(t, 15*time.Second, fmt.Sprintf("traffic in round %d after killing process %d", round, v), func() error {
+			return call(t, c, xseg.OpPing, 1, 4096)
+		})
 	}
 	for _, p := range procs {
 		p.Kill()

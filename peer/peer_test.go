@@ -12,6 +12,7 @@ import (
 
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/internal/testbin"
+	"github.com/archipelago-go/archipelago/internal/testutil"
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/xseg"
 )
@@ -25,7 +26,7 @@ func newSegment(t testing.TB, sizeMiB int) *xseg.Segment {
 // waitBound waits until a live process binds port no.
 func waitBound(t testing.TB, s *xseg.Segment, no int) {
 	t.Helper()
-	testbin.WaitFor(t, 10*time.Second, fmt.Sprintf("port %d to be bound", no), func() bool {
+	testutil.WaitFor(t, 10*time.Second, fmt.Sprintf("port %d to be bound", no), func() bool {
 		_, alive := s.Owner(no)
 		return alive
 	})
@@ -55,7 +56,7 @@ func TestNulldServesAndStopsGracefully(t *testing.T) {
 	p := testbin.Start(t, "nulld", "--segment", s.Name(), "--portno-start", "2", "--portno-end", "3", "--pidfile", pidfile, "--log-level", "3")
 	waitBound(t, s, 2)
 	waitBound(t, s, 3)
-	testbin.WaitFor(t, 10*time.Second, "the pidfile to name nulld", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the pidfile to name nulld", func() bool {
 		return peer.ReadPidfile(pidfile).PID == p.Cmd.Process.Pid
 	})
 	if pi := peer.ReadPidfile(pidfile); !pi.Held || !pi.Alive || !pi.Running() {
@@ -105,7 +106,7 @@ func TestStopFinishesInFlightAndRefusesTheRest(t *testing.T) {
 	for i := 0; i < 4; i++ {
 		go func() { errc <- call(t, c, xseg.OpPing, 1, 0) }()
 	}
-	testbin.WaitFor(t, 5*time.Second, "a request in flight", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "a request in flight", func() bool {
 		ps, _ := s.PortStat(1)
 		return ps.InFlight == 1 && ps.Queued == 3
 	})
@@ -170,7 +171,7 @@ func TestRequestsAtAKilledPeerFailBack(t *testing.T) {
 	for i := 0; i < 5; i++ {
 		go func() { errc <- call(t, c, xseg.OpRead, 1, 4096) }()
 	}
-	testbin.WaitFor(t, 5*time.Second, "requests in flight and queued", func() bool {
+	testutil.WaitFor(t, 5*time.Second, "requests in flight and queued", func() bool {
 		ps, _ := s.PortStat(1)
 		return ps.InFlight == 2 && ps.Queued == 3
 	})

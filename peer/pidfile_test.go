@@ -14,6 +14,7 @@ import (
 
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/internal/testbin"
+	"github.com/archipelago-go/archipelago/internal/testutil"
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/xseg"
 )
@@ -32,7 +33,7 @@ func TestPidfileOneProcessPerRole(t *testing.T) {
 	}
 	names := func(p *testbin.Proc) {
 		t.Helper()
-		testbin.WaitFor(t, 10*time.Second, fmt.Sprintf("the pidfile to name pid %d", p.Cmd.Process.Pid), func() bool {
+		testutil.WaitFor(t, 10*time.Second, fmt.Sprintf("the pidfile to name pid %d", p.Cmd.Process.Pid), func() bool {
 			pi := peer.ReadPidfile(pidfile)
 			return pi.PID == p.Cmd.Process.Pid && pi.Held && pi.Alive
 		})
@@ -67,7 +68,7 @@ func TestPidfileOneProcessPerRole(t *testing.T) {
 		}
 		close(replied)
 	}()
-	testbin.WaitFor(t, 10*time.Second, "the slow request in flight", func() bool {
+	testutil.WaitFor(t, 10*time.Second, "the slow request in flight", func() bool {
 		ps, _ := s1.PortStat(1)
 		return ps.InFlight == 1
 	})

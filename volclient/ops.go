@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/archipelago-go/archipelago/config"
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/wire"
 	"github.com/archipelago-go/archipelago/xseg"
@@ -12,25 +13,49 @@ import (
 // MaxSize is the largest volume: 2^60 bytes (1 EiB).
 const MaxSize = wire.MaxVolumeSize
 
-// Info describes a volume or snapshot.
+// Info describes a volume or snapshot. Its JSON form is what `vlmc info
+// --json` and `vlmc list --json` print (Snapshot is left out: ReadOnly
+// says it there).
 type Info struct {
-	Name string
+	Name string `json:"name"`
 	// Size in bytes.
-	Size uint64
+	Size uint64 `json:"size"`
 	// ReadOnly: a snapshot (or a volume that cannot be written).
-	ReadOnly bool
+	ReadOnly bool `json:"readonly"`
 	// Snapshot: the volume is a snapshot.
-	Snapshot bool
+	Snapshot bool `json:"-"`
 	// Parent is the snapshot the volume was cloned from, "" if none.
-	Parent string
+	Parent string `json:"parent"`
 	// LockOwner is the host (HOST_ID) that holds the volume's lock, ""
 	// if it is free.
-	LockOwner string
+	LockOwner string `json:"lock_owner"`
 	// BlockSize is the unit of copy-on-write, in bytes.
-	BlockSize uint32
+	BlockSize uint32 `json:"block_size"`
 	// Epoch numbers the incarnations of the volume's data objects: a
 	// snapshot, a clone or a broken lock moves it on.
-	Epoch uint64
+	Epoch uint64 `json:"epoch"`
+}
+
+// Vlmcd returns where the vlmcd of the installation that cfg describes
+// serves: the segment's name and the port of its (first) vlmcd role. It
+// fails with errs.ErrNotFound if cfg has no vlmcd role.
+func Vlmcd(cfg *config.Config) (segment string, port int, err error) {
+	rs := cfg.RolesOfType(config.TypeVlmcd)
+	if len(rs) == 0 {
+		return "", 0, fmt.Errorf("%s has no vlmcd role: %w", cfg.Path, errs.ErrNotFound)
+	}
+	return cfg.XSEG.Name, rs[0].PortStart, nil
+}
+
+// DialConfig is Dial to the vlmcd of the installation that cfg describes
+// (see Vlmcd): what a program that reads the configuration file (see
+// config.Load) calls to manage its volumes.
+func DialConfig(cfg *config.Config) (*Client, error) {
+	seg, port, err := Vlmcd(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return Dial(seg, port)
 }
 
 // mgmtBuf is the buffer of a management request: room for its payload

@@ -10,6 +10,7 @@ import (
 
 	"github.com/archipelago-go/archipelago/blocker"
 	"github.com/archipelago-go/archipelago/internal/testbin"
+	"github.com/archipelago-go/archipelago/internal/testutil"
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/store"
 	"github.com/archipelago-go/archipelago/store/memstore"
@@ -185,7 +186,7 @@ func TestWriteWokenThroughBlocker(t *testing.T) {
 	const vol = "watched-vol"
 	createOpen(t, hostA, vol)
 	done, _ := waitingWrite(t, hostB, data, vol, 0, fill('b', 100), "host-a")
-	testbin.WaitFor(t, wakeWithin, "the blocker to subscribe", func() bool { return maps.Watchers() == 1 })
+	testutil.WaitFor(t, wakeWithin, "the blocker to subscribe", func() bool { return maps.Watchers() == 1 })
 	if err := hostA.Close(ctx, vol); err != nil {
 		t.Fatal(err)
 	}
@@ -206,7 +207,7 @@ func TestWriteWokenThroughBlocker(t *testing.T) {
 		t.Fatal(err)
 	}
 	// B's LOCKWAIT in flight, if any, ends with that release.
-	testbin.WaitFor(t, wakeWithin, "the blocker to unsubscribe", func() bool { return maps.Watchers() == 0 })
+	testutil.WaitFor(t, wakeWithin, "the blocker to unsubscribe", func() bool { return maps.Watchers() == 0 })
 }
 
 // createOpen creates a 1 MiB volume on e and opens it there: e's host

@@ -4,6 +4,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/archipelago-go/archipelago/internal/testutil"
 )
 
 // waitOnce runs p.Wait(d) in a goroutine and returns a channel closed when
@@ -17,11 +19,7 @@ func waitOnce(p *Port, d time.Duration) <-chan struct{} {
 // awaitWaiter waits until p's owner counts as sleeping on it.
 func awaitWaiter(t *testing.T, p *Port) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); p.p.waiters.Load() == 0; time.Sleep(time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the owner never started waiting")
-		}
-	}
+	testutil.WaitFor(t, 10*time.Second, "the owner to start waiting", func() bool { return p.p.waiters.Load() != 0 })
 }
 
 // TestDoorbellWakes checks that a bound port sleeps on its doorbell and a

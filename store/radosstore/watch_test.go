@@ -5,10 +5,12 @@ package radosstore_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/archipelago-go/archipelago/errs"
+	"github.com/archipelago-go/archipelago/internal/testutil"
 	"github.com/archipelago-go/archipelago/store"
 	"github.com/archipelago-go/archipelago/store/radosstore"
 )
@@ -156,13 +158,12 @@ func TestWatchLockOneWatch(t *testing.T) {
 	}
 	waitWatchers := func(want int, why string) {
 		t.Helper()
-		deadline := time.Now().Add(wokenWithin)
-		for n := watchers(); n != want; n = watchers() {
-			if time.Now().After(deadline) {
-				t.Fatalf("%d watches of lock releases %s, want %d", n, why, want)
+		testutil.WaitForErr(t, wokenWithin, fmt.Sprintf("%d watches of lock releases %s", want, why), func() error {
+			if n := watchers(); n != want {
+				return fmt.Errorf("%d watches", n)
 			}
-			time.Sleep(50 * time.Millisecond)
-		}
+			return nil
+		})
 	}
 
 	var cancels []func()

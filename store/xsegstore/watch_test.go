@@ -11,6 +11,7 @@ import (
 	"github.com/archipelago-go/archipelago/blocker"
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/internal/testbin"
+	"github.com/archipelago-go/archipelago/internal/testutil"
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/store/memstore"
 	"github.com/archipelago-go/archipelago/store/xsegstore"
@@ -79,7 +80,7 @@ func TestWatchLockFiled(t *testing.T) {
 	cancel()
 	// The LOCKWAIT in flight, if any, now waits for B's own lock and is
 	// answered within filed's LockWaitMax (2 s).
-	testbin.WaitFor(t, 10*time.Second, "the watch to end", func() bool { return b.LockWaits() == 0 })
+	testutil.WaitFor(t, 10*time.Second, "the watch to end", func() bool { return b.LockWaits() == 0 })
 }
 
 // inProcess serves h on port 1 of a new segment from this process and
@@ -143,7 +144,7 @@ func TestWatchLockShared(t *testing.T) {
 	woken(t, w2, "the release")
 	cancel1()
 	cancel2()
-	testbin.WaitFor(t, 10*time.Second, "the watch to end", func() bool { return s.LockWaits() == 0 })
+	testutil.WaitFor(t, 10*time.Second, "the watch to end", func() bool { return s.LockWaits() == 0 })
 
 	if err := mem.TryLock(ctx, "a", "host-a"); err != nil {
 		t.Fatal(err)
@@ -156,7 +157,7 @@ func TestWatchLockShared(t *testing.T) {
 	notWoken(t, w3, 50*time.Millisecond, "the lock is held")
 	s.Close()
 	woken(t, w3, "Close")
-	testbin.WaitFor(t, time.Second, "the watch to end at Close", func() bool { return s.LockWaits() == 0 })
+	testutil.WaitFor(t, time.Second, "the watch to end at Close", func() bool { return s.LockWaits() == 0 })
 	if _, _, err := s.WatchLock(ctx, "a"); !errors.Is(err, errs.ErrShutdown) {
 		t.Fatalf("WatchLock after Close: %v, want ErrShutdown", err)
 	}
@@ -193,7 +194,7 @@ func TestWatchLockUnsupported(t *testing.T) {
 		t.Fatalf("WatchLock after LOCKWAIT was refused: %v, want ErrNotSupported", err)
 	}
 	cancel()
-	testbin.WaitFor(t, 10*time.Second, "the watch to end", func() bool { return s.LockWaits() == 0 })
+	testutil.WaitFor(t, 10*time.Second, "the watch to end", func() bool { return s.LockWaits() == 0 })
 }
 
 // gatedAcquire is a blocker that holds every ACQUIRE until gate is closed,

@@ -1,0 +1,43 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/archipelago-go/archipelago/internal/sizes"
+)
+
+func newInfo(g *globals) *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "info NAME [--json]",
+		Short:   "Show a volume's size, kind, parent, epoch and lock owner",
+		Example: "  vlmc info vm1-disk\n  vlmc info --json vm1-disk",
+		Args:    cobra.ExactArgs(1),
+		RunE: g.withConn(func(cmd *cobra.Command, args []string, c *conn) error {
+			vi, err := c.info(args[0])
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), vi)
+			}
+			kind := "volume (read-write)"
+			if vi.ReadOnly {
+				kind = "snapshot (read-only)"
+			}
+			w := cmd.OutOrStdout()
+			fmt.Fprintf(w, "name:       %s\n", vi.Name)
+			fmt.Fprintf(w, "size:       %s (%d bytes)\n", sizes.Format(vi.Size), vi.Size)
+			fmt.Fprintf(w, "kind:       %s\n", kind)
+			fmt.Fprintf(w, "parent:     %s\n", orNone(vi.Parent))
+			fmt.Fprintf(w, "block size: %s\n", sizes.Format(uint64(vi.BlockSize)))
+			fmt.Fprintf(w, "epoch:      %d\n", vi.Epoch)
+			fmt.Fprintf(w, "locked by:  %s\n", orNone(vi.LockOwner))
+			return nil
+		}),
+	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON")
+	return cmd
+}
