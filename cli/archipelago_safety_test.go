@@ -14,6 +14,7 @@ import (
 
 	"github.com/archipelago-go/archipelago/internal/clitest"
 	"github.com/archipelago-go/archipelago/internal/testbin"
+	"github.com/archipelago-go/archipelago/internal/testutil"
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/xseg"
 )
@@ -83,7 +84,7 @@ func TestArchipelagoDeletedSegment(t *testing.T) {
 	}
 	// Each peer says in its log that its segment is gone.
 	for _, r := range e.Cfg.Roles {
-		testbin.WaitFor(t, 20*time.Second, r.Name+" to log the removed segment", func() bool {
+		testutil.WaitFor(t, 20*time.Second, r.Name+" to log the removed segment", func() bool {
 			b, _ := os.ReadFile(e.Cfg.LogFile(r.Name))
 			return strings.Contains(string(b), "segment file gone") && strings.Contains(string(b), "was removed")
 		})
@@ -291,7 +292,7 @@ func TestArchipelagoExtraPeer(t *testing.T) {
 	e := clitest.New(t, "host-a", "")
 	e.Start()
 	nulld := testbin.Start(t, "nulld", "--segment", e.Cfg.XSEG.Name, "--portno-start", "600")
-	testbin.WaitFor(t, 10*time.Second, "nulld on port 600", func() bool { return len(mappers(e.Cfg.XSEG.Name)) == len(e.Cfg.Roles)+1 })
+	testutil.WaitFor(t, 10*time.Second, "nulld on port 600", func() bool { return len(mappers(e.Cfg.XSEG.Name)) == len(e.Cfg.Roles)+1 })
 	out := e.Must("archipelago", "status")
 	if !strings.Contains(out, "extra") || !strings.Contains(out, strconv.Itoa(nulld.Cmd.Process.Pid)) {
 		t.Errorf("status does not show the extra peer:\n%s", out)

@@ -14,7 +14,7 @@ import (
 
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/internal/clitest"
-	"github.com/archipelago-go/archipelago/internal/testbin"
+	"github.com/archipelago-go/archipelago/internal/testutil"
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/xseg"
 )
@@ -75,7 +75,7 @@ func TestArchipelagoStartCleansStaleSegment(t *testing.T) {
 		}
 	}
 	for _, pid := range pids {
-		testbin.WaitFor(t, 10*time.Second, "killed peers to be gone", func() bool { return !xseg.ProcessAlive(pid) })
+		testutil.WaitFor(t, 10*time.Second, "killed peers to be gone", func() bool { return !xseg.ProcessAlive(pid) })
 	}
 	out := e.Must("archipelago", "start")
 	if !strings.Contains(out, "stale") {

@@ -1,15 +1,13 @@
 package cli_test
 
 import (
-	"fmt"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/archipelago-go/archipelago/internal/clitest"
-	"github.com/archipelago-go/archipelago/internal/testbin"
+	"github.com/archipelago-go/archipelago/internal/testutil"
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/xseg"
 )
@@ -23,26 +21,6 @@ func TestTwoHostsSharedDirectory(t *testing.T) {
 	twoHosts(t, o)
 }
 
-func qemuIO(t *testing.T, uri string, cmds ...string) error {
-	t.Helper()
-	args := []string{"-f", "raw", uri}
-	for _, c := range cmds {
-		args = append(args, "-c", c)
-	}
-	out, err := exec.Command("qemu-io", args...).CombinedOutput()
-	if err == nil && (strings.Contains(string(out), "failed") || strings.Contains(string(out), "Pattern verification")) {
-		err = fmt.Errorf("%s", out)
-	}
-	if err != nil {
-		return fmt.Errorf("qemu-io %v: %v\n%s", cmds, err, out)
-	}
-	return nil
-}
-
-func uriOf(e *clitest.Env, vol string) string {
-	return "nbd+unix:///" + vol + "?socket=" + e.Socket()
-}
-
 // killAll kills a host's peers with SIGKILL (a host crash) and waits for
 // them to be gone.
 func killAll(t *testing.T, e *clitest.Env) {
@@ -53,14 +31,12 @@ func killAll(t *testing.T, e *clitest.Env) {
 			continue
 		}
 		syscall.Kill(pid, syscall.SIGKILL)
-		testbin.WaitFor(t, 10*time.Second, r.Name+" to die", func() bool { return !xseg.ProcessAlive(pid) })
+		testutil.WaitFor(t, 10*time.Second, r.Name+" to die", func() bool { return !xseg.ProcessAlive(pid) })
 	}
 }
 
 func twoHosts(t *testing.T, o clitest.Options) {
-	if _, err := exec.LookPath("qemu-io"); err != nil {
-		t.Skip("qemu-io not installed (apt-get install qemu-utils)")
-	}
+	testutil.NeedBinaries(t, "qemu-io")
 	o.HostID = "host-a"
 	a := clitest.NewWith(t, o)
 	o.HostID = "host-b"
@@ -69,14 +45,14 @@ func twoHosts(t *testing.T, o clitest.Options) {
 	b.Start()
 	const vol = "migrating-disk"
 	a.Must("vlmc", "create", vol, "--size", "64M")
-	if err := qemuIO(t, uriOf(a, vol), "write -P 1 0 4M"); err != nil { // A's write takes the lock
+	if err := testutil.QemuIO(t, a.URI(vol), "write -P 1 0 4M"); err != nil { // A's write takes the lock
 		t.Fatal(err)
 	}
 	// Created on A: listed and readable on B.
 	if !strings.Contains(b.Must("vlmc", "list"), vol) {
 		t.Fatal("B does not list A's volume")
 	}
-	if err := qemuIO(t, uriOf(b, vol), "read -P 1 0 4M"); err != nil {
+	if err := testutil.QemuIO(t, b.URI(vol), "read -P 1 0 4M"); err != nil {
 		t.Fatalf("B reads A's volume: %v", err)
 	}
 	a.Must("vlmc", "open", vol)
@@ -86,13 +62,13 @@ func twoHosts(t *testing.T, o clitest.Options) {
 	// B's write waits while A holds the volume (the hand-off of a live
 	// migration: A open, B waits, A closes, B opens).
 	done := make(chan error, 1)
-	go func() { done <- qemuIO(t, uriOf(b, vol), "write -P 2 8M 1M") }()
+	go func() { done <- testutil.QemuIO(t, b.URI(vol), "write -P 2 8M 1M") }()
 	select {
 	case err := <-done:
 		t.Fatalf("B's write did not wait for A's lock: %v", err)
 	case <-time.After(1500 * time.Millisecond):
 	}
-	if err := qemuIO(t, uriOf(a, vol), "write -P 3 16M 1M", "flush"); err != nil {
+	if err := testutil.QemuIO(t, a.URI(vol), "write -P 3 16M 1M", "flush"); err != nil {
 		t.Fatalf("A's last write: %v", err)
 	}
 	a.Must("vlmc", "close", vol)
@@ -107,7 +83,7 @@ func twoHosts(t *testing.T, o clitest.Options) {
 		t.Fatal("B's write still waits after A closed")
 	}
 	b.Must("vlmc", "open", vol)
-	if err := qemuIO(t, uriOf(b, vol), "read -P 1 0 4M", "read -P 2 8M 1M", "read -P 3 16M 1M"); err != nil {
+	if err := testutil.QemuIO(t, b.URI(vol), "read -P 1 0 4M", "read -P 2 8M 1M", "read -P 3 16M 1M"); err != nil {
 		t.Fatalf("a write was lost in the hand-off: %v", err)
 	}
 	fails(t, a, []string{"lock", vol}, "locked by host-b")
@@ -122,7 +98,7 @@ func twoHosts(t *testing.T, o clitest.Options) {
 	fails(t, a, []string{"open", vol}, "locked by host-b")
 	a.Must("vlmc", "unlock", "-f", vol)
 	a.Must("vlmc", "open", vol)
-	if err := qemuIO(t, uriOf(a, vol), "read -P 2 8M 1M", "read -P 3 16M 1M"); err != nil {
+	if err := testutil.QemuIO(t, a.URI(vol), "read -P 2 8M 1M", "read -P 3 16M 1M"); err != nil {
 		t.Fatal(err)
 	}
 }

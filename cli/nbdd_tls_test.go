@@ -1,19 +1,18 @@
 package cli_test
 
 import (
-	"context"
 	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/archipelago-go/archipelago/internal/clitest"
 	"github.com/archipelago-go/archipelago/internal/testpki"
+	"github.com/archipelago-go/archipelago/internal/testutil"
 )
 
 // freeTCP returns a loopback address that was free a moment ago.
@@ -27,38 +26,12 @@ func freeTCP(t *testing.T, host string) string {
 	return l.Addr().String()
 }
 
-// tool runs an NBD client (not one of ours) for at most a minute.
-func tool(name string, args ...string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
-	return string(out), err
-}
-
-func mustTool(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := tool(name, args...)
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return strings.TrimSpace(out)
-}
-
-func needBins(t *testing.T, bins ...string) {
-	t.Helper()
-	for _, b := range bins {
-		if _, err := exec.LookPath(b); err != nil {
-			t.Skipf("%s not installed: skipping", b)
-		}
-	}
-}
-
 // TestNbddTLS: with `tls = require` in [nbd], volumes are served over
 // TCP to qemu-io and nbdinfo with client certificates (made here), and to
 // nobody without TLS; a client that stalls in the handshake is dropped
 // after handshake_timeout.
 func TestNbddTLS(t *testing.T) {
-	needBins(t, "qemu-io", "nbdinfo")
+	testutil.NeedBinaries(t, "qemu-io", "nbdinfo")
 	ca := testpki.NewCA(t, "archipelago test CA")
 	addr := freeTCP(t, "127.0.0.1")
 	e := clitest.New(t, "host-a", fmt.Sprintf("[nbd]\nlisten = %s   # TCP too\ntls = require\ntls_dir = %s\nhandshake_timeout = 1\n", addr, ca.ServerDir(t)))
@@ -66,21 +39,22 @@ func TestNbddTLS(t *testing.T) {
 	e.Must("vlmc", "create", "vol1", "--size", "64")
 	client := testpki.ClientDir(t, ca, ca, "qemu")
 	host, port, _ := net.SplitHostPort(addr)
-	out := mustTool(t, "qemu-io", "--object", "tls-creds-x509,id=tls0,endpoint=client,dir="+client,
-		"--image-opts", fmt.Sprintf("driver=nbd,server.type=inet,server.host=%s,server.port=%s,export=vol1,tls-creds=tls0", host, port),
-		"-c", "write -P 0xab 0 1M", "-c", "flush", "-c", "read -P 0xab 0 1M")
-	if strings.Contains(out, "fail") {
-		t.Fatalf("qemu-io over TLS:\n%s", out)
+	if err := testutil.QemuIOArgs(t, []string{"--object", "tls-creds-x509,id=tls0,endpoint=client,dir=" + client,
+		"--image-opts", fmt.Sprintf("driver=nbd,server.type=inet,server.host=%s,server.port=%s,export=vol1,tls-creds=tls0", host, port)},
+		"write -P 0xab 0 1M", "flush", "read -P 0xab 0 1M"); err != nil {
+		t.Fatalf("over TLS: %v", err)
 	}
 	uri := fmt.Sprintf("nbds://%s/vol1?tls-certificates=%s", addr, client)
-	if got := strings.TrimSpace(mustTool(t, "nbdinfo", "--size", uri)); got != fmt.Sprint(64<<20) {
+	if got := strings.TrimSpace(testutil.Run(t, "nbdinfo", "--size", uri)); got != fmt.Sprint(64<<20) {
 		t.Fatalf("nbdinfo over TLS: size %s", got)
 	}
-	if out, err := tool("nbdinfo", "--size", "nbd://"+addr+"/vol1"); err == nil {
+	if out, err := testutil.RunErr(t, "nbdinfo", "--size", "nbd://"+addr+"/vol1"); err == nil {
 		t.Fatalf("nbdinfo without TLS got through: %s", out)
 	}
 	// The Unix socket needs no TLS.
-	mustTool(t, "qemu-io", "-f", "raw", "-r", e.Must("vlmc", "uri", "vol1"), "-c", "read -P 0xab 0 1M")
+	if err := testutil.QemuIOReadOnly(t, e.Must("vlmc", "uri", "vol1"), "read -P 0xab 0 1M"); err != nil {
+		t.Fatal(err)
+	}
 
 	// A client that reads the greeting and then says nothing is dropped.
 	nc, err := net.Dial("tcp", addr)

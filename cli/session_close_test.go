@@ -1,13 +1,12 @@
 package cli_test
 
 import (
-	"os/exec"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/archipelago-go/archipelago/internal/clitest"
-	"github.com/archipelago-go/archipelago/internal/testbin"
+	"github.com/archipelago-go/archipelago/internal/testutil"
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/xseg"
 )
@@ -18,16 +17,14 @@ import (
 // took goes back. (It stayed for good before: another host's writes then
 // waited forever; found by TestCrashUnderLoadSharedDirectory.)
 func TestSessionCloseWhileVlmcdRestarts(t *testing.T) {
-	if _, err := exec.LookPath("qemu-io"); err != nil {
-		t.Skip("qemu-io not installed (apt-get install qemu-utils)")
-	}
+	testutil.NeedBinaries(t, "qemu-io")
 	e := clitest.New(t, "host-a", "")
 	e.Start()
 	const vol = "left-during-restart"
 	e.Must("vlmc", "create", vol, "--size", "16M")
-	s := startQemuIO(t, uriOf(e, vol))
-	s.must("write -P 7 0 64k")
-	s.must("flush")
+	s := testutil.StartQemuSession(t, e.URI(vol))
+	s.Must("write -P 7 0 64k")
+	s.Must("flush")
 	if o := lockOwnerOf(t, e, vol); o != "host-a" {
 		t.Fatalf("after a write the lock is held by %q", o)
 	}
@@ -36,12 +33,12 @@ func TestSessionCloseWhileVlmcdRestarts(t *testing.T) {
 		t.Fatal("no vlmcd pid")
 	}
 	syscall.Kill(pid, syscall.SIGKILL)
-	testbin.WaitFor(t, 10*time.Second, "vlmcd to die", func() bool { return !xseg.ProcessAlive(pid) })
-	s.close() // the connection ends: its CLOSE finds no vlmcd
+	testutil.WaitFor(t, 10*time.Second, "vlmcd to die", func() bool { return !xseg.ProcessAlive(pid) })
+	s.Close() // the connection ends: its CLOSE finds no vlmcd
 	time.Sleep(200 * time.Millisecond)
 	e.Must("archipelago", "start")
-	testbin.WaitFor(t, 20*time.Second, "the lock to go back", func() bool { return lockOwnerOf(t, e, vol) == "" })
-	if err := qemuIO(t, uriOf(e, vol), "read -P 7 0 64k"); err != nil {
+	testutil.WaitFor(t, 20*time.Second, "the lock to go back", func() bool { return lockOwnerOf(t, e, vol) == "" })
+	if err := testutil.QemuIO(t, e.URI(vol), "read -P 7 0 64k"); err != nil {
 		t.Fatal(err)
 	}
 }

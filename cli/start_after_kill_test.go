@@ -10,7 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/archipelago-go/archipelago/internal/clitest"
-	"github.com/archipelago-go/archipelago/internal/testbin"
+	"github.com/archipelago-go/archipelago/internal/testutil"
 	"github.com/archipelago-go/archipelago/xseg"
 )
 
@@ -30,7 +30,7 @@ func TestArchipelagoStartRightAfterAKill(t *testing.T) {
 	}
 	pid := atoi(strings.Fields(string(b))[0])
 	syscall.Kill(pid, syscall.SIGKILL)
-	testbin.WaitFor(t, 10*time.Second, "blockerb to die", func() bool { return !xseg.ProcessAlive(pid) })
+	testutil.WaitFor(t, 10*time.Second, "blockerb to die", func() bool { return !xseg.ProcessAlive(pid) })
 	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/archipelago-go/archipelago/internal/clitest"
+	"github.com/archipelago-go/archipelago/internal/testutil"
 )
 
 // objectFiles returns the files below dir whose names match re.
@@ -34,16 +35,14 @@ func logOf(e *clitest.Env, role string) string {
 // reads fail; a map page deleted; a map page damaged in both copies) fails the client's I/O, and the log of
 // the peer where it failed names the object and the error.
 func TestStorageErrorsLogged(t *testing.T) {
-	if _, err := exec.LookPath("qemu-io"); err != nil {
-		t.Skip("qemu-io not installed (apt-get install qemu-utils)")
-	}
+	testutil.NeedBinaries(t, "qemu-io")
 	e := clitest.New(t, "host-a", "")
 	e.Start()
 	e.Must("vlmc", "create", "vol-eio", "--size", "16M")
 	e.Must("vlmc", "create", "vol-nopage", "--size", "16M")
 	e.Must("vlmc", "create", "vol-badpage", "--size", "16M")
 	for _, v := range []string{"vol-eio", "vol-nopage", "vol-badpage"} {
-		if err := qemuIO(t, uriOf(e, v), "write -P 0xab 0 1M", "flush"); err != nil {
+		if err := testutil.QemuIO(t, e.URI(v), "write -P 0xab 0 1M", "flush"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -67,7 +66,7 @@ func TestStorageErrorsLogged(t *testing.T) {
 			exec.Command("chattr", "-i", f).Run()
 		}
 	})
-	if err := qemuIO(t, uriOf(e, "vol-eio"), "read -P 0xab 0 64k"); err == nil {
+	if err := testutil.QemuIO(t, e.URI("vol-eio"), "read -P 0xab 0 64k"); err == nil {
 		t.Fatal("read of an immutable object succeeded")
 	}
 	log := logOf(e, "blockerb")
@@ -109,13 +108,13 @@ func TestStorageErrorsLogged(t *testing.T) {
 	if err := os.WriteFile(bad, []byte(strings.Repeat("\xa5", int(fi.Size()))), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := qemuIO(t, uriOf(e, "vol-badpage"), "read -P 0xab 0 64k"); err == nil {
+	if err := testutil.QemuIO(t, e.URI("vol-badpage"), "read -P 0xab 0 64k"); err == nil {
 		t.Fatal("read through a damaged map page succeeded")
 	}
 	if mlog := logOf(e, "mapperd"); !strings.Contains(mlog, "vol-badpage") || !strings.Contains(mlog, filepath.Base(bad)) {
 		t.Errorf("mapperd's log does not name the volume and the damaged page %s:\n%s", filepath.Base(bad), mlog)
 	}
-	err = qemuIO(t, uriOf(e, "vol-nopage"), "read -P 0xab 0 64k")
+	err = testutil.QemuIO(t, e.URI("vol-nopage"), "read -P 0xab 0 64k")
 	if err == nil {
 		t.Fatal("read through a deleted map page succeeded")
 	}

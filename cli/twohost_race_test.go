@@ -1,10 +1,8 @@
 package cli_test
 
 import (
-	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -12,6 +10,7 @@ import (
 	"time"
 
 	"github.com/archipelago-go/archipelago/internal/clitest"
+	"github.com/archipelago-go/archipelago/internal/testutil"
 	"github.com/archipelago-go/archipelago/store/filestore"
 	"github.com/archipelago-go/archipelago/volume"
 )
@@ -22,9 +21,7 @@ import (
 // serve a file another host deleted or replaced.
 func sharedHosts(t *testing.T) (a, b *clitest.Env, mapsDir string) {
 	t.Helper()
-	if _, err := exec.LookPath("qemu-io"); err != nil {
-		t.Skip("qemu-io not installed (apt-get install qemu-utils)")
-	}
+	testutil.NeedBinaries(t, "qemu-io")
 	shared := t.TempDir()
 	o := clitest.Options{DataDir: shared + "/data", MapDir: shared + "/maps"}
 	o.HostID = "host-a"
@@ -85,11 +82,11 @@ func TestTwoHostsSeeEachOthersChanges(t *testing.T) {
 	a, b, mapsDir := sharedHosts(t)
 	const vol = "shared-volume"
 	a.Must("vlmc", "create", vol, "--size", "16M")
-	if err := qemuWrite(t, uriOf(a, vol), "write -P 1 0 4M", "write -P 1 8M 1M", "flush"); err != nil {
+	if err := testutil.QemuIO(t, a.URI(vol), "write -P 1 0 4M", "write -P 1 8M 1M", "flush"); err != nil {
 		t.Fatal(err)
 	}
 	a.Must("vlmc", "close", vol)
-	if err := qemuWrite(t, uriOf(b, vol), "read -P 1 0 4M", "read -P 1 8M 1M"); err != nil {
+	if err := testutil.QemuIO(t, b.URI(vol), "read -P 1 0 4M", "read -P 1 8M 1M"); err != nil {
 		t.Fatalf("B reads A's volume: %v", err)
 	}
 	unlockIfOurs(b, vol, "host-b")
@@ -97,19 +94,19 @@ func TestTwoHostsSeeEachOthersChanges(t *testing.T) {
 	// A removes V and creates it again, with other data.
 	a.Must("vlmc", "remove", vol)
 	a.Must("vlmc", "create", vol, "--size", "16M")
-	if err := qemuWrite(t, uriOf(a, vol), "write -P 2 0 4M", "flush"); err != nil {
+	if err := testutil.QemuIO(t, a.URI(vol), "write -P 2 0 4M", "flush"); err != nil {
 		t.Fatal(err)
 	}
 	a.Must("vlmc", "close", vol)
-	if err := qemuWrite(t, uriOf(b, vol), "read -P 2 0 4M", "read -P 0 8M 1M"); err != nil {
+	if err := testutil.QemuIO(t, b.URI(vol), "read -P 2 0 4M", "read -P 0 8M 1M"); err != nil {
 		t.Fatalf("B reads the old volume after A re-created it: %v", err)
 	}
 	// B writes, flushes and lets go; A must read B's write.
-	if err := qemuWrite(t, uriOf(b, vol), "write -P 3 1M 1M", "flush"); err != nil {
+	if err := testutil.QemuIO(t, b.URI(vol), "write -P 3 1M 1M", "flush"); err != nil {
 		t.Fatalf("B writes: %v", err)
 	}
 	b.Must("vlmc", "close", vol)
-	if err := qemuWrite(t, uriOf(a, vol), "read -P 2 0 1M", "read -P 3 1M 1M", "read -P 2 2M 2M"); err != nil {
+	if err := testutil.QemuIO(t, a.URI(vol), "read -P 2 0 1M", "read -P 3 1M 1M", "read -P 2 2M 2M"); err != nil {
 		t.Fatalf("B's acknowledged, flushed write is not in the volume A reads: %v", err)
 	}
 	unlockIfOurs(a, vol, "host-a")
@@ -121,10 +118,10 @@ func TestTwoHostsSeeEachOthersChanges(t *testing.T) {
 	if out, err := b.Run("vlmc", "open", vol); err == nil {
 		t.Errorf("B opens %s after A renamed it:\n%s", vol, out)
 	}
-	if err := qemuWrite(t, uriOf(b, vol), "write -P 4 0 4K"); err == nil {
+	if err := testutil.QemuIO(t, b.URI(vol), "write -P 4 0 4K"); err == nil {
 		t.Errorf("B writes to %s after A renamed it", vol)
 	}
-	if err := qemuWrite(t, uriOf(b, renamed), "read -P 3 1M 1M", "read -P 2 2M 2M"); err != nil {
+	if err := testutil.QemuIO(t, b.URI(renamed), "read -P 3 1M 1M", "read -P 2 2M 2M"); err != nil {
 		t.Fatalf("B reads the renamed volume: %v", err)
 	}
 	unlockIfOurs(b, renamed, "host-b")
@@ -146,7 +143,7 @@ func TestTwoHostsRacingRenames(t *testing.T) {
 		x := fmt.Sprintf("racing-%d", round)
 		creator := hosts[round%2]
 		creator.Must("vlmc", "create", x, "--size", "8M")
-		if err := qemuWrite(t, uriOf(creator, x), fmt.Sprintf("write -P %d 0 1M", round+1), "flush"); err != nil {
+		if err := testutil.QemuIO(t, creator.URI(x), fmt.Sprintf("write -P %d 0 1M", round+1), "flush"); err != nil {
 			t.Fatal(err)
 		}
 		creator.Must("vlmc", "close", x)
@@ -194,7 +191,7 @@ func TestTwoHostsRacingRenames(t *testing.T) {
 			t.Fatalf("round %d: list %q after %s won", round, names, won[0])
 		}
 		for _, h := range hosts {
-			if err := qemuWrite(t, uriOf(h, won[0]), fmt.Sprintf("read -P %d 0 1M", round+1)); err != nil {
+			if err := testutil.QemuIO(t, h.URI(won[0]), fmt.Sprintf("read -P %d 0 1M", round+1)); err != nil {
 				t.Fatalf("round %d: the winner %s: %v", round, won[0], err)
 			}
 			unlockIfOurs(h, won[0], h.Cfg.HostID)
@@ -218,7 +215,7 @@ func TestTwoHostsRacingManagement(t *testing.T) {
 	for round := range 4 {
 		x, y, snap := fmt.Sprintf("mgmt-%d", round), fmt.Sprintf("mgmt-%d-new", round), fmt.Sprintf("mgmt-%d-snap", round)
 		a.Must("vlmc", "create", x, "--size", "8M")
-		if err := qemuWrite(t, uriOf(a, x), fmt.Sprintf("write -P %d 0 1M", round+1), "flush"); err != nil {
+		if err := testutil.QemuIO(t, a.URI(x), fmt.Sprintf("write -P %d 0 1M", round+1), "flush"); err != nil {
 			t.Fatal(err)
 		}
 		a.Must("vlmc", "close", x)
@@ -298,7 +295,7 @@ func TestTwoHostsRacingManagement(t *testing.T) {
 		}
 		for _, name := range holders {
 			for _, h := range []*clitest.Env{a, b} {
-				if err := qemuRead(t, uriOf(h, name), pattern); err != nil {
+				if err := testutil.QemuIOReadOnly(t, h.URI(name), pattern); err != nil {
 					t.Errorf("round %d: %s through %s: %v", round, name, h.Cfg.HostID, err)
 				}
 				unlockIfOurs(h, name, h.Cfg.HostID)
@@ -309,44 +306,4 @@ func TestTwoHostsRacingManagement(t *testing.T) {
 			return
 		}
 	}
-}
-
-// qemuRead runs qemu-io on a read-only open of uri (a snapshot opens only
-// so).
-func qemuRead(t *testing.T, uri string, cmds ...string) error {
-	t.Helper()
-	return qemuRun(t, true, uri, cmds...)
-}
-
-// qemuWrite is qemuIO with a time limit: a request stuck (waiting for a
-// lock nobody releases) fails the test with the hosts' logs instead of
-// hanging it.
-func qemuWrite(t *testing.T, uri string, cmds ...string) error {
-	t.Helper()
-	return qemuRun(t, false, uri, cmds...)
-}
-
-func qemuRun(t *testing.T, readOnly bool, uri string, cmds ...string) error {
-	t.Helper()
-	var args []string
-	if readOnly {
-		args = append(args, "-r")
-	}
-	args = append(args, "-f", "raw", uri)
-	for _, c := range cmds {
-		args = append(args, "-c", c)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
-	defer cancel()
-	out, err := exec.CommandContext(ctx, "qemu-io", args...).CombinedOutput()
-	if err == nil && (strings.Contains(string(out), "failed") || strings.Contains(string(out), "Pattern verification")) {
-		err = fmt.Errorf("%s", out)
-	}
-	if ctx.Err() != nil {
-		err = fmt.Errorf("no answer in 2 minutes: %w", err)
-	}
-	if err != nil {
-		return fmt.Errorf("qemu-io (read-only %v) %s %v: %v\n%s", readOnly, uri, cmds, err, out)
-	}
-	return nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/archipelago-go/archipelago/config"
 	"github.com/archipelago-go/archipelago/internal/testbin"
+	"github.com/archipelago-go/archipelago/nbd/nbduri"
 	"github.com/archipelago-go/archipelago/xseg"
 )
 
@@ -153,3 +154,7 @@ func (e *Env) Start() {
 func (e *Env) Socket() string {
 	return e.Cfg.RolesOfType(config.TypeNBDEndpoint)[0].Socket
 }
+
+// URI is the NBD URI of volume vol at the first block endpoint (what
+// `vlmc uri` prints).
+func (e *Env) URI(vol string) string { return nbduri.URI(e.Socket(), vol) }

@@ -2,7 +2,6 @@ package testutil
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"os/exec"
 	"strings"
@@ -56,14 +55,15 @@ func missing(names []string) error {
 	return nil
 }
 
-// RunErr runs an outside program for at most RunLimit (and no longer than
-// the test) and returns its combined output.
+// RunErr runs an outside program for at most RunLimit and returns its
+// combined output. (Not bound to t.Context(): that ends before the test's
+// cleanups, which may run programs too.)
 func RunErr(t testing.TB, name string, args ...string) (string, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(t.Context(), RunLimit)
+	ctx, cancel := context.WithTimeout(context.Background(), RunLimit)
 	defer cancel()
 	out, err := exec.CommandContext(ctx, name, args...).CombinedOutput()
-	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+	if ctx.Err() != nil {
 		err = fmt.Errorf("no answer in %v: %w (%v)", RunLimit, ctx.Err(), err)
 	}
 	return string(out), err
