@@ -781,7 +781,7 @@ func isHex2(s string) bool {
 func TestUnservedOpsAndPing(t *testing.T) {
 	f := startFiled(t, "")
 	for _, op := range []xseg.Op{xseg.OpClone, xseg.OpMapR, xseg.OpMapW, xseg.OpOpen, xseg.OpClose,
-		xseg.OpSnapshot, xseg.OpCreate, xseg.OpRename, xseg.OpUpdate, xseg.OpNone, xseg.Op(200)} {
+		xseg.OpSnapshot, xseg.Op(17), xseg.OpRename, xseg.Op(20), xseg.OpNone, xseg.Op(200)} {
 		f.fails(req{op: op, target: "x"}, errs.ErrNotSupported)
 	}
 	for _, op := range []xseg.Op{xseg.OpPing, xseg.OpSync, xseg.OpFlush} {

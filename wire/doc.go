@@ -34,8 +34,8 @@
 //
 //	| kind | type       | operation              | body                                                           |
 //	|------|------------|------------------------|----------------------------------------------------------------|
-//	| 1    | MapReply   | MAPR, MAPW reply       | count u32, then per segment: object str, offset u64,           |
-//	|      |            |                        | size u64, flags u32 (PieceReadOnly=1, PieceZero=2)                 |
+//	| 1    | MapReply   | MAPR, MAPW reply       | count u32, then per piece: object str, offset u64,             |
+//	|      |            |                        | size u64, flags u32 (PieceReadOnly=1, PieceZero=2)             |
 //	| 2    | Clone      | CLONE request          | parent str, size u64, owner str                                |
 //	| 3    | Snapshot   | SNAPSHOT request       | name str, owner str                                            |
 //	| 4    | Rename     | RENAME request         | new name str, owner str                                        |
@@ -47,7 +47,7 @@
 //	| 9    | Lock       | ACQUIRE, RELEASE       | owner str                                                      |
 //	| 10   | LockReply  | ACQUIRE failure reply  | owner str                                                      |
 //	| 11   | Resize     | TRUNCATE (mapper)      | size u64, force bool, owner str                                |
-//	| 12   | Create     | CREATE request         | size u64, block size u32, count u32, then per object: name str |
+//	| 12   | (retired)  | was Create, a CREATE request no peer served; refused (ErrInvalid), never reused |
 //	| 13   | List       | LIST request           | prefix str, after str |
 //	| 14   | Names      | LIST reply             | count u32, then per name: name str; more u8 |
 //	| 15   | Extents    | ALLOCATED reply        | count u32, then per extent: offset u64, size u64 |
@@ -66,7 +66,7 @@
 //
 //   - strings and lists within their limits (encoding: errs.ErrTooLarge);
 //   - no unknown flag bits; a bool is 0 or 1;
-//   - a map segment has an object if and only if it is not PieceZero, and
+//   - a map piece has an object if and only if it is not PieceZero, and
 //     its offset plus size does not overflow;
 //   - a hash is exactly 64 lowercase hex digits.
 //
@@ -75,7 +75,7 @@
 //
 // Decoding fails, wrapping errs.ErrInvalid, on a buffer too short for the
 // header or for what the fields announce, a bad magic, a non-zero reserved
-// byte, an unknown kind or a kind other than the one asked for, and any
+// byte, an unknown or retired kind or a kind other than the one asked for, and any
 // failed check above; it fails with errs.ErrVersion on a version it does
 // not know. A list count is checked against the bytes left in the buffer
 // before anything is allocated for it, and no input makes it panic.

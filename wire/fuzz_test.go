@@ -22,7 +22,8 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{Magic})
 	f.Add([]byte{Magic, byte(KindMapReply), Version, 0, 0xff, 0xff, 0xff, 0xff})
-	f.Add([]byte{Magic, byte(KindCreate), Version, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff})
+	// The retired kind 12 (Create), with a body it once had.
+	f.Add([]byte{Magic, 12, Version, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff})
 	f.Add([]byte{Magic, byte(KindResize), 2, 0})
 
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -40,6 +41,9 @@ func FuzzDecode(f *testing.F) {
 		}
 		// Every type must survive every input too, and agree with Decode.
 		for k := Kind(1); k < kindMax; k++ {
+			if !k.Valid() {
+				continue
+			}
 			q := New(k)
 			err := q.Unmarshal(b)
 			if err == nil {

@@ -20,7 +20,7 @@ const (
 	// may keep it until then.
 	PieceCacheable uint32 = 1 << 2
 
-	segKnown = PieceReadOnly | PieceZero | PieceCacheable
+	pieceKnown = PieceReadOnly | PieceZero | PieceCacheable
 )
 
 // MapPiece is one contiguous piece of a mapped volume range.
@@ -40,21 +40,21 @@ type MapPiece struct {
 const minPieceSize = 2 + 8 + 8 + 4
 
 func (s *MapPiece) validate(i int) error {
-	if err := checkString(fmt.Sprintf("segment %d object", i), s.Object, MaxNameLen); err != nil {
+	if err := checkString(fmt.Sprintf("piece %d object", i), s.Object, MaxNameLen); err != nil {
 		return err
 	}
-	if s.Flags&^segKnown != 0 {
-		return fmt.Errorf("segment %d: unknown flags %#x: %w", i, s.Flags&^segKnown, errs.ErrInvalid)
+	if s.Flags&^pieceKnown != 0 {
+		return fmt.Errorf("piece %d: unknown flags %#x: %w", i, s.Flags&^pieceKnown, errs.ErrInvalid)
 	}
 	zero := s.Flags&PieceZero != 0
 	if zero && s.Object != "" {
-		return fmt.Errorf("segment %d: zero block names object %q: %w", i, s.Object, errs.ErrInvalid)
+		return fmt.Errorf("piece %d: zero block names object %q: %w", i, s.Object, errs.ErrInvalid)
 	}
 	if !zero && s.Object == "" {
-		return fmt.Errorf("segment %d: no object and not a zero block: %w", i, errs.ErrInvalid)
+		return fmt.Errorf("piece %d: no object and not a zero block: %w", i, errs.ErrInvalid)
 	}
 	if s.Offset > math.MaxUint64-s.Size {
-		return fmt.Errorf("segment %d: offset %d + size %d overflows: %w", i, s.Offset, s.Size, errs.ErrInvalid)
+		return fmt.Errorf("piece %d: offset %d + size %d overflows: %w", i, s.Offset, s.Size, errs.ErrInvalid)
 	}
 	return nil
 }
@@ -80,7 +80,7 @@ func (v *MapReply) Unmarshal(b []byte) error {
 }
 
 func (v *MapReply) validate() error {
-	if err := checkCount("segments", len(v.Pieces)); err != nil {
+	if err := checkCount("pieces", len(v.Pieces)); err != nil {
 		return err
 	}
 	for i := range v.Pieces {
@@ -111,83 +111,16 @@ func (v *MapReply) encode(e *encoder) {
 }
 
 func (v *MapReply) decode(d *decoder) {
-	n := d.count("segments", minPieceSize)
+	n := d.count("pieces", minPieceSize)
 	if n == 0 {
 		return
 	}
 	v.Pieces = make([]MapPiece, n)
 	for i := range v.Pieces {
 		s := &v.Pieces[i]
-		s.Object = d.str("segment object", MaxNameLen)
+		s.Object = d.str("piece object", MaxNameLen)
 		s.Offset = d.u64()
 		s.Size = d.u64()
 		s.Flags = d.u32()
-	}
-}
-
-// Create asks the mapper to create a volume whose map is an explicit list
-// of objects (image import).
-type Create struct {
-	// Size of the volume in bytes.
-	Size uint64
-	// BlockSize is the size of every object but maybe the last.
-	BlockSize uint32
-	// Objects holds one name per block, in order; "" is the zero block.
-	Objects []string
-}
-
-func (v *Create) Kind() Kind                      { return KindCreate }
-func (v *Create) EncodedSize() int                { return size(v) }
-func (v *Create) MarshalTo(b []byte) (int, error) { return marshalTo(v, b) }
-func (v *Create) Marshal() []byte                 { return marshal(v) }
-
-func (v *Create) Unmarshal(b []byte) error {
-	var t Create
-	if err := unmarshal(&t, b); err != nil {
-		return err
-	}
-	*v = t
-	return nil
-}
-
-func (v *Create) validate() error {
-	if err := checkCount("objects", len(v.Objects)); err != nil {
-		return err
-	}
-	for i, o := range v.Objects {
-		if err := checkString(fmt.Sprintf("object %d", i), o, MaxNameLen); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-func (v *Create) bodySize() int {
-	n := 8 + 4 + 4
-	for _, o := range v.Objects {
-		n += strSize(o)
-	}
-	return n
-}
-
-func (v *Create) encode(e *encoder) {
-	e.u64(v.Size)
-	e.u32(v.BlockSize)
-	e.u32(uint32(len(v.Objects)))
-	for _, o := range v.Objects {
-		e.str(o)
-	}
-}
-
-func (v *Create) decode(d *decoder) {
-	v.Size = d.u64()
-	v.BlockSize = d.u32()
-	n := d.count("objects", 2)
-	if n == 0 {
-		return
-	}
-	v.Objects = make([]string, n)
-	for i := range v.Objects {
-		v.Objects[i] = d.str("object", MaxNameLen)
 	}
 }

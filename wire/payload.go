@@ -32,7 +32,10 @@ const (
 )
 
 // Kind says which type a payload holds. It is the second header byte; the
-// numbering is part of the format and never changes.
+// numbering is part of the format and never changes, and a retired number
+// is never given to another kind: 12 is retired (Create, a CREATE request
+// that no peer served), and decoding it fails with ErrInvalid like an
+// unknown kind.
 type Kind uint8
 
 // Kinds. The zero Kind is never valid.
@@ -48,7 +51,7 @@ const (
 	KindLock       Kind = 9               // Lock: ACQUIRE/RELEASE request
 	KindLockReply  Kind = 10              // LockReply: who holds a lock ACQUIRE failed on
 	KindResize     Kind = 11              // Resize: TRUNCATE request to the mapper
-	KindCreate     Kind = 12              // Create: CREATE request
+	kindRetired12  Kind = 12              // retired: Create, a CREATE request
 	KindList       Kind = 13              // List: LIST request to a blocker
 	KindNames      Kind = 14              // Names: LIST reply
 	KindExtents    Kind = 15              // Extents: ALLOCATED reply
@@ -62,12 +65,13 @@ var kindNames = [...]string{
 	KindRename: "Rename", KindCopy: "Copy", KindHash: "Hash",
 	KindObjectInfo: "ObjectInfo", KindVolumeInfo: "VolumeInfo",
 	KindLock: "Lock", KindLockReply: "LockReply", KindResize: "Resize",
-	KindCreate: "Create", KindList: "List", KindNames: "Names", KindExtents: "Extents", KindErrorText: "ErrorText",
+	KindList: "List", KindNames: "Names", KindExtents: "Extents", KindErrorText: "ErrorText",
 	KindSession: "Session",
 }
 
-// Valid reports whether k is a kind this package knows.
-func (k Kind) Valid() bool { return k > 0 && k < kindMax }
+// Valid reports whether k is a kind this package knows (not 0, not
+// retired, not beyond the last).
+func (k Kind) Valid() bool { return k < kindMax && kindNames[k] != "" }
 
 func (k Kind) String() string {
 	if k.Valid() {
@@ -121,6 +125,9 @@ func PeekKind(b []byte) (Kind, error) {
 	if b[3] != 0 {
 		return 0, fmt.Errorf("payload: reserved header byte is %#02x: %w", b[3], errs.ErrInvalid)
 	}
+	if k == kindRetired12 {
+		return 0, fmt.Errorf("payload: kind %d is retired (it was Create, a CREATE request no peer served): %w", uint8(k), errs.ErrInvalid)
+	}
 	if !k.Valid() {
 		return 0, fmt.Errorf("payload: unknown kind %d: %w", uint8(k), errs.ErrInvalid)
 	}
@@ -152,8 +159,6 @@ func New(k Kind) Payload {
 		return new(LockReply)
 	case KindResize:
 		return new(Resize)
-	case KindCreate:
-		return new(Create)
 	case KindList:
 		return new(List)
 	case KindNames:

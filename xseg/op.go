@@ -5,7 +5,10 @@ import "fmt"
 // Op is a request operation. The numbering is part of the segment format.
 type Op uint32
 
-// Request operations (see docs/xseg.md for who serves which).
+// Request operations (see the table of operations in docs/xseg.md for who
+// serves which). A number once given is never reused: 17 and 20 are
+// retired (CREATE and UPDATE, which no peer ever served); a request with a
+// retired or unknown op is refused by every peer with ErrNotSupported.
 const (
 	OpNone Op = iota
 	OpRead
@@ -24,10 +27,10 @@ const (
 	OpClose
 	OpSnapshot
 	OpHash
-	OpCreate
+	_ // 17: retired (CREATE)
 	OpRename
 	OpFlush
-	OpUpdate
+	_ // 20: retired (UPDATE)
 	OpPing      // answered at once; for tests and benchmarks
 	OpList      // names of objects (blocker) or volumes (mapper); wire.List -> wire.Names
 	OpLockOwner // who holds a lock (blocker): wire.LockReply, ErrNotFound if free
@@ -43,14 +46,14 @@ var opNames = [...]string{
 	OpTruncate: "TRUNCATE", OpDelete: "DELETE", OpAcquire: "ACQUIRE",
 	OpRelease: "RELEASE", OpCopy: "COPY", OpClone: "CLONE", OpInfo: "INFO",
 	OpMapR: "MAPR", OpMapW: "MAPW", OpOpen: "OPEN", OpClose: "CLOSE",
-	OpSnapshot: "SNAPSHOT", OpHash: "HASH", OpCreate: "CREATE",
-	OpRename: "RENAME", OpFlush: "FLUSH", OpUpdate: "UPDATE", OpPing: "PING",
+	OpSnapshot: "SNAPSHOT", OpHash: "HASH",
+	OpRename: "RENAME", OpFlush: "FLUSH", OpPing: "PING",
 	OpList: "LIST", OpLockOwner: "LOCKOWNER", OpTrim: "TRIM", OpAllocated: "ALLOCATED",
 	OpLockWait: "LOCKWAIT", OpDrain: "DRAIN",
 }
 
 func (o Op) String() string {
-	if o < opMax {
+	if o < opMax && opNames[o] != "" {
 		return opNames[o]
 	}
 	return fmt.Sprintf("OP(%d)", uint32(o))
@@ -68,19 +71,26 @@ const (
 	FlagFUA
 	// FlagForce: override a safety check (break another owner's lock, shrink).
 	FlagForce
-	// FlagAssumeV0: treat a map without a header as the original's v0 format.
-	FlagAssumeV0
+	// 1<<4 is retired (ASSUMEV0, which no peer ever read); never reuse it.
 )
+
+var flagNames = []string{"NOSYNC", "FLUSH", "FUA", "FORCE"}
 
 func (f Flags) String() string {
 	s := ""
-	for i, n := range []string{"NOSYNC", "FLUSH", "FUA", "FORCE", "ASSUMEV0"} {
+	for i, n := range flagNames {
 		if f&(1<<i) != 0 {
 			if s != "" {
 				s += "|"
 			}
 			s += n
 		}
+	}
+	if rest := f &^ (1<<len(flagNames) - 1); rest != 0 {
+		if s != "" {
+			s += "|"
+		}
+		s += fmt.Sprintf("%#x", uint32(rest))
 	}
 	if s == "" {
 		return "0"
