@@ -67,8 +67,8 @@ type XSEG struct {
 	SizeMiB     int    // SEGMENT_SIZE, in MiB
 	XsegbdStart int    // XSEGBD_START: first block-endpoint port
 	XsegbdEnd   int    // XSEGBD_END: last block-endpoint port
-	VtoolStart  int    // VTOOL_START: first port reserved for vlmc
-	VtoolEnd    int    // VTOOL_END: last port reserved for vlmc
+	VtoolStart  int    // VTOOL_START: the original's first vlmc port; checked, used by no program
+	VtoolEnd    int    // VTOOL_END: the original's last vlmc port; checked, used by no program
 }
 
 // Role is one peer: a [name] section. Fields that do not apply to the

@@ -32,7 +32,7 @@
 //	[ARCHIPELAGO]  HOST_ID, RUN_DIR, LOG_DIR
 //	[XSEG]         SEGMENT_NAME, SEGMENT_PORTS, SEGMENT_DYNPORTS,
 //	               SEGMENT_SIZE (MiB), XSEGBD_START, XSEGBD_END,
-//	               VTOOL_START, VTOOL_END
+//	               VTOOL_START, VTOOL_END (see below)
 //	[PEERS]        ROLES, ORDER (names separated by spaces or commas)
 //	[<role>]       type, portno_start, portno_end, log_level (0-3),
 //	               nr_ops, nr_threads, and per type:
@@ -46,6 +46,11 @@
 //	                 tls_dir, tls_verify_clients
 //
 // Section and role names are case-sensitive, keys are not.
+//
+// VTOOL_START and VTOOL_END are the ports the original reserved for its
+// vlmc tool. They are accepted, so that its files load, and checked like
+// any port range, but no program uses them: vlmc, like every tool, binds
+// a dynamic port (SEGMENT_DYNPORTS and up).
 //
 // # Checks
 //
