@@ -166,6 +166,3 @@ func (s *Server) ServeTLS(ctx context.Context, l net.Listener, t *TLS) error {
 	wg.Wait()
 	return err
 }
-
-// errShutdown ends a connection's reader when the server stops.
-var errShutdown = fmt.Errorf("nbd: server stopping: %w", errs.ErrShutdown)
