@@ -3,6 +3,8 @@
 package main
 
 import (
+	"os"
+
 	"github.com/spf13/cobra"
 
 	"github.com/archipelago-go/archipelago/blocker"
@@ -53,6 +55,7 @@ fails the request instead of hanging it. Stop it with SIGTERM.`,
 					return err
 				}
 			}
+			o.Logger = daemon.NewLogger(c.LogLevel, os.Stderr) // as the peer's: log_level applies
 			st, err := radosstore.Open(o)
 			if err != nil {
 				return err

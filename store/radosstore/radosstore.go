@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -44,6 +45,12 @@ type Options struct {
 	// OpTimeout bounds every wait for a monitor or an OSD; default
 	// DefaultOpTimeout.
 	OpTimeout time.Duration
+	// Logger receives what the store logs on its own, outside any call's
+	// error: warnings when its watch of lock releases broke or an
+	// announcement of a release failed (waiters then poll), and debug
+	// lines. Default: slog.Default(). radosd passes its peer's logger, so
+	// that its log_level applies.
+	Logger *slog.Logger
 }
 
 // Store keeps objects and locks in a RADOS pool. See the package
@@ -54,6 +61,7 @@ type Store struct {
 	lio  *rados.IOContext // locks, in LockNamespace
 	comp *completions     // of ReadAsync and WriteAsync
 	lw   lockWatch        // WatchLock's watch of lock releases (watch.go)
+	log  *slog.Logger     // Options.Logger
 
 	// mu guards closed; every operation runs as a member of ops, which
 	// Close waits for before it frees the RADOS handles. mu is held only
@@ -85,6 +93,9 @@ func Open(o Options) (*Store, error) {
 	}
 	if o.OpTimeout <= 0 {
 		o.OpTimeout = DefaultOpTimeout
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
 	}
 	conn, err := rados.NewConnWithUser(o.CephxID)
 	if err != nil {
@@ -124,7 +135,7 @@ func Open(o Options) (*Store, error) {
 		conn.Shutdown()
 		return nil, err
 	}
-	return &Store{conn: conn, io: io, lio: lio, comp: comp}, nil
+	return &Store{conn: conn, io: io, lio: lio, comp: comp, log: o.Logger}, nil
 }
 
 // enter starts an operation: it fails if ctx is done or the store closed,

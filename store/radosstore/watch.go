@@ -6,7 +6,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
 	"sync"
 	"syscall"
 	"time"
@@ -212,17 +211,17 @@ func (s *Store) runWatch(a *attempt) {
 			}
 			began := time.Now()
 			err = s.serveWatch(w)
-			unwatch(w)
+			s.unwatch(w)
 			if err == nil {
 				return // idle or closed
 			}
-			slog.Warn("radosstore: the watch of lock releases broke; watching again (waiters poll meanwhile)",
+			s.log.Warn("radosstore: the watch of lock releases broke; watching again (waiters poll meanwhile)",
 				"object", releaseObject, "err", err)
 			if time.Since(began) >= rewatchMax {
 				pause = rewatchMin
 			}
 		} else {
-			slog.Warn("radosstore: cannot watch lock releases: waiters poll", "err", err)
+			s.log.Warn("radosstore: cannot watch lock releases: waiters poll", "err", err)
 		}
 		select {
 		case <-lw.stop:
@@ -280,7 +279,7 @@ func (s *Store) serveWatch(w *rados.Watcher) error {
 			// has them the waiters are awake.
 			lw.wake(string(ev.Data))
 			if err := ev.Ack(nil); err != nil {
-				slog.Debug("radosstore: acking a lock release", "object", releaseObject, "err", err)
+				s.log.Debug("radosstore: acking a lock release", "object", releaseObject, "err", err)
 			}
 		case err := <-w.Errors():
 			if err == nil {
@@ -308,7 +307,7 @@ func (s *Store) serveWatch(w *rados.Watcher) error {
 // watch is deleted would hang that thread if nobody received it, so the
 // channels are drained meanwhile (the events are dropped: whoever still
 // waits is woken by the next watch or polls).
-func unwatch(w *rados.Watcher) {
+func (s *Store) unwatch(w *rados.Watcher) {
 	done := make(chan struct{})
 	go func() {
 		evs, errc := w.Events(), w.Errors()
@@ -331,7 +330,7 @@ func unwatch(w *rados.Watcher) {
 		// go-ceph closes the channels only if the unwatch succeeded,
 		// but has already forgotten the watch, so no new callback
 		// comes; drain one that may be on its way, then stop.
-		slog.Debug("radosstore: unwatching lock releases", "object", releaseObject, "err", err)
+		s.log.Debug("radosstore: unwatching lock releases", "object", releaseObject, "err", err)
 		time.AfterFunc(time.Second, func() { close(done) })
 	}
 }
@@ -350,10 +349,10 @@ func (s *Store) announceRelease(name string) {
 		case code == -int(syscall.ETIMEDOUT):
 			// Delivered, but some watcher did not ack in time (the
 			// lingering watch of a client that died, say).
-			slog.Debug("radosstore: lock release announced, not acknowledged by every watcher",
+			s.log.Debug("radosstore: lock release announced, not acknowledged by every watcher",
 				"lock", name, "unacknowledged", len(timeouts))
 		default:
-			slog.Warn("radosstore: announcing a lock release failed: its waiters find it by polling",
+			s.log.Warn("radosstore: announcing a lock release failed: its waiters find it by polling",
 				"lock", name, "object", releaseObject, "err", mapErr(err))
 		}
 	}()

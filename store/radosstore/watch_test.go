@@ -3,9 +3,13 @@
 package radosstore_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -244,4 +248,62 @@ func TestWatchLockRewatch(t *testing.T) {
 		t.Fatal(err)
 	}
 	woken(t, wake, "an Unlock on another client, on the new watch")
+}
+
+// lockedBuffer is a bytes.Buffer safe for a logger writing to it while the
+// test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestLoggerGetsWatchWarnings checks that the store logs its own warnings
+// (here: its watch of lock releases broke) through Options.Logger, which
+// radosd sets to its peer's logger so that log_level applies, rather than
+// through the process-wide default logger.
+func TestLoggerGetsWatchWarnings(t *testing.T) {
+	o := cluster(t)
+	o.Namespace = namespace(t, o)
+	var logged lockedBuffer
+	lo := o
+	lo.Logger = slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	a, err := radosstore.Open(lo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := radosstore.Open(o)
+	if err != nil {
+		a.Close()
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		a.Close()
+		if err := b.RemoveReleaseObject(); err != nil {
+			t.Errorf("cleanup: %v", err)
+		}
+		b.Close()
+	})
+	wake := watch(t, a, "vol")
+	if err := b.RemoveReleaseObject(); err != nil {
+		t.Fatal(err)
+	}
+	// The warning is logged before the watch is set up again and the
+	// waiters woken.
+	woken(t, wake, "the watch broke and was set up again")
+	const want = "the watch of lock releases broke"
+	if got := logged.String(); !strings.Contains(got, want) {
+		t.Errorf("Options.Logger got %q, want a warning %q", got, want)
+	}
 }
