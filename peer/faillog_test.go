@@ -1,36 +1,18 @@
 package peer
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io/fs"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/archipelago-go/archipelago/errs"
+	"github.com/archipelago-go/archipelago/internal/testutil"
 	"github.com/archipelago-go/archipelago/xseg"
 )
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestFailedRequestsLogged: a request that fails with a storage error is
 // logged at level error with its op, target and errno; an expected outcome
@@ -44,7 +26,7 @@ func TestFailedRequestsLogged(t *testing.T) {
 	}
 	defer xseg.Destroy(name)
 	defer s.Close()
-	var out lockedBuffer
+	var out testutil.Buffer
 	h := HandlerFunc(func(_ context.Context, _ *Peer, r *xseg.Request) error {
 		switch r.Target() {
 		case "missing":

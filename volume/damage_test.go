@@ -9,12 +9,12 @@ import (
 	"maps"
 	"slices"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/archipelago-go/archipelago/errs"
+	"github.com/archipelago-go/archipelago/internal/testutil"
 	"github.com/archipelago-go/archipelago/store/faultstore"
 	"github.com/archipelago-go/archipelago/store/memstore"
 )
@@ -24,32 +24,6 @@ import (
 // what a volume reads or where it allocates; damage beyond the redundancy
 // (both copies, a truncated or deleted object) is an error that names the
 // object, to the caller and in the log, never an older state.
-
-// logBuf is a slog handler's output, safe for concurrent use.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *logBuf) Reset() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.b.Reset()
-}
-
-func (l *logBuf) logger() *slog.Logger { return slog.New(slog.NewTextHandler(l, nil)) }
 
 // damageWorld: volume damage-vol (1 GiB of 4 KiB blocks: a tree of
 // height 3) with data in blocks spread over it, flushed and closed.
@@ -115,9 +89,9 @@ func kindOf(desc string) kind {
 
 // engine returns an engine over the world's stores (the stores
 // themselves, or copies), its plan and its log.
-func (w *damageWorld) engine(t *testing.T, copies bool) (*env, *logBuf) {
-	lb := &logBuf{}
-	v := &env{maps: w.maps, data: w.data, owner: "host-a", bs: modelBS, log: lb.logger()}
+func (w *damageWorld) engine(t *testing.T, copies bool) (*env, *testutil.Buffer) {
+	lb := &testutil.Buffer{}
+	v := &env{maps: w.maps, data: w.data, owner: "host-a", bs: modelBS, log: slog.New(slog.NewTextHandler(lb, nil))}
 	if copies {
 		v.maps, v.data = w.maps.Crash(), w.data.Crash()
 	}

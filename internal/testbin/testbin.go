@@ -4,7 +4,6 @@
 package testbin
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -74,33 +73,16 @@ func Path(t testing.TB, name string) string { return filepath.Join(Dir(t), name)
 type Proc struct {
 	Cmd    *exec.Cmd
 	name   string
-	out    *syncBuffer
+	out    *testutil.Buffer
 	exited chan struct{}
 	err    error
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // Start runs program name with args. The test's cleanup kills it if it is
 // still running and logs its output if the test failed.
 func Start(t testing.TB, name string, args ...string) *Proc {
 	t.Helper()
-	p := &Proc{Cmd: exec.Command(Path(t, name), args...), name: name, out: &syncBuffer{}, exited: make(chan struct{})}
+	p := &Proc{Cmd: exec.Command(Path(t, name), args...), name: name, out: &testutil.Buffer{}, exited: make(chan struct{})}
 	p.Cmd.Stdout, p.Cmd.Stderr = p.out, p.out
 	if err := p.Cmd.Start(); err != nil {
 		t.Fatalf("start %s: %v", name, err)
