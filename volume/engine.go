@@ -272,7 +272,7 @@ func (e *Engine) tryLock(ctx context.Context, op string, v *vol) (was bool, err 
 }
 
 // release gives up v's lock and cache unless keep. Caller holds v.gate
-// exclusively.
+// exclusively, or shared when the volume vanished under it (heldHeader).
 func (e *Engine) release(ctx context.Context, v *vol, keep bool) {
 	if keep {
 		return

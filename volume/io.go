@@ -24,21 +24,9 @@ func (e *Engine) heldHeader(ctx context.Context, v *vol) (*header, error) {
 	h, err := e.header(ctx, v)
 	v.mu.Unlock()
 	if errors.Is(err, errs.ErrNotFound) {
-		e.drop(ctx, v)
+		e.release(ctx, v, false) // the volume vanished under us
 	}
 	return h, err
-}
-
-// drop gives up v's lock and cache (the volume vanished under us).
-func (e *Engine) drop(ctx context.Context, v *vol) {
-	v.mu.Lock()
-	held := v.held
-	v.held = false
-	v.forget()
-	v.mu.Unlock()
-	if held {
-		_ = e.locker.Unlock(context.WithoutCancel(ctx), lockName(v.name), e.owner, false)
-	}
 }
 
 // pieces maps [off, off+n) through pg.

@@ -3,9 +3,11 @@ package volume
 import (
 	"bytes"
 	"context"
+	"errors"
 	"syscall"
 	"testing"
 
+	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/store/faultstore"
 )
 
@@ -177,4 +179,40 @@ func writtenBySession(t *testing.T, vol string) (*env, *Engine, SessionKey) {
 // lockFails fails every call on volume vol's lock with EIO.
 func lockFails(vol string) faultstore.Rule {
 	return faultstore.Rule{Ops: faultstore.OpLock, Object: func(n string) bool { return n == lockName(vol) }, Errno: syscall.EIO}
+}
+
+// TestVanishedVolumeReleaseRetried: a write to a volume that does not
+// exist (removed by another host, say) takes its free lock before it finds
+// no header, and gives it back; if that unlock fails, RetryReleases gives
+// it back later instead of leaving it held for ever.
+func TestVanishedVolumeReleaseRetried(t *testing.T) {
+	ctx := context.Background()
+	v := newEnv(t, modelBS)
+	const vol = "gone-under-us"
+	owner := func() string {
+		o, err := v.maps.LockOwner(ctx, lockName(vol))
+		if errors.Is(err, errs.ErrNotFound) {
+			return ""
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return o
+	}
+	// The TryLock passes, the Unlock after it fails.
+	f := v.plan.Inject(faultstore.Rule{Ops: faultstore.OpLock, Object: func(n string) bool { return n == lockName(vol) },
+		Skip: 1, Times: 1, Errno: syscall.EIO})
+	if _, err := v.e.MapWrite(ctx, vol, 0, 4096); !errors.Is(err, errs.ErrNotFound) {
+		t.Fatalf("MapWrite of a missing volume: %v, want ErrNotFound", err)
+	}
+	f.Remove()
+	if o := owner(); o != v.owner {
+		t.Fatalf("after the failed unlock the lock is held by %q, want %q (the fault did not hit the unlock)", o, v.owner)
+	}
+	if err := v.e.RetryReleases(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if o := owner(); o != "" {
+		t.Fatalf("after RetryReleases the lock of the missing volume is held by %q", o)
+	}
 }
