@@ -1,5 +1,6 @@
 // Package store is the object-store seam of Archipelago: the interfaces that
-// every backend (memory, files, RADOS) implements and that the blockers use.
+// every backend (memory, files, RADOS, a blocker peer) implements and that
+// the blockers and the mapper use.
 //
 // # Objects
 //
@@ -30,14 +31,26 @@
 // locks that survive the crash of the process that took them. TryLock never
 // waits; a lock held by another owner is reported as a *LockedError, which
 // wraps errs.ErrLocked. Lock names live in their own namespace: a lock and an
-// object may share a name, and List never shows locks.
+// object may share a name, and List never shows locks. LockWatcher, optional
+// too, tells a waiter when a lock may have been released, so that waiting
+// needs no tight polling.
 //
 // # Implementations
 //
-// The memstore package keeps objects in memory and simulates crashes for
-// tests; the filestore package keeps one file per object for the filed
-// blocker. Every implementation must pass the suites of package storetest.
-// The faultstore package wraps any store for tests: it counts calls and
-// injects failures, crashes with torn writes, damaged reads (a flipped byte,
-// a truncated or missing object), system errors and slow I/O.
+// Four packages implement Store and Locker:
+//
+//   - memstore keeps objects in memory and simulates crashes, for tests;
+//   - filestore keeps one file per object, for the filed blocker;
+//   - radosstore keeps one RADOS object per object in a Ceph pool, for the
+//     radosd blocker (built only with the tag "ceph");
+//   - xsegstore sends every call as a request through the segment to a
+//     blocker peer (filed or radosd): the mapper reaches its map and data
+//     blockers through it.
+//
+// radosstore and xsegstore are also LockWatchers. Every implementation must
+// pass the suites of package storetest; run through xsegstore against real
+// filed and radosd processes, they check those blockers too. The faultstore
+// package wraps any store for tests: it counts calls and injects failures,
+// crashes with torn writes, damaged reads (a flipped byte, a truncated or
+// missing object), system errors and slow I/O.
 package store

@@ -30,15 +30,19 @@
 //
 // Each volume has a persistent store lock, "<name>_lock", taken for
 // Options.Owner and re-entrant for that owner, so a host that restarts
-// with the same identity takes its locks back. MapRead and Allocated try
-// it and go on without it (then nothing is cached); MapWrite and Trim wait
+// with the same identity takes its locks back. MapRead and Allocated never
+// take it: if the engine holds it they answer from its cache, else they
+// read the header and the pages the volume owns from storage each time
+// (the pages it does not own, shared with snapshots and never written in
+// place, stay in a bounded engine-wide cache); MapWrite and Trim wait
 // while another owner holds it, trying again when the maps store announces
 // a release (store.LockWatcher) and otherwise by polling; Create, Clone,
-// Snapshot, Remove, Rename, Resize, Open and Lock try once and fail with an error that wraps a
-// *store.LockedError and says "locked by <owner>". I/O keeps the lock it
-// took until Close; management operations give back a lock they took. The
-// engine caches a volume's header and pages only while it holds its lock.
-// Unlock with force breaks another owner's lock: the owner that lost it is
+// Snapshot, Remove, Rename, Resize, Open and Lock try once and fail with
+// an error that wraps a *store.LockedError and says "locked by <owner>".
+// MapWrite keeps the lock it took while a session that may write or an
+// Open wants it, else until Close (see CloseSession); management
+// operations give back a lock they took. The engine caches a volume's
+// header and owned pages only while it holds its lock. Unlock with force breaks another owner's lock: the owner that lost it is
 // not told, so break only the lock of a host known to be gone.
 //
 // # Errors
