@@ -3,13 +3,11 @@
 package radosstore_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -250,25 +248,6 @@ func TestWatchLockRewatch(t *testing.T) {
 	woken(t, wake, "an Unlock on another client, on the new watch")
 }
 
-// lockedBuffer is a bytes.Buffer safe for a logger writing to it while the
-// test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestLoggerGetsWatchWarnings checks that the store logs its own warnings
 // (here: its watch of lock releases broke) through Options.Logger, which
 // radosd sets to its peer's logger so that log_level applies, rather than
@@ -276,7 +255,7 @@ func (l *lockedBuffer) String() string {
 func TestLoggerGetsWatchWarnings(t *testing.T) {
 	o := cluster(t)
 	o.Namespace = namespace(t, o)
-	var logged lockedBuffer
+	var logged testutil.Buffer
 	lo := o
 	lo.Logger = slog.New(slog.NewTextHandler(&logged, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	a, err := radosstore.Open(lo)
