@@ -5,7 +5,9 @@
 // when every part is done; the first failing part fails the request.
 //
 // FLUSH (and SYNC) is a barrier for the volume: it waits for the writes in
-// flight on it, then makes everything written durable at the data blocker.
+// flight on it, then makes everything written durable at the data blocker
+// and has the mapper confirm that this host still holds the volume's lock
+// (ErrFenced if another host broke it).
 // A WRITE with FUA is durable when answered (the flag goes with each part).
 // SNAPSHOT waits for the writes in flight on the volume and holds new ones
 // back until the mapper has answered, so a snapshot never misses a write
@@ -32,8 +34,8 @@ import (
 
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/peer"
-	"github.com/archipelago-go/archipelago/xseg"
 	"github.com/archipelago-go/archipelago/wire"
+	"github.com/archipelago-go/archipelago/xseg"
 )
 
 // Composer is vlmcd's request handler.

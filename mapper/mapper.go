@@ -7,7 +7,8 @@
 //	MAPR, MAPW  Offset, Size -> wire.MapReply (MAPW copies on write first)
 //	CLONE       wire.Clone: Parent "" creates a blank volume of Size
 //	SNAPSHOT    wire.Snapshot{Name}
-//	DELETE      remove the volume (refused while sessions are open here)
+//	DELETE      remove the volume (refused while sessions are open here;
+//	            FORCE: even then)
 //	RENAME      wire.Rename{NewName}
 //	TRUNCATE    wire.Resize{Size, Force}
 //	INFO        -> wire.VolumeInfo
@@ -18,7 +19,6 @@
 //	            wire.Session they open and end a block endpoint's
 //	            session (OPEN answers the volume's incarnation id; CLOSE
 //	            with SessionGone: its client left)
-//	DELETE      (FORCE: even if sessions are open on this host)
 //	ACQUIRE     take the lock (NOSYNC: try once); RELEASE (FORCE: break
 //	            and fence the volume against the old holder)
 //	FLUSH       asked by vlmcd before it acknowledges a FLUSH: confirms
@@ -55,8 +55,8 @@ import (
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/store/xsegstore"
 	"github.com/archipelago-go/archipelago/volume"
-	"github.com/archipelago-go/archipelago/xseg"
 	"github.com/archipelago-go/archipelago/wire"
+	"github.com/archipelago-go/archipelago/xseg"
 )
 
 // Mapper is mapperd's request handler.
