@@ -66,8 +66,8 @@ import (
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/store"
-	"github.com/archipelago-go/archipelago/xseg"
 	"github.com/archipelago-go/archipelago/wire"
+	"github.com/archipelago-go/archipelago/xseg"
 )
 
 // Blocker serves object requests from one store.
@@ -118,22 +118,36 @@ func New(st store.Store, ident string) *Blocker {
 	return b
 }
 
-// Serve implements peer.Handler.
-func (b *Blocker) Serve(ctx context.Context, p *peer.Peer, r *xseg.Request) error {
-	err := b.serve(ctx, p, r)
+// Serve implements peer.Handler. An ACQUIRE of a lock another owner
+// holds and a LOCKWAIT that has to wait are Deferred: the blocker answers
+// them once the lock is free (or the wait ends), holding no worker
+// meanwhile; everything else is Served.
+func (b *Blocker) Serve(ctx context.Context, p *peer.Peer, r *xseg.Request) (peer.Result, error) {
+	res, err := b.serve(ctx, p, r)
 	if err != nil {
-		return fmt.Errorf("%s %q: %w", r.Op(), r.Target(), err)
+		return res, fmt.Errorf("%s %q: %w", r.Op(), r.Target(), err)
 	}
-	return nil
+	return res, nil
 }
 
-func (b *Blocker) serve(ctx context.Context, p *peer.Peer, r *xseg.Request) error {
+func (b *Blocker) serve(ctx context.Context, p *peer.Peer, r *xseg.Request) (peer.Result, error) {
 	if r.Flags()&xseg.FlagFlush != 0 {
 		if err := b.st.Sync(ctx); err != nil {
-			return err
+			return peer.Served, err
 		}
 	}
-	name := r.Target()
+	switch name := r.Target(); r.Op() {
+	case xseg.OpAcquire:
+		return b.acquire(ctx, p, r, name)
+	case xseg.OpLockWait:
+		return b.lockWait(ctx, p, r, name)
+	default:
+		return peer.Served, b.serveNow(ctx, r, name)
+	}
+}
+
+// serveNow serves the requests that are answered at once.
+func (b *Blocker) serveNow(ctx context.Context, r *xseg.Request, name string) error {
 	switch r.Op() {
 	case xseg.OpPing:
 		return nil
@@ -166,8 +180,6 @@ func (b *Blocker) serve(ctx context.Context, p *peer.Peer, r *xseg.Request) erro
 			return err
 		}
 		return peer.Reply(r, &wire.ObjectInfo{Size: uint64(n)})
-	case xseg.OpAcquire:
-		return b.acquire(ctx, p, r, name)
 	case xseg.OpRelease:
 		if b.lk == nil {
 			return errs.ErrNotSupported
@@ -190,8 +202,6 @@ func (b *Blocker) serve(ctx context.Context, p *peer.Peer, r *xseg.Request) erro
 			return err
 		}
 		return peer.Reply(r, &wire.LockReply{Owner: owner})
-	case xseg.OpLockWait:
-		return b.lockWait(ctx, p, r, name)
 	}
 	return fmt.Errorf("blocker does not serve %s: %w", r.Op(), errs.ErrNotSupported)
 }
@@ -224,26 +234,29 @@ func (b *Blocker) owner(r *xseg.Request) (string, error) {
 	return l.Owner, nil
 }
 
-func (b *Blocker) acquire(ctx context.Context, p *peer.Peer, r *xseg.Request, name string) error {
+// acquire serves ACQUIRE: it takes the lock, or fails with the holder's
+// name if the request says not to wait (FlagNoSync), or else waits for
+// the lock without holding a worker (Deferred).
+func (b *Blocker) acquire(ctx context.Context, p *peer.Peer, r *xseg.Request, name string) (peer.Result, error) {
 	if b.lk == nil {
-		return errs.ErrNotSupported
+		return peer.Served, errs.ErrNotSupported
 	}
 	owner, err := b.owner(r)
 	if err != nil {
-		return err
+		return peer.Served, err
 	}
 	try := func() (error, bool) {
 		err := b.lk.TryLock(ctx, name, owner)
 		var le *store.LockedError
-		if errors.As(err, &le) && len(r.Buffer()) > 0 {
-			// Tell the caller who holds it; keep the lock error.
-			peer.Reply(r, &wire.LockReply{Owner: le.Owner})
+		if !errors.As(err, &le) {
+			return err, false
 		}
-		return err, le != nil
+		peer.ReplyLockOwner(r, err) // tell the caller who holds it; keep the lock error
+		return err, true
 	}
 	err, held := try()
 	if !held || r.Flags()&xseg.FlagNoSync != 0 || p == nil {
-		return err
+		return peer.Served, err
 	}
 	// Wait for the lock without holding a worker: the answer comes from
 	// this goroutine once the lock is ours, or fails at shutdown.
@@ -264,7 +277,7 @@ func (b *Blocker) acquire(ctx context.Context, p *peer.Peer, r *xseg.Request, na
 			p.Answer(r, fmt.Errorf("%s %q: waiting for the lock: %w", r.Op(), name, err))
 		}
 	}()
-	return peer.Deferred
+	return peer.Deferred, nil
 }
 
 // errWaitedLong is waitLock's error when its time limit passed.
@@ -326,15 +339,15 @@ func (b *Blocker) waitLock(ctx context.Context, p *peer.Peer, name string, limit
 // it is still held after LockWaitMax. It never takes the lock, so a
 // caller that gave up leaves nothing behind but a request answered at
 // most LockWaitMax later.
-func (b *Blocker) lockWait(ctx context.Context, p *peer.Peer, r *xseg.Request, name string) error {
+func (b *Blocker) lockWait(ctx context.Context, p *peer.Peer, r *xseg.Request, name string) (peer.Result, error) {
 	if b.lk == nil {
-		return errs.ErrNotSupported
+		return peer.Served, errs.ErrNotSupported
 	}
 	var owner string // "" unless the request names one: only free will do
 	if r.Size() > 0 {
 		var l wire.Lock
 		if err := l.Unmarshal(r.Data()); err != nil {
-			return err
+			return peer.Served, err
 		}
 		owner = l.Owner
 	}
@@ -356,16 +369,14 @@ func (b *Blocker) lockWait(ctx context.Context, p *peer.Peer, r *xseg.Request, n
 	}
 	held := func() error {
 		err := &store.LockedError{Name: name, Owner: holder}
-		if len(r.Buffer()) > 0 {
-			peer.Reply(r, &wire.LockReply{Owner: holder})
-		}
+		peer.ReplyLockOwner(r, err)
 		return err
 	}
 	if done, err := free(); done || p == nil {
 		if !done {
-			return held()
+			return peer.Served, held()
 		}
-		return err
+		return peer.Served, err
 	}
 	limit := b.LockWaitMax
 	if limit <= 0 {
@@ -390,7 +401,7 @@ func (b *Blocker) lockWait(ctx context.Context, p *peer.Peer, r *xseg.Request, n
 		}
 		p.Answer(r, answer)
 	}()
-	return peer.Deferred
+	return peer.Deferred, nil
 }
 
 // hash computes the content hash of an object (without trailing zeros,

@@ -12,8 +12,8 @@ import (
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/store/memstore"
-	"github.com/archipelago-go/archipelago/xseg"
 	"github.com/archipelago-go/archipelago/wire"
+	"github.com/archipelago-go/archipelago/xseg"
 )
 
 // The durability rule of the package documentation, checked in process: a
@@ -36,7 +36,7 @@ type switchable struct {
 	b atomic.Pointer[blocker.Blocker]
 }
 
-func (s *switchable) Serve(ctx context.Context, p *peer.Peer, r *xseg.Request) error {
+func (s *switchable) Serve(ctx context.Context, p *peer.Peer, r *xseg.Request) (peer.Result, error) {
 	return s.b.Load().Serve(ctx, p, r)
 }
 

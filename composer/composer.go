@@ -97,8 +97,10 @@ func (c *Composer) put(target string, v *volState) {
 	}
 }
 
-// Serve implements peer.Handler.
-func (c *Composer) Serve(ctx context.Context, p *peer.Peer, r *xseg.Request) error {
+// Serve implements peer.Handler. It serves data I/O, FLUSH, SNAPSHOT
+// and DRAIN itself and forwards every other volume operation to the
+// mapper (Forwarded), which answers it.
+func (c *Composer) Serve(ctx context.Context, p *peer.Peer, r *xseg.Request) (peer.Result, error) {
 	switch r.Op() {
 	case xseg.OpRead, xseg.OpWrite:
 		name := r.Target()
@@ -109,13 +111,13 @@ func (c *Composer) Serve(ctx context.Context, p *peer.Peer, r *xseg.Request) err
 			defer v.gate.RUnlock()
 		}
 		if err := c.io(ctx, p, r); err != nil {
-			return fmt.Errorf("%s volume %q [%d,+%d): %w", r.Op(), name, r.Offset(), r.Size(), err)
+			return peer.Served, fmt.Errorf("%s volume %q [%d,+%d): %w", r.Op(), name, r.Offset(), r.Size(), err)
 		}
-		return nil
+		return peer.Served, nil
 	case xseg.OpFlush, xseg.OpSync:
-		return c.flush(ctx, p, r)
+		return peer.Served, c.flush(ctx, p, r)
 	case xseg.OpSnapshot:
-		return c.snapshot(ctx, p, r)
+		return peer.Served, c.snapshot(ctx, p, r)
 	case xseg.OpDrain:
 		// The mapper gives the volume's lock back: the writes in flight
 		// end first, and no mapping fetched under the lock stays.
@@ -124,18 +126,18 @@ func (c *Composer) Serve(ctx context.Context, p *peer.Peer, r *xseg.Request) err
 		c.cache.invalidate(r.Target())
 		v.gate.Unlock()
 		c.put(r.Target(), v)
-		return nil
+		return peer.Served, nil
 	case xseg.OpPing:
-		return nil
+		return peer.Served, nil
 	case xseg.OpInfo, xseg.OpList, xseg.OpAllocated:
 	default:
 		// Anything else may change the volume's map.
 		c.cache.invalidate(r.Target())
 	}
 	if err := p.Forward(r, c.mapper); err != nil {
-		return fmt.Errorf("%s %q to the mapper: %w", r.Op(), r.Target(), err)
+		return peer.Served, fmt.Errorf("%s %q to the mapper: %w", r.Op(), r.Target(), err)
 	}
-	return peer.Forwarded
+	return peer.Forwarded, nil
 }
 
 // mapReplySize guesses the buffer a MAPR/MAPW reply for n bytes needs: one

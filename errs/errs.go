@@ -136,6 +136,15 @@ func FromCode(c Code) error {
 	return fmt.Errorf("unknown error code %d: %w", c, ErrIO)
 }
 
+// LockHolder is an error that names the owner holding a lock (a
+// store's *LockedError is one); errors.As finds it through wrapping. A
+// peer's failed reply carries the name (peer.ReplyLockOwner,
+// wire.LockReply), so that the submitter can say who holds the lock.
+type LockHolder interface {
+	error
+	LockHolder() string
+}
+
 // PeerGone reports whether err says that the peer a request was for is not
 // there now (nothing bound to its port, died with the request, or
 // stopping): a peer restarting, so the request may be sent again.

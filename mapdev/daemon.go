@@ -15,6 +15,7 @@ import (
 
 	"github.com/archipelago-go/archipelago/config"
 	"github.com/archipelago-go/archipelago/errs"
+	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/volclient"
 )
 
@@ -158,6 +159,9 @@ type ServeOptions struct {
 	// Logger gets the daemon's progress and trouble (with the volume and
 	// id added); nil: text on stderr (the log file when Map started it).
 	Logger *slog.Logger
+	// Client are the options of the daemon's segment client
+	// (RemoteOptions.Client).
+	Client peer.ClientOptions
 }
 
 // Serve is the map daemon of mapping o.ID: it opens volume through vlmcd
@@ -199,7 +203,7 @@ func Serve(ctx context.Context, cfg *config.Config, volume string, o ServeOption
 	if o.Timeout > 0 {
 		dctx, cancel = context.WithTimeout(ctx, o.Timeout)
 	}
-	dev, err := DialRemote(dctx, RemoteOptions{Segment: seg, VlmcdPort: port, Volume: volume, Logger: log})
+	dev, err := DialRemote(dctx, RemoteOptions{Segment: seg, VlmcdPort: port, Volume: volume, Logger: log, Client: o.Client})
 	cancel()
 	if err != nil {
 		return err

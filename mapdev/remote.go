@@ -28,6 +28,8 @@ type RemoteOptions struct {
 	// Logger gets outages and reconnections (with no attribute naming
 	// the volume: add it with Logger.With if needed); nil discards them.
 	Logger *slog.Logger
+	// Client are the options of the segment client (zero: the defaults).
+	Client peer.ClientOptions
 }
 
 // Remote is a Device over a volume that vlmcd serves through the
@@ -118,7 +120,7 @@ func (r *Remote) dial(ctx context.Context) (*conn, error) {
 	if err != nil {
 		return nil, transient{fmt.Errorf("segment %q: %w: start it with `archipelago start`", r.o.Segment, errs.ErrNotFound)}
 	}
-	pc, err := peer.Dial(r.o.Segment)
+	pc, err := peer.DialWith(r.o.Segment, r.o.Client)
 	if err != nil {
 		return nil, transient{err}
 	}

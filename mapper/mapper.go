@@ -101,18 +101,20 @@ func (m *Mapper) engine(p *peer.Peer) (*volume.Engine, error) {
 	return m.e, m.err
 }
 
-// Serve implements peer.Handler.
-func (m *Mapper) Serve(ctx context.Context, p *peer.Peer, r *xseg.Request) error {
+// Serve implements peer.Handler: the mapper serves every request itself
+// (Served). A failure because another host holds the volume's lock names
+// the holder in the reply (peer.ReplyLockOwner).
+func (m *Mapper) Serve(ctx context.Context, p *peer.Peer, r *xseg.Request) (peer.Result, error) {
 	e, err := m.engine(p)
 	if err != nil {
-		return err
+		return peer.Served, err
 	}
 	err = m.serve(ctx, e, r)
 	if err != nil {
 		peer.ReplyLockOwner(r, err)
-		return fmt.Errorf("%s %q: %w", r.Op(), r.Target(), err)
+		return peer.Served, fmt.Errorf("%s %q: %w", r.Op(), r.Target(), err)
 	}
-	return nil
+	return peer.Served, nil
 }
 
 func (m *Mapper) serve(ctx context.Context, e *volume.Engine, r *xseg.Request) error {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"strings"
 	"syscall"
 	"testing"
@@ -37,7 +38,7 @@ func TestFailedRequestsLogged(t *testing.T) {
 		return fmt.Errorf("READ %q: %w", r.Target(), &fs.PathError{Op: "pread", Path: "/srv/data/" + r.Target(), Err: syscall.EIO})
 	})
 	p, err := Start(Options{Role: "blockerb", Segment: s.Name(), PortStart: 1, PortEnd: 1, NrOps: 8, NrThreads: 2,
-		Logger: NewLogger(0, &out)}, h)
+		Logger: slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelError}))}, h)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,22 +28,60 @@ type Options struct {
 	DrainTimeout time.Duration
 	Logger       *slog.Logger
 	// Doorbell makes the ports sleep on a doorbell in the Go poller
-	// (xseg.Port.UseDoorbell) instead of the futex: for a peer that also
-	// serves sockets (nbdd). ARCHIPELAGO_DOORBELL=0 or 1 overrides it.
+	// (xseg.Port.UseDoorbell) instead of the futex (the default): for a
+	// peer that also serves sockets (nbdd). Wait.Sleep overrides it.
 	Doorbell bool
+	// Wait tunes how the ports' loops wait for work (zero: the
+	// defaults, DefaultSpin then sleep as Doorbell says).
+	Wait Wait
 }
 
-// Handler serves one request. It returns the error to answer with, or
-// Forwarded after passing the request on with Peer.Forward. ctx ends when
-// the peer gives up on draining at shutdown.
+// Result says what became of a request when its handler returned.
+type Result uint8
+
+const (
+	// Served: the handler is done with the request, and the peer
+	// answers it with the error returned (nil: success).
+	Served Result = iota
+	// Forwarded: the handler passed the request on with Peer.Forward;
+	// whoever serves it there answers it.
+	Forwarded
+	// Deferred: the handler will answer the request later, from another
+	// goroutine, with Peer.Answer: a request that waits (for a lock, say)
+	// then holds no worker. It still counts against nr_ops until
+	// answered, and Stop waits for it (its ctx ends after DrainTimeout).
+	Deferred
+)
+
+// String returns the result's name.
+func (res Result) String() string {
+	switch res {
+	case Served:
+		return "served"
+	case Forwarded:
+		return "forwarded"
+	case Deferred:
+		return "deferred"
+	}
+	return fmt.Sprintf("Result(%d)", uint8(res))
+}
+
+// Handler serves one request. It returns Served and the error to answer
+// with, or Forwarded or Deferred (with a nil error) when it handed the
+// request on. ctx ends when the peer gives up on draining at shutdown.
 type Handler interface {
-	Serve(ctx context.Context, p *Peer, r *xseg.Request) error
+	Serve(ctx context.Context, p *Peer, r *xseg.Request) (Result, error)
 }
 
-// HandlerFunc adapts a function to Handler.
+// HandlerFunc adapts a function that serves every request itself (it
+// never forwards nor defers) to Handler: the peer answers with the
+// function's error.
 type HandlerFunc func(ctx context.Context, p *Peer, r *xseg.Request) error
 
-func (f HandlerFunc) Serve(ctx context.Context, p *Peer, r *xseg.Request) error { return f(ctx, p, r) }
+// Serve returns Served and f's error.
+func (f HandlerFunc) Serve(ctx context.Context, p *Peer, r *xseg.Request) (Result, error) {
+	return Served, f(ctx, p, r)
+}
 
 // InlineHandler is a Handler whose requests never block (no I/O, no
 // calls to other peers): the peer serves them in its port loop, with no
@@ -63,22 +101,13 @@ type AsyncHandler interface {
 	ServeAsync(p *Peer, r *xseg.Request) bool
 }
 
-// Forwarded is returned by a handler that forwarded its request.
-var Forwarded = errors.New("request forwarded")
-
-// Deferred is returned by a handler that will answer its request later,
-// from another goroutine, with Peer.Answer: a request that waits (for a
-// lock, say) then holds no worker. It still counts against nr_ops until
-// answered, and Stop waits for it (its ctx ends after DrainTimeout).
-var Deferred = errors.New("answer deferred")
-
 // Peer is a running peer: its ports, workers and the requests in flight.
 type Peer struct {
 	opts    Options
 	seg     *xseg.Segment
 	h       Handler
 	log     *slog.Logger
-	eps     []*endpoint
+	loops   []*portLoop
 	work    chan job
 	ops     atomic.Int32 // accepted, not yet answered
 	drain   atomic.Bool  // stopping: take no new requests
@@ -90,8 +119,8 @@ type Peer struct {
 }
 
 type job struct {
-	ep *endpoint
-	r  *xseg.Request
+	loop *portLoop
+	r    *xseg.Request
 }
 
 func (o *Options) check() error {
@@ -149,7 +178,7 @@ func Start(opts Options, h Handler) (*Peer, error) {
 		}
 		port.SetName(opts.Role)
 		ports = append(ports, port)
-		if useDoorbell(opts.Doorbell) {
+		if opts.Wait.doorbell(opts.Doorbell) {
 			if err := port.UseDoorbell(); err != nil {
 				opts.Logger.Warn("sleeping on the futex", "port", no, "err", err)
 			}
@@ -171,29 +200,29 @@ func Start(opts Options, h Handler) (*Peer, error) {
 		go p.worker()
 	}
 	for _, port := range ports {
-		var ep *endpoint
-		ep = newEndpoint(port, func(rs []*xseg.Request) { p.accept(ep, rs) }, p.capacity)
-		p.eps = append(p.eps, ep)
+		var loop *portLoop
+		loop = newPortLoop(port, opts.Wait, func(rs []*xseg.Request) { p.accept(loop, rs) }, p.capacity)
+		p.loops = append(p.loops, loop)
 	}
-	for _, ep := range p.eps {
-		ep.start()
+	for _, loop := range p.loops {
+		loop.start()
 	}
 	go p.watchSegment()
 	p.log.Info("peer started", "role", opts.Role, "segment", opts.Segment, "ports", fmt.Sprintf("%d..%d", opts.PortStart, opts.PortEnd), "nr_ops", opts.NrOps, "nr_threads", opts.NrThreads, "pid", os.Getpid())
 	return p, nil
 }
 
-// accept serves requests the endpoint took inline, or hands them to the
+// accept serves requests the port loop took inline, or hands them to the
 // workers. The count goes up before drain is read, so Stop, which sets
 // drain before it waits for the count to reach zero, never misses a
 // request nor closes work under it.
-func (p *Peer) accept(ep *endpoint, rs []*xseg.Request) {
+func (p *Peer) accept(loop *portLoop, rs []*xseg.Request) {
 	if ih, ok := p.h.(InlineHandler); ok && !p.drain.Load() {
 		ev := make([]error, len(rs))
 		for i, r := range rs {
 			ev[i] = ih.ServeInline(r)
 		}
-		ep.port.RespondAll(rs, ev)
+		loop.port.RespondAll(rs, ev)
 		return
 	}
 	ah, async := p.h.(AsyncHandler)
@@ -203,11 +232,11 @@ func (p *Peer) accept(ep *endpoint, rs []*xseg.Request) {
 			continue
 		}
 		if p.drain.Load() {
-			ep.port.Respond(r, fmt.Errorf("%s is stopping: %w", p.opts.Role, errs.ErrShutdown))
+			loop.port.Respond(r, fmt.Errorf("%s is stopping: %w", p.opts.Role, errs.ErrShutdown))
 			p.ops.Add(-1)
 			continue
 		}
-		p.work <- job{ep, r}
+		p.work <- job{loop, r}
 	}
 }
 
@@ -225,18 +254,29 @@ func (p *Peer) worker() {
 		if p.log.Enabled(p.ctx, slog.LevelDebug) {
 			p.log.Debug("serve", "req", r.String())
 		}
-		switch err := p.h.Serve(p.ctx, p, r); {
-		case errors.Is(err, Deferred):
-		case errors.Is(err, Forwarded):
-			p.done()
-		default:
+		res, err := p.h.Serve(p.ctx, p, r)
+		switch res {
+		case Served:
 			p.Answer(r, err)
+			continue
+		case Forwarded:
+			p.done()
+		case Deferred:
+		default:
+			// A handler's bug: the request would never be answered.
+			p.log.Error("handler returned an unknown result: answering the request", "req", r.String(), "result", res.String())
+			p.Answer(r, fmt.Errorf("%s: %s of %q: handler returned %v: %w", p.opts.Role, r.Op(), r.Target(), res, errs.ErrIO))
+			continue
+		}
+		if err != nil {
+			// The request is no longer the handler's to answer.
+			p.log.Error("handler returned an error with a request it handed on; the error is dropped", "req", r.String(), "result", res.String(), "err", err)
 		}
 	}
 }
 
-// Answer answers a request whose handler returned Deferred (the worker
-// answers the others).
+// Answer answers a request whose handler returned Deferred, or one that
+// an AsyncHandler took (the worker answers the others).
 func (p *Peer) Answer(r *xseg.Request, err error) {
 	if err != nil {
 		if p.log.Enabled(p.ctx, slog.LevelDebug) {
@@ -245,15 +285,15 @@ func (p *Peer) Answer(r *xseg.Request, err error) {
 		p.logFailed(r, err)
 		ReplyErrorText(r, err)
 	}
-	p.eps[0].port.Respond(r, err)
+	p.loops[0].port.Respond(r, err)
 	p.done()
 }
 
 // done counts a request as answered.
 func (p *Peer) done() {
 	if p.ops.Add(-1) == int32(p.opts.NrOps-1) {
-		for _, ep := range p.eps { // they may have stopped taking requests
-			ep.port.Wake()
+		for _, loop := range p.loops { // they may have stopped taking requests
+			loop.port.Wake()
 		}
 	}
 }
@@ -265,20 +305,20 @@ func (p *Peer) Segment() *xseg.Segment { return p.seg }
 func (p *Peer) Logger() *slog.Logger { return p.log }
 
 // Port is the peer's first port, the source of the requests it makes.
-func (p *Peer) Port() int { return p.eps[0].port.No() }
+func (p *Peer) Port() int { return p.loops[0].port.No() }
 
 // InFlight is the number of requests accepted and not yet answered.
 func (p *Peer) InFlight() int { return int(p.ops.Load()) }
 
 // Alloc takes a request for the peer to submit to another peer.
-func (p *Peer) Alloc(n int) (*xseg.Request, error) { return p.eps[0].port.Alloc(n) }
+func (p *Peer) Alloc(n int) (*xseg.Request, error) { return p.loops[0].port.Alloc(n) }
 
 // Put releases a request the peer holds.
-func (p *Peer) Put(r *xseg.Request) { p.eps[0].port.Put(r) }
+func (p *Peer) Put(r *xseg.Request) { p.loops[0].port.Put(r) }
 
 // Call submits r to dst from the peer's first port and waits for the reply.
 func (p *Peer) Call(ctx context.Context, r *xseg.Request, dst int) (*xseg.Request, error) {
-	return p.eps[0].call(ctx, r, dst)
+	return p.loops[0].call(ctx, r, dst)
 }
 
 // Submit submits r to dst from the peer's first port and returns the
@@ -286,20 +326,21 @@ func (p *Peer) Call(ctx context.Context, r *xseg.Request, dst int) (*xseg.Reques
 // receive it and Put it. On error the request has been released. Use it to
 // have many requests in flight from one goroutine.
 func (p *Peer) Submit(r *xseg.Request, dst int) (<-chan *xseg.Request, error) {
-	return p.eps[0].submit(r, dst)
+	return p.loops[0].submit(r, dst)
 }
 
 // SubmitFunc submits r to dst from the peer's first port; fn gets the
 // reply (the same slot, to Put) in that port's loop, so it must not block.
 // On error the request has been released and fn is not called.
 func (p *Peer) SubmitFunc(r *xseg.Request, dst int, fn func(rep *xseg.Request)) error {
-	return p.eps[0].submitTo(r, dst, &waiter{fn: fn})
+	return p.loops[0].submitTo(r, dst, &waiter{fn: fn})
 }
 
 // Forward passes an accepted request on to port dst; the handler then
-// returns Forwarded.
+// returns Forwarded (if Forward fails, the request is still the
+// handler's to answer).
 func (p *Peer) Forward(r *xseg.Request, dst int) error {
-	return p.eps[0].port.Forward(r, dst)
+	return p.loops[0].port.Forward(r, dst)
 }
 
 // Stop stops the peer gracefully: it takes no new requests, lets the ones
@@ -319,14 +360,14 @@ func (p *Peer) Stop() {
 	p.workers.Wait()
 	shut := fmt.Errorf("%s is stopping: %w", p.opts.Role, errs.ErrShutdown)
 	buf := make([]*xseg.Request, 64)
-	for _, ep := range p.eps {
-		ep.stop()
-		for rs := ep.port.Accept(buf); len(rs) > 0; rs = ep.port.Accept(buf) {
+	for _, loop := range p.loops {
+		loop.stop()
+		for rs := loop.port.Accept(buf); len(rs) > 0; rs = loop.port.Accept(buf) {
 			for _, r := range rs {
-				ep.port.Respond(r, shut)
+				loop.port.Respond(r, shut)
 			}
 		}
-		ep.port.Release()
+		loop.port.Release()
 	}
 	p.pidf.Remove()
 	p.seg.Close()
@@ -338,22 +379,13 @@ var Null InlineHandler = null{}
 
 type null struct{}
 
-func (null) Serve(_ context.Context, _ *Peer, r *xseg.Request) error { return null{}.ServeInline(r) }
+func (null) Serve(_ context.Context, _ *Peer, r *xseg.Request) (Result, error) {
+	return Served, null{}.ServeInline(r)
+}
 
 func (null) ServeInline(r *xseg.Request) error {
 	r.SetServiced(r.Size())
 	return nil
-}
-
-// useDoorbell is the peer's choice unless ARCHIPELAGO_DOORBELL says 0 or 1.
-func useDoorbell(want bool) bool {
-	switch os.Getenv("ARCHIPELAGO_DOORBELL") {
-	case "0":
-		return false
-	case "1":
-		return true
-	}
-	return want
 }
 
 // segmentWatch is how often a peer checks that its segment's file is

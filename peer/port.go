@@ -2,11 +2,8 @@ package peer
 
 import (
 	"context"
-	"errors"
 	"fmt"
-	"os"
 	"runtime"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -16,25 +13,74 @@ import (
 	"github.com/archipelago-go/archipelago/xseg"
 )
 
-// recoverEvery is how often an endpoint looks for dead processes' leftovers
-// in the segment while it waits.
+// recoverEvery is how often a port loop looks for dead processes'
+// leftovers in the segment while it waits.
 const recoverEvery = 500 * time.Millisecond
 
-// spinFor is how long an endpoint polls its rings before it sleeps.
-var spinFor = func() time.Duration {
-	if us, err := strconv.Atoi(os.Getenv("ARCHIPELAGO_SPIN_US")); err == nil {
-		return time.Duration(us) * time.Microsecond
-	}
-	return 5 * time.Microsecond
-}()
+// DefaultSpin is how long a port loop polls its rings before it sleeps,
+// unless Wait.Spin says otherwise.
+const DefaultSpin = 5 * time.Microsecond
 
-// endpoint runs the loop of one bound port: it takes the replies to the
+// Wait tunes how the loop of a port waits for work once its rings are
+// empty: it polls them for Spin, then sleeps on the futex or on the
+// doorbell (docs/xseg.md, "Waking without polling"). The zero value is
+// the default. It is a knob for measurements: the programs take it from
+// the environment (internal/daemon: ARCHIPELAGO_SPIN_US,
+// ARCHIPELAGO_DOORBELL).
+type Wait struct {
+	// Spin is how long the loop polls before it sleeps: 0 means
+	// DefaultSpin, a negative value no more than a few polls.
+	Spin time.Duration
+	// Sleep, unless SleepAsChosen, overrides how the port sleeps: its
+	// peer's Options.Doorbell, or a client's doorbell.
+	Sleep Sleep
+}
+
+// Sleep is how a port loop sleeps once it has polled in vain.
+type Sleep uint8
+
+const (
+	// SleepAsChosen leaves it to the port's owner: Options.Doorbell for
+	// a peer, the doorbell for a client.
+	SleepAsChosen Sleep = iota
+	// SleepFutex sleeps on the port's wake word (FUTEX_WAIT).
+	SleepFutex
+	// SleepDoorbell sleeps on the port's doorbell, in the Go poller
+	// (xseg.Port.UseDoorbell).
+	SleepDoorbell
+)
+
+// spin is how long the loop polls: Spin with its default applied.
+func (w Wait) spin() time.Duration {
+	switch {
+	case w.Spin == 0:
+		return DefaultSpin
+	case w.Spin < 0:
+		return 0
+	}
+	return w.Spin
+}
+
+// doorbell says whether a port sleeps on its doorbell, given its owner's
+// choice.
+func (w Wait) doorbell(chosen bool) bool {
+	switch w.Sleep {
+	case SleepFutex:
+		return false
+	case SleepDoorbell:
+		return true
+	}
+	return chosen
+}
+
+// portLoop runs the loop of one bound port: it takes the replies to the
 // requests submitted from the port (waking their callers) and, when it
 // serves, the requests queued to the port (handing them to serve).
 //
 // One goroutine, the loop, owns the port's rings; callers only submit.
-type endpoint struct {
+type portLoop struct {
 	port *xseg.Port
+	spin time.Duration // polling before sleeping
 
 	// pending[i] is where the reply to the request in slot i goes.
 	pending []atomic.Pointer[waiter]
@@ -47,16 +93,16 @@ type endpoint struct {
 	done     chan struct{}
 }
 
-func newEndpoint(port *xseg.Port, serve func([]*xseg.Request), capacity func() int) *endpoint {
-	e := &endpoint{port: port, serve: serve, capacity: capacity, done: make(chan struct{})}
+func newPortLoop(port *xseg.Port, w Wait, serve func([]*xseg.Request), capacity func() int) *portLoop {
+	e := &portLoop{port: port, spin: w.spin(), serve: serve, capacity: capacity, done: make(chan struct{})}
 	e.pending = make([]atomic.Pointer[waiter], port.Segment().Requests())
 	return e
 }
 
-// start runs the endpoint's loop.
-func (e *endpoint) start() { go e.loop() }
+// start runs the loop.
+func (e *portLoop) start() { go e.loop() }
 
-func (e *endpoint) loop() {
+func (e *portLoop) loop() {
 	defer close(e.done)
 	seg := e.port.Segment()
 	reqs := make([]*xseg.Request, 64)
@@ -69,10 +115,10 @@ func (e *endpoint) loop() {
 		}
 		if !e.port.Pending(free > 0) {
 			// Spin a little before sleeping: a reply or request that
-			// arrives within spinFor costs no system call on either side.
+			// arrives within e.spin costs no system call on either side.
 			t0 := time.Now()
 			for i := 1; !e.port.Pending(free > 0); i++ {
-				if i%32 == 0 && time.Since(t0) >= spinFor {
+				if i%32 == 0 && time.Since(t0) >= e.spin {
 					break
 				}
 				if i%64 == 0 {
@@ -113,7 +159,7 @@ type waiter struct {
 	fn func(*xseg.Request)
 }
 
-func (e *endpoint) deliver(r *xseg.Request) {
+func (e *portLoop) deliver(r *xseg.Request) {
 	w := e.pending[r.Index()].Swap(nil)
 	switch {
 	case w == nil:
@@ -128,7 +174,7 @@ func (e *endpoint) deliver(r *xseg.Request) {
 
 // submit submits r to port dst and returns the channel its reply will come
 // on. On error the request is released.
-func (e *endpoint) submit(r *xseg.Request, dst int) (<-chan *xseg.Request, error) {
+func (e *portLoop) submit(r *xseg.Request, dst int) (<-chan *xseg.Request, error) {
 	w := &waiter{ch: make(chan *xseg.Request, 1)}
 	if err := e.submitTo(r, dst, w); err != nil {
 		return nil, err
@@ -138,7 +184,7 @@ func (e *endpoint) submit(r *xseg.Request, dst int) (<-chan *xseg.Request, error
 
 // submitTo submits r to port dst with w waiting for the reply. On error
 // the request is released.
-func (e *endpoint) submitTo(r *xseg.Request, dst int, w *waiter) error {
+func (e *portLoop) submitTo(r *xseg.Request, dst int, w *waiter) error {
 	slot := &e.pending[r.Index()]
 	slot.Store(w)
 	if err := e.port.Submit(r, dst); err != nil {
@@ -152,7 +198,7 @@ func (e *endpoint) submitTo(r *xseg.Request, dst int, w *waiter) error {
 // call submits r to port dst and waits for its reply, which replaces r
 // (same slot). If ctx ends first the request is abandoned: its reply will
 // be released when it comes. On error the request is released.
-func (e *endpoint) call(ctx context.Context, r *xseg.Request, dst int) (*xseg.Request, error) {
+func (e *portLoop) call(ctx context.Context, r *xseg.Request, dst int) (*xseg.Request, error) {
 	slot := &e.pending[r.Index()]
 	ch, err := e.submit(r, dst)
 	if err != nil {
@@ -174,7 +220,7 @@ func (e *endpoint) call(ctx context.Context, r *xseg.Request, dst int) (*xseg.Re
 // stop ends the loop. A wake-up that lands while the loop spins, before
 // it reads the wake word, would be lost; so it is repeated until the loop
 // has ended.
-func (e *endpoint) stop() {
+func (e *portLoop) stop() {
 	e.stopping.Store(true)
 	for {
 		e.port.Wake()
@@ -184,76 +230,4 @@ func (e *endpoint) stop() {
 		case <-time.After(time.Millisecond):
 		}
 	}
-}
-
-// Client submits requests to peers through a dynamic port of a segment.
-// It is what tools and tests use; a Peer has the same calls for the
-// requests it makes itself.
-type Client struct {
-	seg *xseg.Segment
-	ep  *endpoint
-	own bool // Client joined the segment and closes it
-}
-
-// Dial joins the named segment and binds a dynamic port.
-func Dial(segment string) (*Client, error) {
-	seg, err := xseg.Join(segment)
-	if err != nil {
-		if errors.Is(err, errs.ErrNotFound) {
-			return nil, fmt.Errorf("%w: start it with `archipelago start`", err)
-		}
-		return nil, err
-	}
-	c, err := NewClient(seg)
-	if err != nil {
-		seg.Close()
-		return nil, err
-	}
-	c.own = true
-	return c, nil
-}
-
-// NewClient binds a dynamic port of a segment the caller has joined. The
-// port sleeps on a doorbell (xseg.Port.UseDoorbell; ARCHIPELAGO_DOORBELL=0
-// says the futex): a client lives in a program whose other goroutines
-// (a FUSE server, a command's work) a futex sleep would hold up.
-func NewClient(seg *xseg.Segment) (*Client, error) {
-	p, err := seg.BindDynamic()
-	if err != nil {
-		return nil, err
-	}
-	if useDoorbell(true) {
-		p.UseDoorbell() // on failure the futex serves
-	}
-	ep := newEndpoint(p, nil, nil)
-	ep.start()
-	return &Client{seg: seg, ep: ep}, nil
-}
-
-// Port is the client's port number.
-func (c *Client) Port() int { return c.ep.port.No() }
-
-// Segment is the segment the client talks through.
-func (c *Client) Segment() *xseg.Segment { return c.seg }
-
-// Alloc takes a request with a buffer of n bytes.
-func (c *Client) Alloc(n int) (*xseg.Request, error) { return c.ep.port.Alloc(n) }
-
-// Put releases a request (after a reply).
-func (c *Client) Put(r *xseg.Request) { c.ep.port.Put(r) }
-
-// Call submits r to port dst and returns its reply (the same slot). The
-// caller Puts the reply. The reply's Err() is the server's answer.
-func (c *Client) Call(ctx context.Context, r *xseg.Request, dst int) (*xseg.Request, error) {
-	return c.ep.call(ctx, r, dst)
-}
-
-// Close releases the port (and the segment mapping if Dial made it).
-func (c *Client) Close() error {
-	c.ep.stop()
-	c.ep.port.Release()
-	if c.own {
-		return c.seg.Close()
-	}
-	return nil
 }

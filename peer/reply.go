@@ -5,9 +5,8 @@ import (
 	"fmt"
 
 	"github.com/archipelago-go/archipelago/errs"
-	"github.com/archipelago-go/archipelago/store"
-	"github.com/archipelago-go/archipelago/xseg"
 	"github.com/archipelago-go/archipelago/wire"
+	"github.com/archipelago-go/archipelago/xseg"
 )
 
 // Reply encodes v into r's buffer as its answer (Size and Serviced become
@@ -23,12 +22,14 @@ func Reply(r *xseg.Request, v wire.Payload) error {
 }
 
 // ReplyLockOwner puts a wire.LockReply naming the holder into r when
-// err says a lock is held by another owner, so that the submitter can say
-// who holds it. Other errors leave r as it is.
+// err names who holds a lock (an errs.LockHolder, such as a store's
+// *LockedError), so that the submitter can say who holds it
+// (LockOwnerOf). Other errors, and a buffer too small for the reply,
+// leave r as it is.
 func ReplyLockOwner(r *xseg.Request, err error) {
-	var le *store.LockedError
-	if errors.As(err, &le) {
-		Reply(r, &wire.LockReply{Owner: le.Owner})
+	var h errs.LockHolder
+	if errors.As(err, &h) {
+		Reply(r, &wire.LockReply{Owner: h.LockHolder()})
 	}
 }
 

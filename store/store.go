@@ -121,6 +121,9 @@ func (e *LockedError) Error() string {
 // Unwrap returns errs.ErrLocked.
 func (e *LockedError) Unwrap() error { return errs.ErrLocked }
 
+// LockHolder returns the owner (errs.LockHolder).
+func (e *LockedError) LockHolder() string { return e.Owner }
+
 // ValidName checks an object or lock name: 1 to MaxNameLen bytes, no '/',
 // no NUL byte, not "." or "..". The error wraps errs.ErrInvalid.
 func ValidName(name string) error {

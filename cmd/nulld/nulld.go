@@ -33,7 +33,7 @@ func nulldCommand() *cobra.Command {
 					case <-ctx.Done():
 						return ctx.Err()
 					}
-					return peer.Null.Serve(ctx, p, r)
+					return peer.Null.ServeInline(r)
 				})
 			}
 			return c.RunUntilSignal(h)

@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/archipelago-go/archipelago/errs"
+	"github.com/archipelago-go/archipelago/internal/daemon"
 	"github.com/archipelago-go/archipelago/mapdev"
 )
 
@@ -42,7 +43,8 @@ func newMapServe(g *globals) *cobra.Command {
 			if lockFD >= 0 {
 				lock = os.NewFile(uintptr(lockFD), "mapping lock")
 			}
-			return mapdev.Serve(stop, cfg, name, mapdev.ServeOptions{ID: id, Lock: lock, Timeout: g.timeout})
+			return mapdev.Serve(stop, cfg, name, mapdev.ServeOptions{ID: id, Lock: lock, Timeout: g.timeout,
+				Client: daemon.ClientOptionsFromEnv()})
 		},
 	}
 	cmd.Flags().IntVar(&id, "id", -1, "mapping id (reserved by vlmc map)")

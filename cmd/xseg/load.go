@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/archipelago-go/archipelago/errs"
+	"github.com/archipelago-go/archipelago/internal/daemon"
 	"github.com/archipelago-go/archipelago/internal/loadgen"
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/xseg"
@@ -34,7 +35,7 @@ func loadCmd() *cobra.Command {
 			if op == xseg.OpNone {
 				return fmt.Errorf("--op %q: want ping, read or write: %w", opName, errs.ErrInvalid)
 			}
-			c, err := peer.Dial(segmentName(cmd))
+			c, err := peer.DialWith(segmentName(cmd), daemon.ClientOptionsFromEnv())
 			if err != nil {
 				return err
 			}

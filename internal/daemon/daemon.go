@@ -50,11 +50,14 @@ type CommonFlags struct {
 // the GOMAXPROCS environment variable sets it. A peer's work is a loop per
 // port with requests handed over through the segment; one processor per
 // peer avoids Go's own thread hand-offs on top of the peers' (measured on
-// 2 cores with four peers and fio: 4K IOPS up by a third).
+// 2 cores with four peers and fio: 4K IOPS up by a third). It also takes
+// the tuning of the port loops from the environment (Options.Wait,
+// WaitFromEnv).
 func (c *CommonFlags) Setup() {
 	if _, set := os.LookupEnv("GOMAXPROCS"); !set && c.GoMaxProcs > 0 {
 		runtime.GOMAXPROCS(c.GoMaxProcs)
 	}
+	c.Wait = WaitFromEnv()
 }
 
 // FromConfig loads the configuration when --role is given and fills the

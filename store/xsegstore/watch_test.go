@@ -166,9 +166,9 @@ func TestWatchLockShared(t *testing.T) {
 // noLockWait is a blocker that predates LOCKWAIT.
 type noLockWait struct{ *blocker.Blocker }
 
-func (h noLockWait) Serve(ctx context.Context, p *peer.Peer, r *xseg.Request) error {
+func (h noLockWait) Serve(ctx context.Context, p *peer.Peer, r *xseg.Request) (peer.Result, error) {
 	if r.Op() == xseg.OpLockWait {
-		return fmt.Errorf("blocker does not serve %s: %w", r.Op(), errs.ErrNotSupported)
+		return peer.Served, fmt.Errorf("blocker does not serve %s: %w", r.Op(), errs.ErrNotSupported)
 	}
 	return h.Blocker.Serve(ctx, p, r)
 }
@@ -205,7 +205,7 @@ type gatedAcquire struct {
 	gate    chan struct{}
 }
 
-func (h gatedAcquire) Serve(ctx context.Context, p *peer.Peer, r *xseg.Request) error {
+func (h gatedAcquire) Serve(ctx context.Context, p *peer.Peer, r *xseg.Request) (peer.Result, error) {
 	if r.Op() == xseg.OpAcquire {
 		h.arrived <- struct{}{}
 		<-h.gate
