@@ -45,13 +45,13 @@
 //
 // # Who owns what
 //
-// The segment's memory belongs to xseg: a Peer or a Client holds its
-// mapping and its ports, and releases them at Stop or Close. A request
-// belongs to one party at a time: its submitter until it is submitted,
-// the serving peer until it answers (or forwards), its submitter again
-// from the reply until Put. The port loop alone touches its port's rings.
-// A handler must not touch a request once it has forwarded it, nor keep
-// one it deferred except to answer it.
+// The segment's memory belongs to xseg. A Peer holds its mapping and its
+// ports until Stop; a Client its port (and the mapping, if Dial made it)
+// until Close. A request belongs to one party at a time: its submitter
+// until it is submitted, the serving peer until it answers (or
+// forwards), its submitter again from the reply until Put. The port loop
+// alone touches its port's rings. A handler must not touch a request once
+// it has forwarded it, nor keep one it deferred except to answer it.
 //
 // Start binds the ports and runs the loops and workers; Stop (on SIGTERM,
 // in the programs) takes no new requests, lets those in flight end
