@@ -24,10 +24,7 @@ func TestTwoHostsForcedUnlockFencesSharedDirectory(t *testing.T) {
 
 func forcedUnlockFences(t *testing.T, o clitest.Options) {
 	testutil.NeedBinaries(t, "qemu-io")
-	o.HostID = "host-a"
-	a := clitest.NewWith(t, o)
-	o.HostID = "host-b"
-	b := clitest.NewWith(t, o)
+	a, b := clitest.TwoHosts(t, o)
 	a.Start()
 	b.Start()
 	const vol = "fenced-disk"

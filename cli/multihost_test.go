@@ -37,10 +37,7 @@ func killAll(t *testing.T, e *clitest.Env) {
 
 func twoHosts(t *testing.T, o clitest.Options) {
 	testutil.NeedBinaries(t, "qemu-io")
-	o.HostID = "host-a"
-	a := clitest.NewWith(t, o)
-	o.HostID = "host-b"
-	b := clitest.NewWith(t, o)
+	a, b := clitest.TwoHosts(t, o)
 	a.Start()
 	b.Start()
 	const vol = "migrating-disk"

@@ -50,11 +50,7 @@ func clientsOf(t *testing.T, e *clitest.Env) string {
 // two hosts on one shared directory and real clients.
 func TestSessionsTwoHosts(t *testing.T) {
 	testutil.NeedBinaries(t, "qemu-io", "nbdinfo")
-	shared := t.TempDir()
-	o := clitest.Options{DataDir: shared + "/data", MapDir: shared + "/maps", HostID: "host-a"}
-	a := clitest.NewWith(t, o)
-	o.HostID = "host-b"
-	b := clitest.NewWith(t, o)
+	a, b := clitest.TwoHosts(t, clitest.Options{})
 	a.Start()
 	b.Start()
 	// A client's exit and its session's end are not simultaneous: nbdd

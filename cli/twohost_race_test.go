@@ -24,12 +24,9 @@ func sharedHosts(t *testing.T) (a, b *clitest.Env, mapsDir string) {
 	testutil.NeedBinaries(t, "qemu-io")
 	shared := t.TempDir()
 	o := clitest.Options{DataDir: shared + "/data", MapDir: shared + "/maps"}
-	o.HostID = "host-a"
-	a = clitest.NewWith(t, o)
+	a, b = clitest.TwoHosts(t, o)
 	setKey(t, a, "blockerb", "fdcache = 0")
 	setKey(t, a, "blockerm", "fdcache = 0")
-	o.HostID = "host-b"
-	b = clitest.NewWith(t, o)
 	a.Start()
 	b.Start()
 	return a, b, o.MapDir

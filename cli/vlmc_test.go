@@ -67,9 +67,7 @@ func TestVlmcVolumeCommands(t *testing.T) {
 // Every failure exits non-zero with one line naming the volume and the
 // cause.
 func TestVlmcErrors(t *testing.T) {
-	shared := t.TempDir()
-	a := clitest.NewWith(t, clitest.Options{HostID: "host-a", DataDir: shared + "/data", MapDir: shared + "/maps"})
-	b := clitest.NewWith(t, clitest.Options{HostID: "host-b", DataDir: shared + "/data", MapDir: shared + "/maps"})
+	a, b := clitest.TwoHosts(t, clitest.Options{})
 	// Not running yet.
 	fails(t, a, []string{"create", "volume1", "--size", "1G"}, "start it with `archipelago start`")
 	a.Start()

@@ -102,6 +102,23 @@ SEGMENT_SIZE = 256
 	return e
 }
 
+// TwoHosts writes the configurations of two hosts, host-a and host-b, on
+// one shared storage: o's (directories or a RADOS pool), else directories
+// of the test's own. The caller starts them (after changing their
+// configurations, if it wants).
+func TwoHosts(t testing.TB, o Options) (a, b *Env) {
+	t.Helper()
+	if o.CephConf == "" && o.DataDir == "" && o.MapDir == "" {
+		shared := t.TempDir()
+		o.DataDir, o.MapDir = shared+"/data", shared+"/maps"
+	}
+	o.HostID = "host-a"
+	a = NewWith(t, o)
+	o.HostID = "host-b"
+	b = NewWith(t, o)
+	return a, b
+}
+
 func blockers(o Options) string {
 	if o.CephConf == "" {
 		return fmt.Sprintf("[blockerb]\narchip_dir = %s\n\n[blockerm]\narchip_dir = %s\n", o.DataDir, o.MapDir)
