@@ -16,22 +16,23 @@ import (
 // BenchmarkVlmcdVsFiled measures 4 KiB random reads and writes at queue
 // depth 32 through vlmcd (volume requests: mapper, cache, parts) and, in
 // the same run, straight to filed on the same objects, and reports both
-// rates and their ratio. Run with -benchtime 20000x.
+// rates and their ratio. Run with -benchtime 20000x. The volume's I/O goes
+// through a session of the typed API; filed's has no typed API (objects,
+// not volumes): it is sent as raw requests.
 func BenchmarkVlmcdVsFiled(b *testing.B) {
 	s := stacktest.Start(b, stacktest.Options{})
 	const size = 256 << 20
-	if err := s.Create("benchvol01", size); err != nil {
-		b.Fatal(err)
-	}
+	s.Create(b, "benchvol01", size)
+	v := s.Session(b, "benchvol01")
 	fill := make([]byte, 4<<20)
 	for off := uint64(0); off < size; off += uint64(len(fill)) {
-		if err := s.Write("benchvol01", off, fill, 0); err != nil {
+		if err := v.WriteAt(context.Background(), fill, off, false); err != nil {
 			b.Fatal(err)
 		}
 	}
 	for _, op := range []xseg.Op{xseg.OpRead, xseg.OpWrite} {
 		b.Run(op.String(), func(b *testing.B) {
-			run := func(dst int, target func(off uint64) (string, uint64)) float64 {
+			run := func(do func(off uint64, buf []byte) error) float64 {
 				var n atomic.Int64
 				var wg sync.WaitGroup
 				start := time.Now()
@@ -40,12 +41,10 @@ func BenchmarkVlmcdVsFiled(b *testing.B) {
 					go func(seed uint64) {
 						defer wg.Done()
 						rng := rand.New(rand.NewPCG(seed, 9))
-						c := volclient.New(s.Client, dst)
+						buf := make([]byte, 4096)
 						for n.Add(1) <= int64(b.N) {
 							off := rng.Uint64N(size/4096) * 4096
-							name, o := target(off)
-							err := c.Do(context.Background(), volclient.Call{Op: op, Target: name, Offset: o, Size: 4096, BufLen: 4096})
-							if err != nil {
+							if err := do(off, buf); err != nil {
 								b.Error(err)
 								return
 							}
@@ -55,8 +54,17 @@ func BenchmarkVlmcdVsFiled(b *testing.B) {
 				wg.Wait()
 				return float64(b.N) / time.Since(start).Seconds()
 			}
-			vol := run(stacktest.Vlmcd, func(off uint64) (string, uint64) { return "benchvol01", off })
-			direct := run(stacktest.BlockerB, func(off uint64) (string, uint64) { return objectOf(b, s, off), off % (4 << 20) })
+			ctx := context.Background()
+			vol := run(func(off uint64, buf []byte) error {
+				if op == xseg.OpRead {
+					return v.ReadAt(ctx, buf, off)
+				}
+				return v.WriteAt(ctx, buf, off, false)
+			})
+			filed := volclient.New(s.Client, stacktest.BlockerB)
+			direct := run(func(off uint64, buf []byte) error {
+				return filed.Do(ctx, volclient.Call{Op: op, Target: objectOf(b, s, off), Offset: off % (4 << 20), Size: 4096, BufLen: 4096})
+			})
 			b.ReportMetric(vol, "vlmcd-IOPS")
 			b.ReportMetric(direct, "filed-IOPS")
 			b.ReportMetric(vol/direct, "vlmcd/filed")
@@ -72,7 +80,7 @@ func objectOf(b *testing.B, s *stacktest.Stack, off uint64) string {
 	if v, ok := objCache.Load(blk); ok {
 		return v.(string)
 	}
-	segs, err := s.MapRead("benchvol01", blk<<22, 4096)
+	segs, err := s.TryMapRead("benchvol01", blk<<22, 4096)
 	if err != nil || len(segs) != 1 || segs[0].Object == "" {
 		b.Fatalf("map of block %d: %v %+v", blk, err, segs)
 	}
@@ -84,35 +92,35 @@ func objectOf(b *testing.B, s *stacktest.Stack, off uint64) string {
 // queue depth 1, through vlmcd (flush-us), and the part of it that
 // confirms the volume's lock (see docs/maps.md "Fencing"): the mapper's
 // FLUSH (mapper-flush-us), beside a PING of the mapper (mapper-ping-us),
-// the round trip alone. Run with -benchtime 2000x.
+// the round trip alone. Run with -benchtime 2000x. The volume's write and
+// FLUSH go through a session of the typed API; the mapper's FLUSH and PING
+// are mapper ops, sent as raw requests.
 func BenchmarkFlush(b *testing.B) {
 	s := stacktest.Start(b, stacktest.Options{})
-	if err := s.Create("benchvol02", 64<<20); err != nil {
-		b.Fatal(err)
-	}
-	c := volclient.New(s.Client, stacktest.Vlmcd)
+	s.Create(b, "benchvol02", 64<<20)
+	v := s.Session(b, "benchvol02")
 	m := volclient.New(s.Client, stacktest.Mapper)
 	ctx := context.Background()
-	write := volclient.Call{Op: xseg.OpWrite, Target: "benchvol02", Size: 4096, BufLen: 4096}
-	if err := c.Do(ctx, write); err != nil {
+	block := make([]byte, 4096)
+	if err := v.WriteAt(ctx, block, 0, false); err != nil {
 		b.Fatal(err)
 	}
 	var flush, mflush, ping time.Duration
-	timed := func(sum *time.Duration, cl *volclient.Client, k volclient.Call) {
+	timed := func(sum *time.Duration, call func() error) {
 		start := time.Now()
-		if err := cl.Do(ctx, k); err != nil {
+		if err := call(); err != nil {
 			b.Fatal(err)
 		}
 		*sum += time.Since(start)
 	}
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if err := c.Do(ctx, write); err != nil {
+		if err := v.WriteAt(ctx, block, 0, false); err != nil {
 			b.Fatal(err)
 		}
-		timed(&flush, c, volclient.Call{Op: xseg.OpFlush, Target: "benchvol02"})
-		timed(&mflush, m, volclient.Call{Op: xseg.OpFlush, Target: "benchvol02"})
-		timed(&ping, m, volclient.Call{Op: xseg.OpPing})
+		timed(&flush, func() error { return v.Flush(ctx) })
+		timed(&mflush, func() error { return m.Do(ctx, volclient.Call{Op: xseg.OpFlush, Target: "benchvol02"}) })
+		timed(&ping, func() error { return m.Do(ctx, volclient.Call{Op: xseg.OpPing}) })
 	}
 	for _, r := range []struct {
 		d    time.Duration

@@ -10,7 +10,6 @@ import (
 	"testing"
 
 	"github.com/archipelago-go/archipelago/internal/stacktest"
-	"github.com/archipelago-go/archipelago/xseg"
 )
 
 // TestModelThroughPeers drives random writes, reads, snapshots, clones,
@@ -61,7 +60,7 @@ func TestModelThroughPeers(t *testing.T) {
 	}
 	check := func(step int, name string, off, n int) {
 		t.Helper()
-		got, err := s.Read(name, uint64(off), n)
+		got, err := s.TryRead(name, uint64(off), n)
 		must(step, "read "+name, err)
 		if want := vols[name].data[off : off+n]; !bytes.Equal(got, want) {
 			i := 0
@@ -78,7 +77,7 @@ func TestModelThroughPeers(t *testing.T) {
 		case len(rw) == 0 || k < 5:
 			name := fresh("vol")
 			size := (1 + rng.IntN(8)) << 20
-			must(step, "create "+name, s.Create(name, uint64(size)))
+			must(step, "create "+name, s.TryCreate(name, uint64(size)))
 			vols[name] = &vol{data: make([]byte, size)}
 		case k < 45:
 			name := pick(rw)
@@ -92,11 +91,8 @@ func TestModelThroughPeers(t *testing.T) {
 			for i := range buf {
 				buf[i] = byte(rng.Uint32())
 			}
-			var fl xseg.Flags
-			if rng.IntN(8) == 0 {
-				fl = xseg.FlagFUA
-			}
-			must(step, "write "+name, s.Write(name, uint64(off), buf, fl))
+			fua := rng.IntN(8) == 0
+			must(step, "write "+name, s.TryWrite(name, uint64(off), buf, fua))
 			copy(v.data[off:], buf)
 		case k < 75:
 			all := append(rw, ro...)
@@ -108,7 +104,7 @@ func TestModelThroughPeers(t *testing.T) {
 		case k < 83:
 			name := pick(rw)
 			snap := fresh("snap")
-			must(step, "snapshot "+name, s.Snapshot(name, snap))
+			must(step, "snapshot "+name, s.TrySnapshot(name, snap))
 			vols[snap] = &vol{data: slices.Clone(vols[name].data), snap: true}
 		case k < 90 && len(ro) > 0:
 			parent := pick(ro)
@@ -117,18 +113,18 @@ func TestModelThroughPeers(t *testing.T) {
 			if rng.IntN(2) == 0 {
 				size += rng.IntN(4) << 20
 			}
-			must(step, "clone "+parent, s.Clone(parent, name, uint64(size)))
+			must(step, "clone "+parent, s.TryClone(parent, name, uint64(size)))
 			data := make([]byte, size)
 			copy(data, vols[parent].data)
 			vols[name] = &vol{data: data}
 		case k < 93:
 			name := pick(append(rw, ro...))
-			must(step, "remove "+name, s.Remove(name))
+			must(step, "remove "+name, s.TryRemove(name))
 			delete(vols, name)
 		case k < 96:
 			name := pick(append(rw, ro...))
 			to := fresh("ren")
-			must(step, "rename "+name, s.Rename(name, to))
+			must(step, "rename "+name, s.TryRename(name, to))
 			vols[to] = vols[name]
 			delete(vols, name)
 		default:
@@ -139,7 +135,7 @@ func TestModelThroughPeers(t *testing.T) {
 				size = 1 << 20
 			}
 			shrink := size < len(v.data)
-			must(step, "resize "+name, s.Resize(name, uint64(size), shrink))
+			must(step, "resize "+name, s.TryResize(name, uint64(size), shrink))
 			if shrink {
 				v.data = v.data[:size]
 			} else {
@@ -147,7 +143,7 @@ func TestModelThroughPeers(t *testing.T) {
 			}
 		}
 	}
-	s.Restart()
+	s.Restart(t)
 	for name, v := range vols {
 		check(steps, name, 0, len(v.data))
 	}

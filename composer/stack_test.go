@@ -8,7 +8,6 @@ import (
 
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/internal/stacktest"
-	"github.com/archipelago-go/archipelago/xseg"
 )
 
 // These are the behaviours the original's tests checked, each through the
@@ -29,10 +28,7 @@ func pattern(seed byte, n int) []byte {
 
 func mustRead(t *testing.T, s *stacktest.Stack, vol string, off uint64, want []byte) {
 	t.Helper()
-	got, err := s.Read(vol, off, len(want))
-	if err != nil {
-		t.Fatalf("read %s@%d: %v", vol, off, err)
-	}
+	got := s.Read(t, vol, off, len(want))
 	if !bytes.Equal(got, want) {
 		i := 0
 		for i < len(got) && got[i] == want[i] {
@@ -44,24 +40,25 @@ func mustRead(t *testing.T, s *stacktest.Stack, vol string, off uint64, want []b
 
 func TestWriteReadSurvivesRestart(t *testing.T) {
 	s := stacktest.Start(t, stacktest.Options{})
-	if err := s.Create("volume1", 64*mib); err != nil {
-		t.Fatal(err)
-	}
+	s.Create(t, "volume1", 64*mib)
+	// One session, left open across the restart: what Flush and a FUA
+	// write made durable survives, not what a Close synced.
+	v := s.Session(t, "volume1")
 	// Spans a block boundary (4 MiB), unaligned.
 	data := pattern(1, 3*mib+123)
 	off := uint64(3*mib - 1000)
-	if err := s.Write("volume1", off, data, 0); err != nil {
+	if err := v.WriteAt(t.Context(), data, off, false); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Flush("volume1"); err != nil {
+	if err := v.Flush(t.Context()); err != nil {
 		t.Fatal(err)
 	}
 	fua := pattern(9, 4096)
-	if err := s.Write("volume1", 40*mib, fua, xseg.FlagFUA); err != nil {
+	if err := v.WriteAt(t.Context(), fua, 40*mib, true); err != nil {
 		t.Fatal(err)
 	}
 	mustRead(t, s, "volume1", off, data)
-	s.Restart()
+	s.Restart(t)
 	mustRead(t, s, "volume1", off, data)
 	mustRead(t, s, "volume1", 40*mib, fua)
 	mustRead(t, s, "volume1", 50*mib, make([]byte, 8192)) // never written: zeros
@@ -69,64 +66,47 @@ func TestWriteReadSurvivesRestart(t *testing.T) {
 
 func TestSnapshotKeepsOldData(t *testing.T) {
 	s := stacktest.Start(t, stacktest.Options{})
-	s.Create("origin", 32*mib)
+	s.Create(t, "origin", 32*mib)
 	old := pattern(2, 5*mib)
-	if err := s.Write("origin", 0, old, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Snapshot("origin", "origin-snap1"); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Write("origin", 1*mib, pattern(3, 2*mib), 0); err != nil {
-		t.Fatal(err)
-	}
+	s.Write(t, "origin", 0, old, false)
+	s.Snapshot(t, "origin", "origin-snap1")
+	s.Write(t, "origin", 1*mib, pattern(3, 2*mib), false)
 	mustRead(t, s, "origin-snap1", 0, old)
-	vi, err := s.Info("origin-snap1")
-	if err != nil {
-		t.Fatal(err)
+	if vi := s.Info(t, "origin-snap1"); !vi.ReadOnly || !vi.Snapshot {
+		t.Errorf("snapshot not a read-only snapshot: %+v", vi)
 	}
-	if vi.Flags == 0 {
-		t.Errorf("snapshot not read-only: %+v", vi)
-	}
-	if err := s.Write("origin-snap1", 0, []byte("x"), 0); !errors.Is(err, errs.ErrReadOnly) {
+	if err := s.TryWrite("origin-snap1", 0, []byte("x"), false); !errors.Is(err, errs.ErrReadOnly) {
 		t.Errorf("write to a snapshot: %v, want ErrReadOnly", err)
 	}
 }
 
 func TestLargerCloneReadsZerosPastParent(t *testing.T) {
 	s := stacktest.Start(t, stacktest.Options{})
-	if err := s.Create("image100", 100*gib); err != nil {
-		t.Fatal(err)
-	}
+	s.Create(t, "image100", 100*gib)
 	tail := pattern(4, 4096)
-	s.Write("image100", 100*gib-4096, tail, 0)
-	s.Snapshot("image100", "image100-snap")
-	if err := s.Clone("image100-snap", "clone200", 200*gib); err != nil {
-		t.Fatal(err)
-	}
-	vi, _ := s.Info("clone200")
-	if vi.Size != 200*gib {
+	s.Write(t, "image100", 100*gib-4096, tail, false)
+	s.Snapshot(t, "image100", "image100-snap")
+	s.Clone(t, "image100-snap", "clone200", 200*gib)
+	if vi := s.Info(t, "clone200"); vi.Size != 200*gib {
 		t.Fatalf("clone size %d", vi.Size)
 	}
 	mustRead(t, s, "clone200", 100*gib-4096, tail)
 	mustRead(t, s, "clone200", 100*gib, make([]byte, 64<<10))
 	mustRead(t, s, "clone200", 200*gib-4096, make([]byte, 4096))
-	if err := s.Clone("image100-snap", "clone50", 50*gib); !errors.Is(err, errs.ErrInvalid) {
+	if err := s.TryClone("image100-snap", "clone50", 50*gib); !errors.Is(err, errs.ErrInvalid) {
 		t.Errorf("clone smaller than parent: %v, want ErrInvalid", err)
 	}
 }
 
 func TestCloneWritesDoNotLeak(t *testing.T) {
 	s := stacktest.Start(t, stacktest.Options{})
-	s.Create("parent", 16*mib)
+	s.Create(t, "parent", 16*mib)
 	base := pattern(5, 16*mib)
-	s.Write("parent", 0, base, 0)
-	s.Snapshot("parent", "parent-snap")
-	s.Clone("parent-snap", "child1", 0)
-	s.Clone("parent-snap", "child2", 0)
-	if err := s.Write("child1", 4096, pattern(6, 8192), 0); err != nil {
-		t.Fatal(err)
-	}
+	s.Write(t, "parent", 0, base, false)
+	s.Snapshot(t, "parent", "parent-snap")
+	s.Clone(t, "parent-snap", "child1", 0)
+	s.Clone(t, "parent-snap", "child2", 0)
+	s.Write(t, "child1", 4096, pattern(6, 8192), false)
 	mustRead(t, s, "parent-snap", 0, base)
 	mustRead(t, s, "parent", 0, base)
 	mustRead(t, s, "child2", 0, base)
@@ -137,19 +117,15 @@ func TestCloneWritesDoNotLeak(t *testing.T) {
 
 func TestRecreatedNameGetsNewEpoch(t *testing.T) {
 	s := stacktest.Start(t, stacktest.Options{})
-	s.Create("phoenix", 8*mib)
-	s.Write("phoenix", 0, pattern(7, 4096), 0)
-	vi1, _ := s.Info("phoenix")
-	if err := s.Remove("phoenix"); err != nil {
-		t.Fatal(err)
+	s.Create(t, "phoenix", 8*mib)
+	s.Write(t, "phoenix", 0, pattern(7, 4096), false)
+	vi1 := s.Info(t, "phoenix")
+	s.Remove(t, "phoenix")
+	if _, err := s.TryInfo("phoenix"); !errors.Is(err, errs.ErrNotFound) {
+		t.Fatalf("info after remove: %v, want ErrNotFound", err)
 	}
-	if _, err := s.Info("phoenix"); !errors.Is(err, errs.ErrNotFound) {
-		t.Fatalf("info after remove: %v", err)
-	}
-	if err := s.Create("phoenix", 8*mib); err != nil {
-		t.Fatal(err)
-	}
-	vi2, _ := s.Info("phoenix")
+	s.Create(t, "phoenix", 8*mib)
+	vi2 := s.Info(t, "phoenix")
 	if vi2.Epoch <= vi1.Epoch {
 		t.Fatalf("epoch %d after re-create, was %d", vi2.Epoch, vi1.Epoch)
 	}
@@ -160,50 +136,45 @@ func TestReadsWhileAnotherHostHoldsTheLock(t *testing.T) {
 	data, maps := t.TempDir(), t.TempDir()
 	a := stacktest.Start(t, stacktest.Options{DataDir: data, MapDir: maps, HostID: "host-a"})
 	b := stacktest.Start(t, stacktest.Options{DataDir: data, MapDir: maps, HostID: "host-b"})
-	a.Create("shared", 8*mib)
+	a.Create(t, "shared", 8*mib)
 	content := pattern(8, 8192)
-	a.Write("shared", 0, content, xseg.FlagFUA)
-	if err := a.Op(xseg.OpAcquire, "shared", xseg.FlagNoSync); err != nil {
-		t.Fatal(err)
-	}
+	a.Write(t, "shared", 0, content, true)
+	a.Lock(t, "shared")
 	mustRead(t, b, "shared", 0, content)
-	err := b.Op(xseg.OpAcquire, "shared", xseg.FlagNoSync)
+	err := b.TryLock("shared")
 	if !errors.Is(err, errs.ErrLocked) || !strings.Contains(err.Error(), "host-a") {
 		t.Fatalf("lock by host-b: %v, want locked by host-a", err)
 	}
-	if err := b.Snapshot("shared", "shared-snap"); !errors.Is(err, errs.ErrLocked) {
+	if err := b.TrySnapshot("shared", "shared-snap"); !errors.Is(err, errs.ErrLocked) {
 		t.Fatalf("snapshot by host-b: %v, want ErrLocked", err)
 	}
-	vi, _ := b.Info("shared")
-	if vi.LockOwner != "host-a" {
+	if vi := b.Info(t, "shared"); vi.LockOwner != "host-a" {
 		t.Errorf("info lock owner %q", vi.LockOwner)
 	}
 }
 
 func TestNewIdentityCannotLockUntilForced(t *testing.T) {
 	s := stacktest.Start(t, stacktest.Options{HostID: "host-a"})
-	s.Create("locked1", 8*mib)
-	if err := s.Op(xseg.OpOpen, "locked1", 0); err != nil {
-		t.Fatal(err)
-	}
+	s.Create(t, "locked1", 8*mib)
+	s.Open(t, "locked1")
 	// The same identity takes its lock back after a crash.
-	s.Restart()
-	if err := s.Op(xseg.OpOpen, "locked1", 0); err != nil {
+	s.Restart(t)
+	if err := s.TryOpen("locked1"); err != nil {
 		t.Fatalf("open after restart with the same identity: %v", err)
 	}
 	// Another identity cannot, until the lock is broken.
 	s.Opts.HostID = "host-c"
-	s.Restart()
-	if err := s.Op(xseg.OpAcquire, "locked1", xseg.FlagNoSync); !errors.Is(err, errs.ErrLocked) {
+	s.Restart(t)
+	if err := s.TryLock("locked1"); !errors.Is(err, errs.ErrLocked) {
 		t.Fatalf("lock by a new identity: %v, want ErrLocked", err)
 	}
-	if err := s.Op(xseg.OpRelease, "locked1", 0); !errors.Is(err, errs.ErrNotOwner) {
+	if err := s.TryUnlock("locked1", false); !errors.Is(err, errs.ErrNotOwner) {
 		t.Fatalf("unlock without force: %v, want ErrNotOwner", err)
 	}
-	if err := s.Op(xseg.OpRelease, "locked1", xseg.FlagForce); err != nil {
+	if err := s.TryUnlock("locked1", true); err != nil {
 		t.Fatalf("forced unlock: %v", err)
 	}
-	if err := s.Op(xseg.OpAcquire, "locked1", xseg.FlagNoSync); err != nil {
+	if err := s.TryLock("locked1"); err != nil {
 		t.Fatalf("lock after force: %v", err)
 	}
 }

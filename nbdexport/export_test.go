@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/archipelago-go/archipelago/internal/stacktest"
 )
@@ -57,9 +58,7 @@ func qemuIOArgs(t *testing.T, args []string, cmds ...string) string {
 func TestQemuIOPatterns(t *testing.T) {
 	need(t, "qemu-io")
 	s := stacktest.Start(t, stacktest.Options{NBD: true})
-	if err := s.Create("qemuvol", 64<<20); err != nil {
-		t.Fatal(err)
-	}
+	s.Create(t, "qemuvol", 64<<20)
 	uri := s.URI("qemuvol")
 	qemuIO(t, uri,
 		"write -P 0x11 0 64k",
@@ -81,7 +80,7 @@ func TestQemuIOPatterns(t *testing.T) {
 func TestMapShowsHoles(t *testing.T) {
 	need(t, "qemu-io", "nbdinfo")
 	s := stacktest.Start(t, stacktest.Options{NBD: true})
-	s.Create("sparsevol", 64<<20)
+	s.Create(t, "sparsevol", 64<<20)
 	qemuIO(t, s.URI("sparsevol"), "write -P 1 8M 4k", "write -P 2 40M 4k")
 	out := run(t, "nbdinfo", "--map", s.URI("sparsevol"))
 	// 4 MiB blocks: data at [8M,12M) and [40M,44M), holes elsewhere.
@@ -140,9 +139,7 @@ func TestNbdcopyRoundTrip(t *testing.T) {
 		size = 128 << 20
 	}
 	s := stacktest.Start(t, stacktest.Options{NBD: true})
-	if err := s.Create("bigvol", uint64(size)); err != nil {
-		t.Fatal(err)
-	}
+	s.Create(t, "bigvol", uint64(size))
 	dir := t.TempDir()
 	in, out, out2 := filepath.Join(dir, "in.img"), filepath.Join(dir, "out.img"), filepath.Join(dir, "out2.img")
 	writeRandomFile(t, in, size, 7)
@@ -160,51 +157,71 @@ func TestNbdcopyRoundTrip(t *testing.T) {
 // A snapshot taken while a writer runs holds exactly the writes answered
 // before it (the writer writes chunks in order, so the snapshot is the new
 // pattern up to some chunk and the old one after); a clone of it starts
-// from that, and writes to the clone leak nowhere.
+// from that, and writes to the clone leak nowhere. The snapshot is taken
+// once the writer's first chunk is seen; if it still missed the writes
+// (the writer was done before it), the test tries again with a new volume.
 func TestSnapshotUnderWritesAndClone(t *testing.T) {
 	need(t, "qemu-io")
 	s := stacktest.Start(t, stacktest.Options{NBD: true})
-	const size = 32 << 20
-	s.Create("busyvol", size)
-	uri := s.URI("busyvol")
-	qemuIO(t, uri, fmt.Sprintf("write -P 0xaa 0 %d", size))
-	var cmds []string
-	for off := 0; off < size; off += 256 << 10 {
-		cmds = append(cmds, fmt.Sprintf("write -P 0xbb %d 256k", off))
+	const size, chunk = 32 << 20, 256 << 10
+	const attempts = 5
+	var vol, uri string
+	var snap []byte
+	k := 0
+	for try := 1; ; try++ {
+		vol = fmt.Sprintf("busyvol%d", try)
+		uri = s.URI(vol)
+		s.Create(t, vol, size)
+		qemuIO(t, uri, fmt.Sprintf("write -P 0xaa 0 %d", size))
+		args := []string{"-f", "raw", uri}
+		for off := 0; off < size; off += chunk {
+			args = append(args, "-c", fmt.Sprintf("write -P 0xbb %d 256k", off))
+		}
+		writer := exec.Command("qemu-io", args...)
+		if err := writer.Start(); err != nil {
+			t.Fatal(err)
+		}
+		// Wait for the first chunk, so that the snapshot cannot come
+		// before the writes.
+		for {
+			b, err := s.TryRead(vol, 0, 1)
+			if err != nil {
+				writer.Process.Kill()
+				writer.Wait()
+				t.Fatalf("poll %s for the writer's first chunk: %v", vol, err)
+			}
+			if b[0] == 0xbb {
+				break
+			}
+			time.Sleep(time.Millisecond)
+		}
+		snapErr := s.TrySnapshot(vol, vol+"-snap")
+		if err := writer.Wait(); err != nil {
+			t.Fatalf("writer: %v", err)
+		}
+		if snapErr != nil {
+			t.Fatalf("snapshot of %s during the writes: %v", vol, snapErr)
+		}
+		snap = s.Read(t, vol+"-snap", 0, size)
+		k = bytes.IndexByte(snap, 0xaa)
+		if k < 0 {
+			k = size
+		}
+		if k%chunk != 0 || bytes.Count(snap[:k], []byte{0xbb}) != k || bytes.Count(snap[k:], []byte{0xaa}) != size-k {
+			t.Fatalf("snapshot of %s is not a prefix of whole writes: new pattern up to %d", vol, k)
+		}
+		t.Logf("try %d: snapshot caught %d of %d chunks", try, k/chunk, size/chunk)
+		if k > 0 && k < size {
+			break // it fell during the writes
+		}
+		if try == attempts {
+			t.Fatalf("in %d tries the snapshot never fell during the writes (last: %d of %d chunks)", attempts, k/chunk, size/chunk)
+		}
 	}
-	args := []string{"-f", "raw", uri}
-	for _, c := range cmds {
-		args = append(args, "-c", c)
-	}
-	writer := exec.Command("qemu-io", args...)
-	if err := writer.Start(); err != nil {
-		t.Fatal(err)
-	}
-	snapErr := s.Snapshot("busyvol", "busyvol-snap")
-	if err := writer.Wait(); err != nil {
-		t.Fatalf("writer: %v", err)
-	}
-	if snapErr != nil {
-		t.Fatal(snapErr)
-	}
-	snap, err := s.Read("busyvol-snap", 0, size)
-	if err != nil {
-		t.Fatal(err)
-	}
-	k := bytes.IndexByte(snap, 0xaa)
-	if k < 0 {
-		k = size
-	}
-	if k%(256<<10) != 0 || bytes.Count(snap[:k], []byte{0xbb}) != k || bytes.Count(snap[k:], []byte{0xaa}) != size-k {
-		t.Fatalf("snapshot is not a prefix of whole writes: new pattern up to %d", k)
-	}
-	t.Logf("snapshot caught %d of %d chunks", k/(256<<10), size/(256<<10))
 	qemuIO(t, uri, fmt.Sprintf("read -P 0xbb 0 %d", size))
-	if err := s.Clone("busyvol-snap", "busyclone", 0); err != nil {
-		t.Fatal(err)
-	}
+	s.Clone(t, vol+"-snap", "busyclone", 0)
 	qemuIO(t, s.URI("busyclone"), "write -P 0xcc 1M 1M", "read -P 0xcc 1M 1M")
-	if got, _ := s.Read("busyvol-snap", 0, size); !bytes.Equal(got, snap) {
+	if got := s.Read(t, vol+"-snap", 0, size); !bytes.Equal(got, snap) {
 		t.Fatal("the snapshot changed after writes to its clone")
 	}
 	qemuIO(t, uri, "read -P 0xbb 1M 1M")
@@ -213,11 +230,9 @@ func TestSnapshotUnderWritesAndClone(t *testing.T) {
 func TestSnapshotExportIsReadOnly(t *testing.T) {
 	need(t, "qemu-io", "nbdinfo")
 	s := stacktest.Start(t, stacktest.Options{NBD: true})
-	if err := s.Create("rovolume", 8<<20); err != nil {
-		t.Fatal(err)
-	}
+	s.Create(t, "rovolume", 8<<20)
 	qemuIO(t, s.URI("rovolume"), "write -P 7 0 1M")
-	s.Snapshot("rovolume", "rovolume-snap")
+	s.Snapshot(t, "rovolume", "rovolume-snap")
 	if out := run(t, "nbdinfo", s.URI("rovolume-snap")); !strings.Contains(out, "is_read_only: true") {
 		t.Errorf("snapshot export not read-only:\n%s", out)
 	}
@@ -237,9 +252,9 @@ func TestUnknownExport(t *testing.T) {
 	if err == nil {
 		t.Fatalf("nbdinfo of a missing volume succeeded:\n%s", out)
 	}
-	s.Create("listed1", 1<<20)
-	s.Create("listed2", 1<<20)
-	if out := run(t, "nbdinfo", "--list", "nbd+unix://?socket="+s.Socket); !strings.Contains(out, `"listed1"`) || !strings.Contains(out, `"listed2"`) {
+	s.Create(t, "listed1", 1<<20)
+	s.Create(t, "listed2", 1<<20)
+	if out := run(t, "nbdinfo", "--list", s.URI("")); !strings.Contains(out, `"listed1"`) || !strings.Contains(out, `"listed2"`) {
 		t.Errorf("nbdinfo --list:\n%s", out)
 	}
 }
