@@ -10,9 +10,10 @@ import (
 	"time"
 )
 
-// qemuFailed reports whether qemu-io's output says that a command failed:
-// qemu-io exits 0 when a command fails ("write failed: Input/output
-// error", "Pattern verification failed at offset ...").
+// qemuFailed reports whether qemu-io's output says that a command failed
+// ("write failed: Input/output error", "Pattern verification failed at
+// offset ..."): a session's command has no exit status, and qemu-io before
+// 5.0 exits 0 after a failed -c command.
 func qemuFailed(out string) bool {
 	return strings.Contains(out, "failed") || strings.Contains(out, "error")
 }
