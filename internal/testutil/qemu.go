@@ -12,8 +12,8 @@ import (
 
 // qemuFailed reports whether qemu-io's output says that a command failed
 // ("write failed: Input/output error", "Pattern verification failed at
-// offset ..."): a session's command has no exit status, and qemu-io before
-// 5.0 exits 0 after a failed -c command.
+// offset ..."): a session's command has no exit status, and an older
+// qemu-io exits 0 after a failed -c command.
 func qemuFailed(out string) bool {
 	return strings.Contains(out, "failed") || strings.Contains(out, "error")
 }
