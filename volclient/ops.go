@@ -76,7 +76,9 @@ func checkSize(name string, size uint64) error {
 	return nil
 }
 
-// Create makes a blank, thin volume of size bytes (a multiple of 512).
+// Create makes a blank, thin volume of size bytes: 1 to MaxSize (block
+// devices and NBD clients address 512-byte sectors: give them a multiple
+// of 512; Create does not require it).
 // It fails with errs.ErrExists if the name is taken.
 func (c *Client) Create(ctx context.Context, name string, size uint64) error {
 	if size == 0 {
@@ -171,8 +173,8 @@ func (c *Client) Lock(ctx context.Context, name string) error {
 	return c.manage(ctx, xseg.OpAcquire, name, xseg.FlagNoSync, nil)
 }
 
-// Unlock releases volume name's lock if this host holds it; errs.ErrLocked
-// if another host does (see UnlockForce).
+// Unlock releases volume name's lock if this host holds it; it fails with
+// errs.ErrNotOwner if another host does (see UnlockForce).
 func (c *Client) Unlock(ctx context.Context, name string) error {
 	return c.manage(ctx, xseg.OpRelease, name, 0, nil)
 }

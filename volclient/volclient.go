@@ -1,6 +1,21 @@
-// Package volclient is the client side of volumes: the calls a tool or a
-// block endpoint makes to vlmcd through the segment (READ, WRITE, FLUSH,
-// TRIM, ALLOCATED, and the management ops vlmcd passes to the mapper).
+// Package volclient is the Go client library of Archipelago volumes: the
+// calls a program makes to create, snapshot, clone, remove, rename,
+// resize, lock and list volumes and to read and write them, without
+// knowing the wire.
+//
+// A Client talks to the vlmcd of one installation through its XSEG
+// segment: Dial joins the segment as a client (Disconnect leaves it), New
+// uses a segment port the program has already. Every call takes a context
+// and fails with an error that names the volume and wraps one of the errs
+// sentinels (errs.ErrNotFound, errs.ErrExists, errs.ErrLocked,
+// errs.ErrInvalid, errs.ErrTooLarge, errs.ErrBusy, ...): test it with
+// errors.Is. A lock another host holds reads "locked by <owner>".
+//
+// The management calls (Create, Clone, Snapshot, Remove, Rename, Resize,
+// Open, Close, Lock, Unlock, Info, List) go to vlmcd, which passes them to
+// the mapper. I/O goes through a session: OpenSession returns a *Volume
+// with ReadAt, WriteAt, Flush, Trim and Allocated, until Volume.Close. Do
+// sends one raw request, for what the typed calls do not cover.
 package volclient
 
 import (
@@ -109,6 +124,9 @@ func (c *Client) do(ctx context.Context, r *xseg.Request, k Call, put bool) erro
 		if !put { // the client is closing: the request is lost with it
 			c.forget(r)
 		}
+		if k.Target == "" { // PING, LIST: about no volume
+			return fmt.Errorf("%s: %w", k.Op, err)
+		}
 		return fmt.Errorf("volume %q: %w", k.Target, err)
 	}
 	if put {
@@ -208,8 +226,8 @@ func (v *Volume) Gone(ctx context.Context) {
 	})
 }
 
-func (v *Volume) check(off uint64, n int) error {
-	if off+uint64(n) > v.Size || off+uint64(n) < off {
+func (v *Volume) check(off, n uint64) error {
+	if off+n > v.Size || off+n < off {
 		return fmt.Errorf("volume %q: range [%d,+%d) beyond its %d bytes: %w", v.Name, off, n, v.Size, errs.ErrInvalid)
 	}
 	return nil
@@ -217,7 +235,7 @@ func (v *Volume) check(off uint64, n int) error {
 
 // ReadAt reads len(p) bytes at off.
 func (v *Volume) ReadAt(ctx context.Context, p []byte, off uint64) error {
-	if err := v.check(off, len(p)); err != nil {
+	if err := v.check(off, uint64(len(p))); err != nil {
 		return err
 	}
 	if r := v.c.lender(p); r != nil { // p is a segment buffer: no copy
@@ -237,7 +255,7 @@ func (v *Volume) ReadAt(ctx context.Context, p []byte, off uint64) error {
 
 // WriteAt writes p at off; with fua it is durable when WriteAt returns.
 func (v *Volume) WriteAt(ctx context.Context, p []byte, off uint64, fua bool) error {
-	if err := v.check(off, len(p)); err != nil {
+	if err := v.check(off, uint64(len(p))); err != nil {
 		return err
 	}
 	var fl xseg.Flags
@@ -266,6 +284,9 @@ func (v *Volume) Flush(ctx context.Context) error {
 
 // Trim makes the whole blocks of [off, off+n) zero blocks.
 func (v *Volume) Trim(ctx context.Context, off, n uint64) error {
+	if err := v.check(off, n); err != nil {
+		return err
+	}
 	return v.c.Do(ctx, Call{Op: xseg.OpTrim, Target: v.target, Offset: off, Size: n})
 }
 
