@@ -316,6 +316,9 @@ func TestWriteReadRoundTrip(t *testing.T) {
 	}
 }
 
+// TestSmallFDCache: with --fdcache 2, filed keeps at most 2 of the 10
+// objects it wrote open (it closed the others: they were evicted), and
+// reads each back all the same (opening it again).
 func TestSmallFDCache(t *testing.T) {
 	f := startFiled(t, "", "--fdcache", "2")
 	for round := range 2 {
@@ -329,7 +332,34 @@ func TestSmallFDCache(t *testing.T) {
 				m.check(t, f, name, i*100, 4*kib)
 			}
 		}
+		// The objects filed holds open are those of its cache: the last
+		// ones used, no more than 2.
+		if open := f.openObjects(); len(open) == 0 || len(open) > 2 {
+			t.Fatalf("round %d: filed holds %d objects open with --fdcache 2: %q", round, len(open), open)
+		}
 	}
+}
+
+// openObjects returns the object files under f.dir that the filed process
+// holds open (from /proc/<pid>/fd).
+func (f *filed) openObjects() []string {
+	f.t.Helper()
+	fdDir := fmt.Sprintf("/proc/%d/fd", f.proc.Cmd.Process.Pid)
+	ents, err := os.ReadDir(fdDir)
+	if err != nil {
+		f.t.Fatalf("list filed's descriptors: %v", err)
+	}
+	var open []string
+	for _, e := range ents {
+		target, err := os.Readlink(filepath.Join(fdDir, e.Name()))
+		if err != nil || !strings.HasPrefix(target, f.dir+"/") {
+			continue // closed meanwhile, or not under the store
+		}
+		if st, err := os.Stat(target); err == nil && st.Mode().IsRegular() {
+			open = append(open, strings.TrimPrefix(target, f.dir+"/"))
+		}
+	}
+	return open
 }
 
 // TestReadPastEnd: what lies past the end reads as zeros (the buffer held
