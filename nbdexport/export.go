@@ -34,7 +34,7 @@ func New(vc *volclient.Client) *Backend { return &Backend{vc: vc} }
 // another host's lock, the session is marked gone (volclient.Volume.Gone)
 // and the wait is cancelled.
 func (b *Backend) Open(ctx context.Context, name string) (nbd.Export, error) {
-	v, err := b.vc.Open(ctx, name)
+	v, err := b.vc.OpenSession(ctx, name)
 	if err != nil {
 		return nil, err
 	}
