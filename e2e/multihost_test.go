@@ -1,4 +1,4 @@
-package cli_test
+package e2e_test
 
 import (
 	"strings"
@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/archipelago-go/archipelago/internal/clitest"
+	"github.com/archipelago-go/archipelago/internal/e2etest"
 	"github.com/archipelago-go/archipelago/internal/testutil"
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/xseg"
@@ -17,13 +17,13 @@ import (
 // build tag adds the same test on a RADOS pool.
 func TestTwoHostsSharedDirectory(t *testing.T) {
 	shared := t.TempDir()
-	o := clitest.Options{DataDir: shared + "/data", MapDir: shared + "/maps"}
+	o := e2etest.Options{DataDir: shared + "/data", MapDir: shared + "/maps"}
 	twoHosts(t, o)
 }
 
 // killAll kills a host's peers with SIGKILL (a host crash) and waits for
 // them to be gone.
-func killAll(t *testing.T, e *clitest.Env) {
+func killAll(t *testing.T, e *e2etest.Env) {
 	t.Helper()
 	for _, r := range e.Cfg.Roles {
 		pid := peer.ReadPidfile(e.Cfg.PidFile(r.Name)).PID
@@ -35,9 +35,9 @@ func killAll(t *testing.T, e *clitest.Env) {
 	}
 }
 
-func twoHosts(t *testing.T, o clitest.Options) {
+func twoHosts(t *testing.T, o e2etest.Options) {
 	testutil.NeedBinaries(t, "qemu-io")
-	a, b := clitest.TwoHosts(t, o)
+	a, b := e2etest.TwoHosts(t, o)
 	a.Start()
 	b.Start()
 	const vol = "migrating-disk"

@@ -1,4 +1,4 @@
-package cli_test
+package e2e_test
 
 import (
 	"encoding/binary"
@@ -13,14 +13,14 @@ import (
 	"time"
 
 	"github.com/archipelago-go/archipelago/errs"
-	"github.com/archipelago-go/archipelago/internal/clitest"
+	"github.com/archipelago-go/archipelago/internal/e2etest"
 	"github.com/archipelago-go/archipelago/internal/testutil"
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/xseg"
 )
 
 func TestArchipelagoStartStatusStop(t *testing.T) {
-	e := clitest.New(t, "host-a", "")
+	e := e2etest.New(t, "host-a", "")
 	if out, err := e.Run("archipelago", "status"); err == nil {
 		t.Fatalf("status exits 0 with nothing running:\n%s", out)
 	}
@@ -64,7 +64,7 @@ func TestArchipelagoStartStatusStop(t *testing.T) {
 }
 
 func TestArchipelagoStartCleansStaleSegment(t *testing.T) {
-	e := clitest.New(t, "host-a", "")
+	e := e2etest.New(t, "host-a", "")
 	e.Start()
 	// A crash: every peer killed, the segment left behind.
 	var pids []int
@@ -88,7 +88,7 @@ func TestArchipelagoStartCleansStaleSegment(t *testing.T) {
 // version of Archipelago left: replaced if none of its peers runs, refused
 // (naming the role) if one does.
 func TestArchipelagoStartOtherVersion(t *testing.T) {
-	e := clitest.New(t, "host-a", "")
+	e := e2etest.New(t, "host-a", "")
 	x := e.Cfg.XSEG
 	old := func() {
 		t.Helper()
@@ -143,7 +143,7 @@ func TestArchipelagoStartOtherVersion(t *testing.T) {
 }
 
 func TestArchipelagoErrors(t *testing.T) {
-	e := clitest.New(t, "host-a", "")
+	e := e2etest.New(t, "host-a", "")
 	if out, err := e.Run("archipelago", "start", "nosuchrole"); err == nil || !strings.Contains(out, `no role "nosuchrole"`) {
 		t.Errorf("start of an unknown role: %v\n%s", err, out)
 	}

@@ -1,13 +1,13 @@
 //go:build ceph
 
-package cli_test
+package e2e_test
 
 import (
 	"fmt"
 	"os"
 	"testing"
 
-	"github.com/archipelago-go/archipelago/internal/clitest"
+	"github.com/archipelago-go/archipelago/internal/e2etest"
 )
 
 // The two-host test on a RADOS pool of the micro cluster
@@ -20,7 +20,7 @@ func TestTwoHostsSharedRADOSPool(t *testing.T) {
 // pool (ARCHIPELAGO_CEPH_CONF, ARCHIPELAGO_CEPH_POOL), in namespaces
 // named after what and this process. It skips the test where no cluster
 // runs, and fails it in CI.
-func radosOptions(t *testing.T, what string) clitest.Options {
+func radosOptions(t *testing.T, what string) e2etest.Options {
 	t.Helper()
 	conf := os.Getenv("ARCHIPELAGO_CEPH_CONF")
 	if conf == "" {
@@ -33,5 +33,5 @@ func radosOptions(t *testing.T, what string) clitest.Options {
 	if pool == "" {
 		pool = "archipelago"
 	}
-	return clitest.Options{CephConf: conf, Pool: pool, Namespace: fmt.Sprintf("%s-%d", what, os.Getpid())}
+	return e2etest.Options{CephConf: conf, Pool: pool, Namespace: fmt.Sprintf("%s-%d", what, os.Getpid())}
 }

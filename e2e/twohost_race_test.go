@@ -1,4 +1,4 @@
-package cli_test
+package e2e_test
 
 import (
 	"fmt"
@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/archipelago-go/archipelago/internal/clitest"
+	"github.com/archipelago-go/archipelago/internal/e2etest"
 	"github.com/archipelago-go/archipelago/internal/testutil"
 	"github.com/archipelago-go/archipelago/store/filestore"
 	"github.com/archipelago-go/archipelago/volume"
@@ -19,12 +19,12 @@ import (
 // blockers run with fdcache = 0 (no file kept open: the setting must be
 // accepted), host B's with the default cache, the one that must never
 // serve a file another host deleted or replaced.
-func sharedHosts(t *testing.T) (a, b *clitest.Env, mapsDir string) {
+func sharedHosts(t *testing.T) (a, b *e2etest.Env, mapsDir string) {
 	t.Helper()
 	testutil.NeedBinaries(t, "qemu-io")
 	shared := t.TempDir()
-	o := clitest.Options{DataDir: shared + "/data", MapDir: shared + "/maps"}
-	a, b = clitest.TwoHosts(t, o)
+	o := e2etest.Options{DataDir: shared + "/data", MapDir: shared + "/maps"}
+	a, b = e2etest.TwoHosts(t, o)
 	setKey(t, a, "blockerb", "fdcache = 0")
 	setKey(t, a, "blockerm", "fdcache = 0")
 	a.Start()
@@ -33,7 +33,7 @@ func sharedHosts(t *testing.T) (a, b *clitest.Env, mapsDir string) {
 }
 
 // setKey adds a line to a section of e's configuration file.
-func setKey(t *testing.T, e *clitest.Env, section, line string) {
+func setKey(t *testing.T, e *e2etest.Env, section, line string) {
 	t.Helper()
 	data, err := os.ReadFile(e.Config)
 	if err != nil {
@@ -50,7 +50,7 @@ func setKey(t *testing.T, e *clitest.Env, section, line string) {
 }
 
 // unlockIfOurs closes vol on e if e holds its lock (a read may take it).
-func unlockIfOurs(e *clitest.Env, vol, host string) {
+func unlockIfOurs(e *e2etest.Env, vol, host string) {
 	if out, _ := e.Run("vlmc", "info", vol); strings.Contains(out, host) {
 		e.Run("vlmc", "close", vol)
 	}
@@ -134,7 +134,7 @@ func TestTwoHostsSeeEachOthersChanges(t *testing.T) {
 // and no object owned by two volumes.
 func TestTwoHostsRacingRenames(t *testing.T) {
 	a, b, mapsDir := sharedHosts(t)
-	hosts := []*clitest.Env{a, b}
+	hosts := []*e2etest.Env{a, b}
 	const rounds = 6
 	for round := range rounds {
 		x := fmt.Sprintf("racing-%d", round)
@@ -216,11 +216,11 @@ func TestTwoHostsRacingManagement(t *testing.T) {
 			t.Fatal(err)
 		}
 		a.Must("vlmc", "close", x)
-		for _, h := range []*clitest.Env{a, b} {
+		for _, h := range []*e2etest.Env{a, b} {
 			h.Must("vlmc", "info", x)
 		}
 		ops := []struct {
-			h    *clitest.Env
+			h    *e2etest.Env
 			args []string
 		}{
 			{a, []string{"rename", x, y}},
@@ -291,7 +291,7 @@ func TestTwoHostsRacingManagement(t *testing.T) {
 			holders = append(holders, y)
 		}
 		for _, name := range holders {
-			for _, h := range []*clitest.Env{a, b} {
+			for _, h := range []*e2etest.Env{a, b} {
 				if err := testutil.QemuIOReadOnly(t, h.URI(name), pattern); err != nil {
 					t.Errorf("round %d: %s through %s: %v", round, name, h.Cfg.HostID, err)
 				}

@@ -1,4 +1,4 @@
-package cli_test
+package e2e_test
 
 import (
 	"bytes"
@@ -17,7 +17,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/archipelago-go/archipelago/internal/clitest"
+	"github.com/archipelago-go/archipelago/internal/e2etest"
 	"github.com/archipelago-go/archipelago/internal/testutil"
 	"github.com/archipelago-go/archipelago/store"
 	"github.com/archipelago-go/archipelago/store/filestore"
@@ -55,7 +55,7 @@ const (
 
 func TestCrashUnderLoadSharedDirectory(t *testing.T) {
 	shared := t.TempDir()
-	runCrashLoad(t, clitest.Options{DataDir: shared + "/data", MapDir: shared + "/maps"}, func(t *testing.T) store.Store {
+	runCrashLoad(t, e2etest.Options{DataDir: shared + "/data", MapDir: shared + "/maps"}, func(t *testing.T) store.Store {
 		s, err := filestore.Open(filestore.Options{Dir: shared + "/maps"})
 		if err != nil {
 			t.Fatal(err)
@@ -91,7 +91,7 @@ type cvol struct {
 
 type crashHost struct {
 	name string
-	env  *clitest.Env
+	env  *e2etest.Env
 }
 
 type crashRun struct {
@@ -116,18 +116,18 @@ func crashEnvInt(t *testing.T, name string, def uint64) uint64 {
 	return def
 }
 
-func runCrashLoad(t *testing.T, o clitest.Options, openMaps func(t *testing.T) store.Store) {
+func runCrashLoad(t *testing.T, o e2etest.Options, openMaps func(t *testing.T) store.Store) {
 	testutil.NeedBinaries(t, "qemu-io", "nbdcopy")
 	seed := crashEnvInt(t, "ARCHIPELAGO_CRASH_SEED", uint64(time.Now().UnixNano()))
 	rounds := int(crashEnvInt(t, "ARCHIPELAGO_CRASH_ROUNDS", 100))
 	if testing.Short() {
 		rounds = min(rounds, 20)
 	}
-	t.Logf("seed %d (replay: ARCHIPELAGO_CRASH_SEED=%d go test -run '%s' ./cli)", seed, seed, t.Name())
+	t.Logf("seed %d (replay: ARCHIPELAGO_CRASH_SEED=%d go test -run '%s' ./e2e)", seed, seed, t.Name())
 	c := &crashRun{t: t, rng: rand.New(rand.NewPCG(seed, 0xc4a5)), vols: make(map[string]*cvol), counts: make(map[string]int)}
 	for i, id := range []string{"host-a", "host-b"} {
 		o.HostID = id
-		c.hosts[i] = &crashHost{name: id, env: clitest.NewWith(t, o)}
+		c.hosts[i] = &crashHost{name: id, env: e2etest.NewWith(t, o)}
 		c.hosts[i].env.Start()
 	}
 	c.maps = openMaps(t)

@@ -1,11 +1,11 @@
-package cli_test
+package e2e_test
 
 import (
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/archipelago-go/archipelago/internal/clitest"
+	"github.com/archipelago-go/archipelago/internal/e2etest"
 	"github.com/archipelago-go/archipelago/internal/testutil"
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/xseg"
@@ -18,7 +18,7 @@ import (
 // waited forever; found by TestCrashUnderLoadSharedDirectory.)
 func TestSessionCloseWhileVlmcdRestarts(t *testing.T) {
 	testutil.NeedBinaries(t, "qemu-io")
-	e := clitest.New(t, "host-a", "")
+	e := e2etest.New(t, "host-a", "")
 	e.Start()
 	const vol = "left-during-restart"
 	e.Must("vlmc", "create", vol, "--size", "16M")

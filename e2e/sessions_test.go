@@ -1,4 +1,4 @@
-package cli_test
+package e2e_test
 
 import (
 	"encoding/json"
@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/archipelago-go/archipelago/config"
-	"github.com/archipelago-go/archipelago/internal/clitest"
+	"github.com/archipelago-go/archipelago/internal/e2etest"
 	"github.com/archipelago-go/archipelago/internal/testutil"
 	"github.com/archipelago-go/archipelago/volclient"
 	"github.com/archipelago-go/archipelago/xseg"
@@ -21,7 +21,7 @@ import (
 // last forever (a write waiting for a lock nobody gives back).
 const hang = 60 * time.Second
 
-func lockOwnerOf(t *testing.T, e *clitest.Env, vol string) string {
+func lockOwnerOf(t *testing.T, e *e2etest.Env, vol string) string {
 	t.Helper()
 	var vi volclient.Info
 	if err := json.Unmarshal([]byte(e.Must("vlmc", "info", "--json", vol)), &vi); err != nil {
@@ -39,7 +39,7 @@ func mustEnd(t *testing.T, what, uri string, cmds ...string) {
 	}
 }
 
-func clientsOf(t *testing.T, e *clitest.Env) string {
+func clientsOf(t *testing.T, e *e2etest.Env) string {
 	t.Helper()
 	r := e.Cfg.RolesOfType(config.TypeNBDEndpoint)[0]
 	b, _ := os.ReadFile(filepath.Join(e.Cfg.RunDir, r.Name+".clients"))
@@ -50,7 +50,7 @@ func clientsOf(t *testing.T, e *clitest.Env) string {
 // two hosts on one shared directory and real clients.
 func TestSessionsTwoHosts(t *testing.T) {
 	testutil.NeedBinaries(t, "qemu-io", "nbdinfo")
-	a, b := clitest.TwoHosts(t, clitest.Options{})
+	a, b := e2etest.TwoHosts(t, e2etest.Options{})
 	a.Start()
 	b.Start()
 	// A client's exit and its session's end are not simultaneous: nbdd
@@ -188,7 +188,7 @@ func TestSessionsTwoHosts(t *testing.T) {
 
 // inFlight is the number of requests role is serving, from `archipelago
 // status`.
-func inFlight(t *testing.T, e *clitest.Env, role string) int {
+func inFlight(t *testing.T, e *e2etest.Env, role string) int {
 	t.Helper()
 	out, _ := e.Run("archipelago", "status")
 	for _, l := range strings.Split(out, "\n") {

@@ -1,4 +1,4 @@
-package cli_test
+package e2e_test
 
 import (
 	"bytes"
@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/archipelago-go/archipelago/internal/clitest"
+	"github.com/archipelago-go/archipelago/internal/e2etest"
 	"github.com/archipelago-go/archipelago/internal/testutil"
 	"github.com/archipelago-go/archipelago/mapdev"
 )
@@ -33,10 +33,10 @@ func needMapping(t *testing.T) {
 // startMapping starts an installation and makes sure that whatever the
 // test maps or mounts is gone at its end, even if it fails half-way:
 // this cleanup runs before clitest's `archipelago stop -f`.
-func startMapping(t *testing.T) *clitest.Env {
+func startMapping(t *testing.T) *e2etest.Env {
 	t.Helper()
 	needMapping(t)
-	e := clitest.New(t, "host-a", "")
+	e := e2etest.New(t, "host-a", "")
 	e.Start()
 	t.Cleanup(func() {
 		// Filesystems the test mounted from its devices.
@@ -91,7 +91,7 @@ func mountsBelow(dir string) []string {
 var loopDev = regexp.MustCompile(`^/dev/loop[0-9]+$`)
 
 // mapVolume maps a volume and checks what map printed.
-func mapVolume(t *testing.T, e *clitest.Env, name string) string {
+func mapVolume(t *testing.T, e *e2etest.Env, name string) string {
 	t.Helper()
 	dev := e.Must("vlmc", "map", name)
 	if !loopDev.MatchString(dev) {
@@ -101,7 +101,7 @@ func mapVolume(t *testing.T, e *clitest.Env, name string) string {
 }
 
 // mountDev mounts an ext4 device on a fresh directory.
-func mountDev(t *testing.T, e *clitest.Env, dev string, opts ...string) string {
+func mountDev(t *testing.T, e *e2etest.Env, dev string, opts ...string) string {
 	t.Helper()
 	mp, err := os.MkdirTemp(e.Dir, "mnt-")
 	if err != nil {
@@ -200,7 +200,7 @@ func TestVlmcMapExt4(t *testing.T) {
 func TestVlmcMapErrors(t *testing.T) {
 	needMapping(t)
 	{
-		e := clitest.New(t, "host-a", "") // nothing started
+		e := e2etest.New(t, "host-a", "") // nothing started
 		out, err := e.Run("vlmc", "map", "disk01")
 		if err == nil || !strings.Contains(out, "archipelago start") {
 			t.Errorf("map with nothing running: %v\n%s", err, out)

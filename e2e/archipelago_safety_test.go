@@ -1,4 +1,4 @@
-package cli_test
+package e2e_test
 
 import (
 	"net"
@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/archipelago-go/archipelago/internal/clitest"
+	"github.com/archipelago-go/archipelago/internal/e2etest"
 	"github.com/archipelago-go/archipelago/internal/testbin"
 	"github.com/archipelago-go/archipelago/internal/testutil"
 	"github.com/archipelago-go/archipelago/peer"
@@ -20,7 +20,7 @@ import (
 )
 
 // rolePids returns the pid each role's pidfile names (0: none).
-func rolePids(e *clitest.Env) map[string]int {
+func rolePids(e *e2etest.Env) map[string]int {
 	m := map[string]int{}
 	for _, r := range e.Cfg.Roles {
 		m[r.Name] = peer.ReadPidfile(e.Cfg.PidFile(r.Name)).PID
@@ -60,7 +60,7 @@ func mappers(name string) []int {
 // says so and fails; start refuses to run a second set beside them; the
 // peers log it; stop finds and stops them, even one whose pidfile is gone.
 func TestArchipelagoDeletedSegment(t *testing.T) {
-	e := clitest.New(t, "host-a", "")
+	e := e2etest.New(t, "host-a", "")
 	e.Start()
 	before := rolePids(e)
 	seg := e.Cfg.XSEG.Name
@@ -116,7 +116,7 @@ func TestArchipelagoDeletedSegment(t *testing.T) {
 // peers run once (each role started by exactly one of them, the other
 // finds it running), and stop leaves no process behind.
 func TestArchipelagoConcurrentStarts(t *testing.T) {
-	e := clitest.New(t, "host-a", "")
+	e := e2etest.New(t, "host-a", "")
 	e.Start()
 	e.Must("archipelago", "stop")
 	seg := e.Cfg.XSEG.Name
@@ -170,7 +170,7 @@ func TestArchipelagoStartSmallShm(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (a mount namespace with a small tmpfs on /dev/shm)")
 	}
-	e := clitest.New(t, "host-a", "")
+	e := e2etest.New(t, "host-a", "")
 	arch := testbin.Path(t, "archipelago")
 	script := `mount -t tmpfs -o size=64m archtest /dev/shm && exec "$0" --config "$1" start`
 	cmd := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", script, arch, e.Config)
@@ -197,7 +197,7 @@ func TestArchipelagoStartSmallShm(t *testing.T) {
 // TestArchipelagoFailedStart: a start that fails quotes only this run's
 // log lines and removes the segment it made.
 func TestArchipelagoFailedStart(t *testing.T) {
-	e := clitest.NewWith(t, clitest.Options{HostID: "host-a", DataDir: "/dev/null/data"})
+	e := e2etest.NewWith(t, e2etest.Options{HostID: "host-a", DataDir: "/dev/null/data"})
 	os.MkdirAll(e.Cfg.LogDir, 0o755)
 	os.WriteFile(e.Cfg.LogFile("blockerb"), []byte("a line of an earlier run\n"), 0o644)
 	out, err := e.Run("archipelago", "start")
@@ -219,7 +219,7 @@ func TestArchipelagoFailedStart(t *testing.T) {
 // connected at that moment: one that has just connected makes it refuse,
 // and once it has gone stop goes on.
 func TestArchipelagoStopCountsClientsNow(t *testing.T) {
-	e := clitest.New(t, "host-a", "")
+	e := e2etest.New(t, "host-a", "")
 	e.Start()
 	conn, err := net.Dial("unix", e.Socket())
 	if err != nil {
@@ -245,7 +245,7 @@ func TestArchipelagoStopCountsClientsNow(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close()
-	e = clitest.New(t, "host-a", "[nbd]\nlisten = "+addr+"\n")
+	e = e2etest.New(t, "host-a", "[nbd]\nlisten = "+addr+"\n")
 	e.Start()
 	tc, err := net.Dial("tcp", addr)
 	if err != nil {
@@ -265,7 +265,7 @@ func TestArchipelagoStopOtherUser(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root (to run stop as another user)")
 	}
-	e := clitest.New(t, "host-a", "")
+	e := e2etest.New(t, "host-a", "")
 	e.Start()
 	for _, d := range []string{filepath.Dir(e.Dir), e.Dir, e.Cfg.RunDir, testbin.Dir(t)} {
 		os.Chmod(d, 0o755)
@@ -289,7 +289,7 @@ func TestArchipelagoStopOtherUser(t *testing.T) {
 // segment (nulld for `xseg load`) is shown by status without failing it;
 // a full stop stops it with the rest (the segment goes away under it).
 func TestArchipelagoExtraPeer(t *testing.T) {
-	e := clitest.New(t, "host-a", "")
+	e := e2etest.New(t, "host-a", "")
 	e.Start()
 	nulld := testbin.Start(t, "nulld", "--segment", e.Cfg.XSEG.Name, "--portno-start", "600")
 	testutil.WaitFor(t, 10*time.Second, "nulld on port 600", func() bool { return len(mappers(e.Cfg.XSEG.Name)) == len(e.Cfg.Roles)+1 })

@@ -1,4 +1,4 @@
-package cli_test
+package e2e_test
 
 import (
 	"os"
@@ -8,7 +8,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/archipelago-go/archipelago/internal/clitest"
+	"github.com/archipelago-go/archipelago/internal/e2etest"
 	"github.com/archipelago-go/archipelago/internal/testutil"
 )
 
@@ -26,7 +26,7 @@ func objectFiles(t *testing.T, dir string, re *regexp.Regexp) []string {
 }
 
 // logOf is a role's log.
-func logOf(e *clitest.Env, role string) string {
+func logOf(e *e2etest.Env, role string) string {
 	b, _ := os.ReadFile(e.Cfg.LogFile(role))
 	return string(b)
 }
@@ -36,7 +36,7 @@ func logOf(e *clitest.Env, role string) string {
 // the peer where it failed names the object and the error.
 func TestStorageErrorsLogged(t *testing.T) {
 	testutil.NeedBinaries(t, "qemu-io")
-	e := clitest.New(t, "host-a", "")
+	e := e2etest.New(t, "host-a", "")
 	e.Start()
 	e.Must("vlmc", "create", "vol-eio", "--size", "16M")
 	e.Must("vlmc", "create", "vol-nopage", "--size", "16M")

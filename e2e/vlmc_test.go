@@ -1,16 +1,16 @@
-package cli_test
+package e2e_test
 
 import (
 	"encoding/json"
 	"strings"
 	"testing"
 
-	"github.com/archipelago-go/archipelago/internal/clitest"
+	"github.com/archipelago-go/archipelago/internal/e2etest"
 	"github.com/archipelago-go/archipelago/volclient"
 )
 
 func TestVlmcVolumeCommands(t *testing.T) {
-	e := clitest.New(t, "host-a", "")
+	e := e2etest.New(t, "host-a", "")
 	e.Start()
 	e.Must("vlmc", "create", "image01", "--size", "512") // MiB, as in the original
 	e.Must("vlmc", "snapshot", "image01", "image01-snap")
@@ -67,7 +67,7 @@ func TestVlmcVolumeCommands(t *testing.T) {
 // Every failure exits non-zero with one line naming the volume and the
 // cause.
 func TestVlmcErrors(t *testing.T) {
-	a, b := clitest.TwoHosts(t, clitest.Options{})
+	a, b := e2etest.TwoHosts(t, e2etest.Options{})
 	// Not running yet.
 	fails(t, a, []string{"create", "volume1", "--size", "1G"}, "start it with `archipelago start`")
 	a.Start()
@@ -107,7 +107,7 @@ func TestVlmcErrors(t *testing.T) {
 	fails(t, a, []string{"open", "volume1"}, "locked by host-b")
 }
 
-func fails(t *testing.T, e *clitest.Env, args []string, want string) {
+func fails(t *testing.T, e *e2etest.Env, args []string, want string) {
 	t.Helper()
 	out, err := e.Run("vlmc", args...)
 	if err == nil {

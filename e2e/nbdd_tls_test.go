@@ -1,4 +1,4 @@
-package cli_test
+package e2e_test
 
 import (
 	"encoding/binary"
@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/archipelago-go/archipelago/internal/clitest"
+	"github.com/archipelago-go/archipelago/internal/e2etest"
 	"github.com/archipelago-go/archipelago/internal/testpki"
 	"github.com/archipelago-go/archipelago/internal/testutil"
 )
@@ -34,7 +34,7 @@ func TestNbddTLS(t *testing.T) {
 	testutil.NeedBinaries(t, "qemu-io", "nbdinfo")
 	ca := testpki.NewCA(t, "archipelago test CA")
 	addr := freeTCP(t, "127.0.0.1")
-	e := clitest.New(t, "host-a", fmt.Sprintf("[nbd]\nlisten = %s   # TCP too\ntls = require\ntls_dir = %s\nhandshake_timeout = 1\n", addr, ca.ServerDir(t)))
+	e := e2etest.New(t, "host-a", fmt.Sprintf("[nbd]\nlisten = %s   # TCP too\ntls = require\ntls_dir = %s\nhandshake_timeout = 1\n", addr, ca.ServerDir(t)))
 	e.Start()
 	e.Must("vlmc", "create", "vol1", "--size", "64")
 	client := testpki.ClientDir(t, ca, ca, "qemu")
@@ -76,7 +76,7 @@ func TestNbddTLS(t *testing.T) {
 // TCP on an address other than loopback without TLS.
 func TestNbddWarnsWithoutTLS(t *testing.T) {
 	addr := freeTCP(t, "0.0.0.0")
-	e := clitest.New(t, "host-a", "[nbd]\nlisten = "+addr+"\n")
+	e := e2etest.New(t, "host-a", "[nbd]\nlisten = "+addr+"\n")
 	e.Start()
 	log, err := os.ReadFile(e.Cfg.LogFile("nbd"))
 	if err != nil {

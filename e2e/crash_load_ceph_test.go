@@ -1,6 +1,6 @@
 //go:build ceph
 
-package cli_test
+package e2e_test
 
 import (
 	"testing"

@@ -1,10 +1,10 @@
-package cli_test
+package e2e_test
 
 import (
 	"encoding/json"
 	"testing"
 
-	"github.com/archipelago-go/archipelago/internal/clitest"
+	"github.com/archipelago-go/archipelago/internal/e2etest"
 	"github.com/archipelago-go/archipelago/volclient"
 )
 
@@ -14,7 +14,7 @@ import (
 // volume limit is an error naming the volume and the input, and leaves
 // the volume as it was.
 func TestVlmcSizeUnits(t *testing.T) {
-	e := clitest.New(t, "host-a", "")
+	e := e2etest.New(t, "host-a", "")
 	e.Start()
 	e.Must("vlmc", "create", "volume1", "--size", "100")
 	size := func() uint64 {
@@ -56,7 +56,7 @@ func TestVlmcSizeUnits(t *testing.T) {
 // refused with an error naming it (a newline made `vlmc list` show
 // volumes that do not exist); a short name is a name like any other.
 func TestVlmcNames(t *testing.T) {
-	e := clitest.New(t, "host-a", "")
+	e := e2etest.New(t, "host-a", "")
 	e.Start()
 	e.Must("vlmc", "create", "ab", "--size", "1")
 	e.Must("vlmc", "create", "x", "--size", "1")

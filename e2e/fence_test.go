@@ -1,4 +1,4 @@
-package cli_test
+package e2e_test
 
 import (
 	"os"
@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/archipelago-go/archipelago/internal/clitest"
+	"github.com/archipelago-go/archipelago/internal/e2etest"
 	"github.com/archipelago-go/archipelago/internal/testutil"
 )
 
@@ -19,12 +19,12 @@ import (
 // on a RADOS pool.
 func TestTwoHostsForcedUnlockFencesSharedDirectory(t *testing.T) {
 	shared := t.TempDir()
-	forcedUnlockFences(t, clitest.Options{DataDir: shared + "/data", MapDir: shared + "/maps"})
+	forcedUnlockFences(t, e2etest.Options{DataDir: shared + "/data", MapDir: shared + "/maps"})
 }
 
-func forcedUnlockFences(t *testing.T, o clitest.Options) {
+func forcedUnlockFences(t *testing.T, o e2etest.Options) {
 	testutil.NeedBinaries(t, "qemu-io")
-	a, b := clitest.TwoHosts(t, o)
+	a, b := e2etest.TwoHosts(t, o)
 	a.Start()
 	b.Start()
 	const vol = "fenced-disk"
@@ -59,15 +59,15 @@ func forcedUnlockFences(t *testing.T, o clitest.Options) {
 	}
 
 	image := []string{"read -P 2 0 1M", "read -P 1 1M 3M", "read -P 2 4M 1M", "read -P 1 5M 3M", "read -P 0 8M 56M"}
-	for _, h := range []*clitest.Env{a, b} {
+	for _, h := range []*e2etest.Env{a, b} {
 		if err := testutil.QemuIO(t, h.URI(vol), image...); err != nil {
 			t.Fatalf("%s after the break: %v", h.Cfg.HostID, err)
 		}
 	}
-	for _, h := range []*clitest.Env{a, b} {
+	for _, h := range []*e2etest.Env{a, b} {
 		h.Must("archipelago", "restart")
 	}
-	for _, h := range []*clitest.Env{a, b} {
+	for _, h := range []*e2etest.Env{a, b} {
 		if err := testutil.QemuIO(t, h.URI(vol), image...); err != nil {
 			t.Fatalf("%s after both restarted: %v", h.Cfg.HostID, err)
 		}

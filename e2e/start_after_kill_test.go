@@ -1,4 +1,4 @@
-package cli_test
+package e2e_test
 
 import (
 	"os"
@@ -9,7 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/archipelago-go/archipelago/internal/clitest"
+	"github.com/archipelago-go/archipelago/internal/e2etest"
 	"github.com/archipelago-go/archipelago/internal/testutil"
 	"github.com/archipelago-go/archipelago/xseg"
 )
@@ -21,7 +21,7 @@ import (
 // yet (starting?)" (seen by the crash test under load). Here the moment
 // lasts: the test holds the lock of the dead peer's pidfile for 300 ms.
 func TestArchipelagoStartRightAfterAKill(t *testing.T) {
-	e := clitest.New(t, "host-a", "")
+	e := e2etest.New(t, "host-a", "")
 	e.Start()
 	path := e.Cfg.PidFile("blockerb")
 	b, err := os.ReadFile(path)

@@ -1,7 +1,7 @@
 // Package clitest runs the operator's programs (archipelago, vlmc) against
 // a configuration of a test's own: its own segment, run, log and storage
 // directories, so that tests never touch /etc, /run or /var.
-package clitest
+package e2etest
 
 import (
 	"fmt"
