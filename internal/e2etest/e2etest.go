@@ -1,4 +1,4 @@
-// Package clitest runs the operator's programs (archipelago, vlmc) against
+// Package e2etest runs the operator's programs (archipelago, vlmc) against
 // a configuration of a test's own: its own segment, run, log and storage
 // directories, so that tests never touch /etc, /run or /var.
 package e2etest
