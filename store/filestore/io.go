@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"syscall"
 	"unsafe"
 
@@ -83,7 +82,7 @@ func probeDirect(dir string) error {
 	}
 	defer osFS{}.Unlink(f.Name())
 	defer f.Close()
-	d, err := os.OpenFile(f.Name(), os.O_RDWR|syscall.O_DIRECT, 0)
+	d, err := openDirect(f.Name())
 	if err != nil {
 		return directErr(err)
 	}

@@ -291,10 +291,18 @@ func (o *osFile) Same() error {
 	}
 }
 
+// openDirect opens path read-write with O_DIRECT: the one way the store
+// asks for O_DIRECT (probeDirect, reopenDirect). A variable, so that a test
+// can play a filesystem that refuses it (as tmpfs did before Linux 6.6,
+// with EINVAL) on any kernel.
+var openDirect = func(path string) (*os.File, error) {
+	return os.OpenFile(path, os.O_RDWR|syscall.O_DIRECT|syscall.O_CLOEXEC, 0)
+}
+
 // reopenDirect opens the very file again with O_DIRECT (not the path,
 // which may name another file by now).
 func (o *osFile) reopenDirect() (*osFile, error) {
-	d, err := os.OpenFile("/proc/self/fd/"+strconv.Itoa(o.fd), os.O_RDWR|syscall.O_DIRECT|syscall.O_CLOEXEC, 0)
+	d, err := openDirect("/proc/self/fd/" + strconv.Itoa(o.fd))
 	if err != nil {
 		return nil, err
 	}
