@@ -13,8 +13,8 @@ import (
 	"github.com/archipelago-go/archipelago/store/memstore"
 	"github.com/archipelago-go/archipelago/store/storetest"
 	"github.com/archipelago-go/archipelago/store/xsegstore"
-	"github.com/archipelago-go/archipelago/xseg"
 	"github.com/archipelago-go/archipelago/wire"
+	"github.com/archipelago-go/archipelago/xseg"
 )
 
 // lockWait sends a LOCKWAIT of lock name (naming owner unless "") and

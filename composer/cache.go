@@ -7,8 +7,8 @@ import (
 
 	"github.com/archipelago-go/archipelago/peer"
 	engine "github.com/archipelago-go/archipelago/volume"
-	"github.com/archipelago-go/archipelago/xseg"
 	"github.com/archipelago-go/archipelago/wire"
+	"github.com/archipelago-go/archipelago/xseg"
 )
 
 // The mapping cache: when the mapper answers with PieceCacheable (it holds

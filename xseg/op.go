@@ -30,7 +30,7 @@ const (
 	_ // 17: retired (CREATE)
 	OpRename
 	OpFlush
-	_ // 20: retired (UPDATE)
+	_           // 20: retired (UPDATE)
 	OpPing      // answered at once; for tests and benchmarks
 	OpList      // names of objects (blocker) or volumes (mapper); wire.List -> wire.Names
 	OpLockOwner // who holds a lock (blocker): wire.LockReply, ErrNotFound if free
