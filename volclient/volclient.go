@@ -166,6 +166,7 @@ type Volume struct {
 	target string // Name/ID
 	handle uint64
 	gone   sync.Once
+	closed atomic.Bool // Close was called: I/O is refused
 }
 
 // handles numbers the sessions of this process.
@@ -193,12 +194,14 @@ func (c *Client) OpenSession(ctx context.Context, name string) (*Volume, error) 
 	return v, nil
 }
 
-// Close ends the volume's session. While no peer takes the CLOSE (vlmcd
-// or mapperd restarting) it is sent again, until ctx ends: a session left
-// open keeps the volume's lock on this host, and other hosts' writes wait
-// for it. (A CLOSE sent twice is harmless: the mapper ignores a session
-// it does not know.)
+// Close ends the volume's session; I/O through v fails from then on (with
+// errs.ErrInvalid). While no peer takes the CLOSE (vlmcd or mapperd
+// restarting) it is sent again, until ctx ends: a session left open keeps
+// the volume's lock on this host, and other hosts' writes wait for it. (A
+// CLOSE sent twice is harmless: the mapper ignores a session it does not
+// know.)
 func (v *Volume) Close(ctx context.Context) error {
+	v.closed.Store(true)
 	delay := 10 * time.Millisecond
 	for {
 		err := v.c.Do(ctx, Call{Op: xseg.OpClose, Target: v.Name, Payload: &wire.Session{Handle: v.handle}})
@@ -226,7 +229,20 @@ func (v *Volume) Gone(ctx context.Context) {
 	})
 }
 
+// usable fails once v is closed: a write would take the volume's lock
+// again, and no session would give it back.
+func (v *Volume) usable() error {
+	if v.closed.Load() {
+		return fmt.Errorf("volume %q: session closed: %w", v.Name, errs.ErrInvalid)
+	}
+	return nil
+}
+
+// check fails if v is closed or [off, off+n) is not within the volume.
 func (v *Volume) check(off, n uint64) error {
+	if err := v.usable(); err != nil {
+		return err
+	}
 	if off+n > v.Size || off+n < off {
 		return fmt.Errorf("volume %q: range [%d,+%d) beyond its %d bytes: %w", v.Name, off, n, v.Size, errs.ErrInvalid)
 	}
@@ -279,6 +295,9 @@ func (v *Volume) WriteAt(ctx context.Context, p []byte, off uint64, fua bool) er
 
 // Flush makes every write answered so far durable.
 func (v *Volume) Flush(ctx context.Context) error {
+	if err := v.usable(); err != nil {
+		return err
+	}
 	return v.c.Do(ctx, Call{Op: xseg.OpFlush, Target: v.target})
 }
 
@@ -296,6 +315,9 @@ type Extent struct{ Offset, Size uint64 }
 // Allocated returns the allocated ranges of [off, off+n), in order: the
 // rest reads as zeros.
 func (v *Volume) Allocated(ctx context.Context, off, n uint64) ([]Extent, error) {
+	if err := v.usable(); err != nil {
+		return nil, err
+	}
 	var out wire.Extents
 	// One extent per block at worst; ask for a range a reply can describe.
 	err := v.c.Do(ctx, Call{Op: xseg.OpAllocated, Target: v.target, Offset: off, Size: n, BufLen: 256 << 10,

@@ -285,6 +285,32 @@ func TestSessionIO(t *testing.T) {
 	fails(t, "OpenSession of a missing volume", err, errs.ErrNotFound, "disk")
 }
 
+// TestClosedSession: a Volume refuses I/O once closed (a write would take
+// the volume's lock again, and no session would give it back).
+func TestClosedSession(t *testing.T) {
+	s := stacktest.Start(t, stacktest.Options{})
+	c, ctx := client(t, s), t.Context()
+	ok(t, "Create", c.Create(ctx, "vol", 4*mib))
+	v, err := c.OpenSession(ctx, "vol")
+	ok(t, "OpenSession", err)
+	ok(t, "WriteAt", v.WriteAt(ctx, []byte("x"), 0, false))
+	ok(t, "Close", v.Close(ctx))
+	if vi := s.Info(t, "vol"); vi.LockOwner != "" {
+		t.Fatalf("lock held by %q after the last session closed", vi.LockOwner)
+	}
+	p := make([]byte, 1)
+	fails(t, "ReadAt after Close", v.ReadAt(ctx, p, 0), errs.ErrInvalid, `volume "vol": session closed`)
+	fails(t, "WriteAt after Close", v.WriteAt(ctx, p, 0, false), errs.ErrInvalid, `volume "vol": session closed`)
+	fails(t, "Flush after Close", v.Flush(ctx), errs.ErrInvalid, `volume "vol": session closed`)
+	fails(t, "Trim after Close", v.Trim(ctx, 0, 4*mib), errs.ErrInvalid, `volume "vol": session closed`)
+	_, err = v.Allocated(ctx, 0, 4*mib)
+	fails(t, "Allocated after Close", err, errs.ErrInvalid, `volume "vol": session closed`)
+	if vi := s.Info(t, "vol"); vi.LockOwner != "" {
+		t.Errorf("lock held by %q after I/O of a closed session", vi.LockOwner)
+	}
+	ok(t, "Close again", v.Close(ctx))
+}
+
 func equalExtents(a, b []volclient.Extent) bool {
 	// Adjacent extents may come merged or not.
 	merge := func(x []volclient.Extent) []volclient.Extent {
