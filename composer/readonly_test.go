@@ -13,8 +13,8 @@ import (
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/internal/testbin"
 	"github.com/archipelago-go/archipelago/peer"
-	"github.com/archipelago-go/archipelago/xseg"
 	"github.com/archipelago-go/archipelago/wire"
+	"github.com/archipelago-go/archipelago/xseg"
 )
 
 // TestWriteRefusesReadOnlySegment: vlmcd never writes in place into an
