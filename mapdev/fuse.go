@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -38,6 +39,7 @@ type Server struct {
 	dir  string
 	path string
 	srv  *fuse.Server
+	f    *file
 	done chan struct{} // closed when the serve loop has ended
 }
 
@@ -78,7 +80,9 @@ func Mount(dir string, dev Device, opts MountOptions) (*Server, error) {
 	}
 	f := &file{dev: dev, log: lg, mtime: time.Now()}
 	root := &fs.Inode{}
-	forever := 24 * time.Hour // nothing about the file changes while mounted
+	// The attributes change only when the device grows, and Resized
+	// tells the kernel then.
+	forever := 24 * time.Hour
 	o := &fs.Options{
 		MountOptions: fuse.MountOptions{
 			FsName:            "archipelago:" + name,
@@ -102,7 +106,7 @@ func Mount(dir string, dev Device, opts MountOptions) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("mount FUSE at %s: %w", abs, err)
 	}
-	s := &Server{dir: abs, path: filepath.Join(abs, name), srv: srv, done: make(chan struct{})}
+	s := &Server{dir: abs, path: filepath.Join(abs, name), srv: srv, f: f, done: make(chan struct{})}
 	go func() { srv.Wait(); close(s.done) }()
 	return s, nil
 }
@@ -112,6 +116,26 @@ func (s *Server) Path() string { return s.path }
 
 // Dir is the mountpoint.
 func (s *Server) Dir() string { return s.dir }
+
+// Resized makes the kernel take the device's size anew after it grew:
+// it drops the file's cached attributes (FUSE_NOTIFY_INVAL_INODE) and
+// stats the file, which fetches them again and sets the kernel's inode
+// size (what a loop device reads on LOOP_SET_CAPACITY). It fails if the
+// file does not show the device's size then.
+func (s *Server) Resized() error {
+	if e := s.f.NotifyContent(-1, 0); e != 0 {
+		return fmt.Errorf("invalidate the attributes of %s: %w", s.path, e)
+	}
+	want := s.f.dev.Size()
+	st, err := os.Stat(s.path)
+	if err != nil {
+		return err
+	}
+	if uint64(st.Size()) != want {
+		return fmt.Errorf("%s shows %d bytes after the device grew to %d: %w", s.path, st.Size(), want, errs.ErrIO)
+	}
+	return nil
+}
 
 // Done is closed once the filesystem is gone (Unmount, or an unmount from
 // outside).

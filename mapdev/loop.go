@@ -8,8 +8,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/archipelago-go/archipelago/errs"
 )
@@ -82,6 +85,37 @@ func LoopsOf(file string) []string {
 		}
 	}
 	return out
+}
+
+// DeviceSize returns a block device's size in bytes, as the kernel has it
+// now (/sys/block/<dev>/size, in 512-byte sectors: what `blockdev
+// --getsize64` prints).
+func DeviceSize(dev string) (uint64, error) {
+	b, err := os.ReadFile(filepath.Join("/sys/block", filepath.Base(dev), "size"))
+	if err != nil {
+		return 0, fmt.Errorf("size of %s: %w", dev, err)
+	}
+	n, err := strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	if err != nil {
+		return 0, fmt.Errorf("size of %s: %q: %w", dev, b, errs.ErrCorrupt)
+	}
+	return n * 512, nil
+}
+
+// SetCapacity makes a loop device take its backing file's size as the
+// kernel knows it now (ioctl LOOP_SET_CAPACITY, as `losetup -c`): the
+// device grows without a detach. The backing file's size must be up to
+// date in the kernel first (Server.Resized for a mapped file).
+func SetCapacity(dev string) error {
+	f, err := os.OpenFile(dev, os.O_RDONLY|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("set the capacity of %s: %w", dev, err)
+	}
+	defer f.Close()
+	if err := unix.IoctlSetInt(int(f.Fd()), unix.LOOP_SET_CAPACITY, 0); err != nil {
+		return fmt.Errorf("set the capacity of %s (LOOP_SET_CAPACITY): %w", dev, err)
+	}
+	return nil
 }
 
 // DirectIO reports whether an attached loop device does direct I/O on

@@ -36,12 +36,24 @@ var (
 	_ Zeroer = (*memDevice)(nil)
 )
 
-func (m *memDevice) Size() uint64   { return uint64(len(m.b)) }
+func (m *memDevice) Size() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return uint64(len(m.b))
+}
+
 func (m *memDevice) ReadOnly() bool { return m.ro }
 
+// grow appends n zero bytes.
+func (m *memDevice) grow(n int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.b = append(m.b, make([]byte, n)...)
+}
+
 func (m *memDevice) check(off uint64, n int) error {
-	if off+uint64(n) > uint64(len(m.b)) {
-		return fmt.Errorf("range [%d,+%d) beyond %d: %w", off, n, len(m.b), errs.ErrInvalid)
+	if size := m.Size(); off+uint64(n) > size {
+		return fmt.Errorf("range [%d,+%d) beyond %d: %w", off, n, size, errs.ErrInvalid)
 	}
 	return nil
 }
@@ -359,6 +371,72 @@ func TestLoopDevice(t *testing.T) {
 		t.Fatal(err)
 	}
 	testutil.WaitFor(t, 5*time.Second, loop+" to be detached after Detach", func() bool { return Backing(loop) != s.Path() })
+}
+
+// TestLoopGrow grows the device under an attached loop device: after
+// Resized and SetCapacity the device has the new size, keeps its data and
+// reads and writes its new tail.
+func TestLoopGrow(t *testing.T) {
+	const old, grown = 16 << 20, 40 << 20
+	dev := &memDevice{b: make([]byte, old)}
+	s := mount(t, dev)
+	ctx := context.Background()
+	loop, err := Attach(ctx, s.Path(), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if Backing(loop) == s.Path() {
+			Detach(ctx, loop)
+		}
+	})
+	f, err := os.OpenFile(loop, os.O_RDWR|syscall.O_DIRECT, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r := rand.New(rand.NewPCG(5, 6))
+	head := alignedBuf(1 << 20)
+	copy(head, randomBytes(r, len(head)))
+	if _, err := f.WriteAt(head, old-1<<20); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := DeviceSize(loop); err != nil || n != old {
+		t.Fatalf("DeviceSize(%s) = %d, %v; want %d", loop, n, err, old)
+	}
+	for _, size := range []int{old + 8<<20, grown} {
+		dev.grow(size - int(dev.Size()))
+		if err := s.Resized(); err != nil {
+			t.Fatal(err)
+		}
+		if err := SetCapacity(loop); err != nil {
+			t.Fatal(err)
+		}
+		if n, err := DeviceSize(loop); err != nil || n != uint64(size) {
+			t.Fatalf("after growing to %d: DeviceSize(%s) = %d, %v", size, loop, n, err)
+		}
+	}
+	// The new tail reads zeros, then what is written there.
+	tail := alignedBuf(1 << 20)
+	if _, err := f.ReadAt(tail, grown-1<<20); err != nil {
+		t.Fatalf("read the new tail: %v", err)
+	}
+	if !bytes.Equal(tail, make([]byte, len(tail))) {
+		t.Error("the new tail does not read as zeros")
+	}
+	want := randomBytes(r, len(tail))
+	copy(tail, want)
+	if _, err := f.WriteAt(tail, grown-1<<20); err != nil {
+		t.Fatalf("write the new tail: %v", err)
+	}
+	clear(tail)
+	if _, err := f.ReadAt(tail, grown-1<<20); err != nil || !bytes.Equal(tail, want) {
+		t.Errorf("the new tail does not read back what was written (%v)", err)
+	}
+	got := alignedBuf(len(head))
+	if _, err := f.ReadAt(got, old-1<<20); err != nil || !bytes.Equal(got, head) {
+		t.Errorf("the old end changed after the grow (%v)", err)
+	}
 }
 
 func TestRegistry(t *testing.T) {
