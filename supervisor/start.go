@@ -39,6 +39,9 @@ func (s *Supervisor) start(ctx context.Context, out io.Writer, names []string) e
 	}
 	defer seg.Close()
 	for _, r := range roles {
+		// The role is meant to run from now on: archipelago run restarts
+		// it if it dies (see stopMarker).
+		os.Remove(s.stopMarker(r.Name))
 		if pi := s.settled(ctx, r); pi.Running() {
 			// Its process lives: never a second one, whatever the
 			// segment says.
@@ -52,7 +55,7 @@ func (s *Supervisor) start(ctx context.Context, out io.Writer, names []string) e
 			return fmt.Errorf("%s: runs as pid %d (%s) but does not own port %d of segment %s: %w",
 				r.Name, pi.PID, s.cfg.PidFile(r.Name), r.PortStart, s.cfg.XSEG.Name, errs.ErrBusy)
 		}
-		pid, err := s.launch(ctx, seg, r)
+		c, err := s.launch(ctx, seg, r)
 		if err != nil {
 			if created && !segmentInUse(seg) {
 				if xseg.Destroy(s.cfg.XSEG.Name) == nil {
@@ -61,7 +64,10 @@ func (s *Supervisor) start(ctx context.Context, out io.Writer, names []string) e
 			}
 			return err
 		}
-		fmt.Fprintf(out, "%s: started (pid %d, ports %d..%d)\n", r.Name, pid, r.PortStart, r.PortEnd)
+		if s.launched != nil {
+			s.launched(r, c)
+		}
+		fmt.Fprintf(out, "%s: started (pid %d, ports %d..%d)\n", r.Name, c.pid, r.PortStart, r.PortEnd)
 	}
 	return nil
 }
@@ -157,18 +163,26 @@ func program(typ string) (string, error) {
 	return p, nil
 }
 
+// child is a peer this process started: its pid, and how it ended once
+// it has (err is cmd.Wait's, read after done is closed).
+type child struct {
+	pid  int
+	done chan struct{}
+	err  error
+}
+
 // launch starts a role's daemon and waits until it has bound its ports and
 // written its pidfile (the last thing a peer does when it starts: status
 // reads it).
-func (s *Supervisor) launch(ctx context.Context, seg *xseg.Segment, r *config.Role) (int, error) {
+func (s *Supervisor) launch(ctx context.Context, seg *xseg.Segment, r *config.Role) (*child, error) {
 	bin, err := program(r.Type)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	logPath := s.cfg.LogFile(r.Name)
 	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
 	defer logf.Close()
 	// What this run writes starts here: a failure quotes only that.
@@ -185,23 +199,23 @@ func (s *Supervisor) launch(ctx context.Context, seg *xseg.Segment, r *config.Ro
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return 0, fmt.Errorf("%s: %w", r.Name, err)
+		return nil, fmt.Errorf("%s: %w", r.Name, err)
 	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
 	pid := cmd.Process.Pid
+	c := &child{pid: pid, done: make(chan struct{})}
+	go func() { c.err = cmd.Wait(); close(c.done) }()
 	deadline := time.After(launchWait)
 	for {
 		if owner, alive := seg.Owner(r.PortStart); alive && owner == pid && s.pid(r) == pid {
-			return pid, nil
+			return c, nil
 		}
 		select {
-		case err := <-exited:
-			return 0, fmt.Errorf("%s: %s exited (%v) before binding its ports; %s says:\n%s", r.Name, filepath.Base(bin), err, logPath, tailFrom(logPath, from, 5))
+		case <-c.done:
+			return nil, fmt.Errorf("%s: %s exited (%v) before binding its ports; %s says:\n%s", r.Name, filepath.Base(bin), c.err, logPath, tailFrom(logPath, from, 5))
 		case <-deadline:
-			return 0, fmt.Errorf("%s: did not bind port %d within 15 s; see %s", r.Name, r.PortStart, logPath)
+			return nil, fmt.Errorf("%s: did not bind port %d within 15 s; see %s", r.Name, r.PortStart, logPath)
 		case <-ctx.Done():
-			return 0, fmt.Errorf("%s: started as pid %d, stopped waiting for it to bind port %d (it may still start; see %s): %w", r.Name, pid, r.PortStart, logPath, ctx.Err())
+			return nil, fmt.Errorf("%s: started as pid %d, stopped waiting for it to bind port %d (it may still start; see %s): %w", r.Name, pid, r.PortStart, logPath, ctx.Err())
 		case <-time.After(10 * time.Millisecond):
 		}
 	}

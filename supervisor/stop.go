@@ -33,6 +33,8 @@ func (s *Supervisor) stop(ctx context.Context, out io.Writer, force bool, names 
 	}
 	for i := len(roles) - 1; i >= 0; i-- {
 		r := roles[i]
+		// Stopped on purpose: archipelago run does not restart it.
+		s.markStopped(r)
 		pi := s.proc(r)
 		if pi.Running() && pi.PID == 0 {
 			// Locked, pid not written yet: a peer starting.

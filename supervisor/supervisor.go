@@ -99,6 +99,9 @@ type Options struct {
 type Supervisor struct {
 	cfg  *config.Config
 	opts Options
+	// launched, if set, is told of every peer start launches (Run
+	// watches its children through it).
+	launched func(r *config.Role, c *child)
 }
 
 // New returns the supervisor of cfg's roles.

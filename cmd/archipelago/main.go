@@ -31,7 +31,7 @@ log under LOG_DIR. With -u, only the storage peers: the block endpoint
 	}
 	root.PersistentFlags().String("config", "", "configuration file")
 	root.PersistentFlags().BoolP("user", "u", false, "userspace storage peers only (not the block endpoint)")
-	root.AddCommand(startCmd(), stopCmd(), restartCmd(), statusCmd(), configCmd())
+	root.AddCommand(startCmd(), runCmd(), stopCmd(), restartCmd(), statusCmd(), configCmd())
 	return root
 }
 
