@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/archipelago-go/archipelago/errs"
+	"github.com/archipelago-go/archipelago/internal/metrics"
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/wire"
 	"github.com/archipelago-go/archipelago/xseg"
@@ -29,6 +31,7 @@ func (c *Composer) ServeAsync(p *peer.Peer, r *xseg.Request) bool {
 	if n == 0 || n > uint64(len(r.Buffer())) {
 		return false
 	}
+	start := time.Now()
 	name := r.Target()
 	segs, _, _ := c.cache.lookup(name, r.Offset(), n, op == xseg.OpWrite)
 	if segs == nil {
@@ -90,7 +93,10 @@ func (c *Composer) ServeAsync(p *peer.Peer, r *xseg.Request) bool {
 		}
 		at += s.Size
 	}
-	io := &asyncIO{p: p, r: r, release: release}
+	io := &asyncIO{p: p, r: r, release: release, start: start, stats: v.io, op: metrics.Read}
+	if op == xseg.OpWrite {
+		io.op = metrics.Write
+	}
 	io.left.Store(int32(len(parts)) + 1)
 	for _, pt := range parts {
 		pt := pt
@@ -120,6 +126,9 @@ type asyncIO struct {
 	p       *peer.Peer
 	r       *xseg.Request
 	release func()
+	start   time.Time         // when the composer took it
+	stats   *metrics.VolumeIO // the volume's counters
+	op      int               // metrics.Read or metrics.Write
 	left    atomic.Int32
 	mu      sync.Mutex
 	err     error
@@ -137,8 +146,9 @@ func (a *asyncIO) done() {
 	if a.left.Add(-1) != 0 {
 		return
 	}
-	a.release()
 	err := a.err
+	a.stats.Done(a.op, a.r.Size(), time.Since(a.start), err)
+	a.release()
 	if err == nil {
 		a.r.SetServiced(a.r.Size())
 	} else {

@@ -33,6 +33,7 @@ import (
 	"time"
 
 	"github.com/archipelago-go/archipelago/errs"
+	"github.com/archipelago-go/archipelago/internal/metrics"
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/wire"
 	"github.com/archipelago-go/archipelago/xseg"
@@ -46,11 +47,16 @@ type Composer struct {
 	vols map[string]*volState
 
 	cache mapCache
+
+	// stats counts every volume's READs and WRITEs (Stats); a volState
+	// keeps its volume's, so that an I/O only adds atomically.
+	stats metrics.Volumes
 }
 
 // volState is what the composer keeps of a volState while requests use it.
 type volState struct {
 	refs int
+	io   *metrics.VolumeIO // the volume's I/O counters
 	// gate: writes hold it shared while in flight; FLUSH and SNAPSHOT take
 	// it exclusively to wait for them (and hold new ones back).
 	gate sync.RWMutex
@@ -63,6 +69,10 @@ var _ peer.Handler = (*Composer)(nil)
 func New(mapperPort, blockerPort int) *Composer {
 	return &Composer{mapper: mapperPort, blocker: blockerPort, vols: map[string]*volState{}}
 }
+
+// Stats is the composer's per-volume I/O counters, for the metrics
+// endpoint (internal/metrics).
+func (c *Composer) Stats() *metrics.Volumes { return &c.stats }
 
 // volName is the volume a request's target names: a volume name, or a
 // reference NAME/ID to one incarnation of it (volume.Ref), which the mapper
@@ -81,7 +91,7 @@ func (c *Composer) get(target string) *volState {
 	defer c.mu.Unlock()
 	v := c.vols[name]
 	if v == nil {
-		v = &volState{}
+		v = &volState{io: c.stats.Get(name)}
 		c.vols[name] = v
 	}
 	v.refs++
@@ -103,14 +113,19 @@ func (c *Composer) put(target string, v *volState) {
 func (c *Composer) Serve(ctx context.Context, p *peer.Peer, r *xseg.Request) (peer.Result, error) {
 	switch r.Op() {
 	case xseg.OpRead, xseg.OpWrite:
+		start := time.Now()
 		name := r.Target()
 		v := c.get(name)
 		defer c.put(name, v)
+		op := metrics.Read
 		if r.Op() == xseg.OpWrite {
+			op = metrics.Write
 			v.gate.RLock()
 			defer v.gate.RUnlock()
 		}
-		if err := c.io(ctx, p, r); err != nil {
+		err := c.io(ctx, p, r)
+		v.io.Done(op, r.Size(), time.Since(start), err)
+		if err != nil {
 			return peer.Served, fmt.Errorf("%s volume %q [%d,+%d): %w", r.Op(), name, r.Offset(), r.Size(), err)
 		}
 		return peer.Served, nil

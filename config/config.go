@@ -96,6 +96,11 @@ type Role struct {
 	Namespace string // namespace: RADOS namespace of the objects ("" = the pool's default)
 	CephxID   string // cephx_id (old name: ceph_id): client id, without "client."
 
+	// MetricsListen (metrics_listen, mapperd and vlmcd): TCP address
+	// host:port of the peer's Prometheus endpoint, "" for none (the
+	// default). See docs/metrics.md.
+	MetricsListen string
+
 	// mapperd
 	BlockerBPort int // blockerb_port: a port of the data blocker
 	BlockerMPort int // blockerm_port: a port of the map blocker
@@ -297,9 +302,11 @@ func (c *Config) Format() string {
 		case TypeMapperd:
 			kv("blockerb_port", r.BlockerBPort)
 			kv("blockerm_port", r.BlockerMPort)
+			kv("metrics_listen", r.MetricsListen)
 		case TypeVlmcd:
 			kv("blocker_port", r.BlockerPort)
 			kv("mapper_port", r.MapperPort)
+			kv("metrics_listen", r.MetricsListen)
 		case TypeNBDEndpoint:
 			kv("vlmcd_port", r.VlmcdPort)
 			kv("mapper_port", r.MapperPort)

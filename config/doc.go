@@ -39,8 +39,8 @@
 //	  file_blocker   archip_dir, lock_dir, fdcache, direct
 //	  rados_blocker  pool, ceph_conf, cephx_id (ceph_id is accepted
 //	                 as its old name)
-//	  mapperd        blockerb_port, blockerm_port
-//	  vlmcd          blocker_port, mapper_port
+//	  mapperd        blockerb_port, blockerm_port, metrics_listen
+//	  vlmcd          blocker_port, mapper_port, metrics_listen
 //	  nbd_endpoint   vlmcd_port, mapper_port, socket, listen,
 //	                 handshake_timeout (seconds), tls (off, require),
 //	                 tls_dir, tls_verify_clients
@@ -64,8 +64,8 @@
 // ORDER as a permutation of ROLES, port ranges inside the segment and
 // below SEGMENT_DYNPORTS, no overlap between roles, with XSEGBD (where the
 // block endpoints, and only they, bind) or with VTOOL, the *_port keys
-// pointing at a role of the right type, sockets and listen addresses not
-// shared, and a rough rule for SEGMENT_SIZE after the xseg package's
+// pointing at a role of the right type, sockets and listen addresses (metrics_listen
+// included) not shared, and a rough rule for SEGMENT_SIZE after the xseg package's
 // layout (rings, ports and request pool leave at least half the segment
 // for buffers; the pool holds the sum of the roles' nr_ops).
 //

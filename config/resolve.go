@@ -32,8 +32,8 @@ var commonKeys = []string{"type", "portno_start", "portno_end", "log_level", "nr
 var typeKeys = map[string][]string{
 	TypeFileBlocker:  {"archip_dir", "lock_dir", "fdcache", "direct"},
 	TypeRadosBlocker: {"pool", "namespace", "ceph_conf", "cephx_id", "ceph_id"}, // ceph_id: old name of cephx_id
-	TypeMapperd:      {"blockerb_port", "blockerm_port"},
-	TypeVlmcd:        {"blocker_port", "mapper_port"},
+	TypeMapperd:      {"blockerb_port", "blockerm_port", "metrics_listen"},
+	TypeVlmcd:        {"blocker_port", "mapper_port", "metrics_listen"},
 	TypeNBDEndpoint: {"vlmcd_port", "mapper_port", "socket", "listen", "handshake_timeout",
 		"tls", "tls_dir", "tls_verify_clients"},
 }
@@ -57,6 +57,7 @@ func typeDefaults(name, typ string) map[string]string {
 		// Their workers mostly wait (for locks, for the blockers), so
 		// they have many.
 		d["nr_ops"], d["nr_threads"] = "512", "128"
+		d["metrics_listen"] = ""
 	case TypeNBDEndpoint:
 		d["nr_ops"], d["nr_threads"] = "256", "4"
 		d["listen"] = ""
@@ -329,6 +330,7 @@ func resolve(f, def *iniFile) (*Config, error) {
 	}
 	r.resolveRefs(states)
 	r.checkUnique(states)
+	r.checkMetricsAddrs(states)
 	if xok {
 		r.checkSize(x, xv, states)
 	}
@@ -464,6 +466,10 @@ func (r *resolver) role(name string, rolesV val, runDir string) *roleState {
 	r.portKeys(rs)
 
 	switch rs.Type {
+	case TypeMapperd, TypeVlmcd:
+		if v := rs.get(r, "metrics_listen"); v.value != "" {
+			rs.MetricsListen, _ = r.tcpAddr(v)
+		}
 	case TypeFileBlocker:
 		rs.ArchipDir, _ = r.absPath(rs.get(r, "archip_dir"))
 		if v := rs.get(r, "lock_dir"); v.set {
@@ -504,16 +510,7 @@ func (r *resolver) role(name string, rolesV val, runDir string) *roleState {
 			rs.Socket = s
 		}
 		if v := rs.get(r, "listen"); v.value != "" {
-			host, port, err := net.SplitHostPort(v.value)
-			if err != nil {
-				r.fail(v, "not a TCP address host:port (%v)", err)
-			} else if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
-				r.fail(v, "port %q is not a number in 1..65535", port)
-			} else if strings.ContainsAny(host, " \t") {
-				r.fail(v, "bad host %q", host)
-			} else {
-				rs.Listen = v.value
-			}
+			rs.Listen, _ = r.tcpAddr(v)
 		}
 		rs.HandshakeTimeout, _ = r.integer(rs.get(r, "handshake_timeout"), 1, 3600)
 		rs.TLSDir, _ = r.absPath(rs.get(r, "tls_dir"))
@@ -531,6 +528,22 @@ func (r *resolver) role(name string, rolesV val, runDir string) *roleState {
 		}
 	}
 	return rs
+}
+
+// tcpAddr checks a TCP address host:port to listen on (the host may be
+// empty: every address).
+func (r *resolver) tcpAddr(v val) (string, bool) {
+	host, port, err := net.SplitHostPort(v.value)
+	if err != nil {
+		r.fail(v, "not a TCP address host:port (%v)", err)
+	} else if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 {
+		r.fail(v, "port %q is not a number in 1..65535", port)
+	} else if strings.ContainsAny(host, " \t") {
+		r.fail(v, "bad host %q", host)
+	} else {
+		return v.value, true
+	}
+	return "", false
 }
 
 func (r *resolver) levelKey(v val) int {
@@ -823,6 +836,29 @@ func (r *resolver) checkUnique(states []*roleState) {
 			}
 			r.fail(v, "also the %s of [%s]", what, other.Name)
 		}
+	}
+}
+
+// checkMetricsAddrs checks that no metrics_listen is the metrics_listen of
+// another role or the listen address of a block endpoint. The blame goes
+// to the metrics_listen found later in ORDER.
+func (r *resolver) checkMetricsAddrs(states []*roleState) {
+	type owner struct{ role, key string }
+	seen := map[string]owner{}
+	for _, rs := range states {
+		if rs.Listen != "" {
+			seen[rs.Listen] = owner{rs.Name, "listen address"}
+		}
+	}
+	for _, rs := range states {
+		if rs.MetricsListen == "" {
+			continue
+		}
+		if o, ok := seen[rs.MetricsListen]; ok {
+			r.fail(rs.get(r, "metrics_listen"), "also the %s of [%s]", o.key, o.role)
+			continue
+		}
+		seen[rs.MetricsListen] = owner{rs.Name, "metrics_listen"}
 	}
 }
 

@@ -43,6 +43,11 @@ type Options struct {
 	// writes data into the volume's objects or caches its mappings (vlmcd)
 	// lets its writes in flight end and forgets the mappings.
 	Drain func(ctx context.Context, name string)
+	// OnLockWait, if set, is called when a MapWrite or Trim of volume
+	// name finds its lock held by another owner and starts to wait; the
+	// function it returns is called once when the wait ends, err nil if
+	// the lock was got (metrics: internal/metrics.LockWaits.Begin).
+	OnLockWait func(name string) (end func(err error))
 }
 
 // Piece is one piece of a mapped range: Size bytes at Offset of Object.
@@ -102,6 +107,7 @@ type Engine struct {
 	// confirmEvery and fenceWait: ConfirmEvery and FenceWait (fence.go).
 	confirmEvery, fenceWait time.Duration
 	drain                   func(ctx context.Context, name string)
+	onLockWait              func(name string) func(error)
 
 	mu   sync.Mutex
 	vols map[string]*vol
@@ -172,8 +178,8 @@ func New(maps, data store.Store, opts Options) (*Engine, error) {
 		dmg:     damageLog{logger: opts.Logger},
 		pollMin: time.Millisecond, pollMax: 100 * time.Millisecond, pollWatchMax: 2 * time.Second,
 		maxPages: 4096, confirmEvery: ConfirmEvery, fenceWait: FenceWait,
-		drain: opts.Drain,
-		vols:  make(map[string]*vol),
+		drain: opts.Drain, onLockWait: opts.OnLockWait,
+		vols: make(map[string]*vol),
 	}, nil
 }
 
@@ -342,7 +348,13 @@ func (e *Engine) tryHold(ctx context.Context, v *vol) (bool, string, error) {
 // A wait is cancelled when the last session of the volume on this host
 // ends or is left by its client (cancelOrphanWaits): the write belongs to
 // nobody any more.
-func (e *Engine) holdWait(ctx context.Context, v *vol) error {
+func (e *Engine) holdWait(ctx context.Context, v *vol) (err error) {
+	var endWait func(error) // set once the wait for another owner starts
+	defer func() {
+		if endWait != nil {
+			endWait(err)
+		}
+	}()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	w := new(int)
@@ -388,6 +400,9 @@ func (e *Engine) holdWait(ctx context.Context, v *vol) error {
 				continue
 			}
 			// The locker cannot watch now: poll.
+		}
+		if endWait == nil && e.onLockWait != nil {
+			endWait = e.onLockWait(v.name)
 		}
 		if e.onWait != nil {
 			e.onWait(v.name, owner)

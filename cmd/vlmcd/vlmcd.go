@@ -1,11 +1,14 @@
 package main
 
 import (
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/archipelago-go/archipelago/composer"
 	"github.com/archipelago-go/archipelago/config"
 	"github.com/archipelago-go/archipelago/internal/daemon"
+	"github.com/archipelago-go/archipelago/internal/metrics"
+	"github.com/archipelago-go/archipelago/peer"
 )
 
 // vlmcdCommand is the volume composer daemon.
@@ -19,9 +22,14 @@ func vlmcdCommand() *cobra.Command {
 objects cover the range and sends one request per object to the blocker at
 --blocker-port, in parallel and without copying. FLUSH waits for the volume's
 writes in flight and makes them durable; SNAPSHOT holds the volume's writes
-back while the mapper takes it. Other volume operations go to the mapper.`,
+back while the mapper takes it. Other volume operations go to the mapper.
+
+With --metrics-listen (a role's metrics_listen) it serves Prometheus metrics
+at http://ADDR/metrics: every volume's I/O (operations, bytes, latency) and
+the segment's heap, request pool and ports (docs/metrics.md).`,
 		Example: `  vlmcd --portno-start 503 --mapper-port 502 --blocker-port 500
-  vlmcd --role vlmcd         # options from the configuration`,
+  vlmcd --role vlmcd         # options from the configuration
+  vlmcd --role vlmcd --metrics-listen 127.0.0.1:9570`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -34,15 +42,21 @@ back while the mapper takes it. Other volume operations go to the mapper.`,
 				err := daemon.ApplyRole(cmd.Flags(),
 					daemon.FromRole("mapper-port", &mp, r.MapperPort),
 					daemon.FromRole("blocker-port", &bp, r.BlockerPort),
+					daemon.FromRole("metrics-listen", &c.MetricsListen, r.MetricsListen),
 				)
 				if err != nil {
 					return err
 				}
 			}
-			return c.RunUntilSignal(composer.New(mp, bp))
+			comp := composer.New(mp, bp)
+			c.Metrics = func(p *peer.Peer) []prometheus.Collector {
+				return []prometheus.Collector{comp.Stats(), metrics.Segment{Seg: p.Segment()}}
+			}
+			return c.RunUntilSignal(comp)
 		},
 	}
 	c.Register(cmd.Flags(), "vlmcd")
+	c.RegisterMetrics(cmd.Flags())
 	cmd.Flags().IntVar(&mp, "mapper-port", 502, "port of the mapper")
 	cmd.Flags().IntVar(&bp, "blocker-port", 500, "port of the data blocker")
 	return cmd

@@ -14,10 +14,12 @@ import (
 	"runtime/pprof"
 	"syscall"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
 
 	"github.com/archipelago-go/archipelago/config"
 	"github.com/archipelago-go/archipelago/errs"
+	"github.com/archipelago-go/archipelago/internal/metrics"
 	"github.com/archipelago-go/archipelago/peer"
 )
 
@@ -44,6 +46,20 @@ type CommonFlags struct {
 	ConfigPath string // --config
 	RoleName   string // --role: take the options from this role of the config
 	GoMaxProcs int    // --gomaxprocs
+
+	// MetricsListen (--metrics-listen, a role's metrics_listen) is the
+	// address of the Prometheus endpoint; "" for none. Metrics, set by
+	// the programs that have one, gives the collectors of their own
+	// families once the peer runs (build info and the Go runtime's are
+	// always there).
+	MetricsListen string
+	Metrics       func(p *peer.Peer) []prometheus.Collector
+}
+
+// RegisterMetrics adds --metrics-listen to fs, for the programs that
+// serve a Prometheus endpoint (docs/metrics.md).
+func (c *CommonFlags) RegisterMetrics(fs *pflag.FlagSet) {
+	fs.StringVar(&c.MetricsListen, "metrics-listen", "", "serve Prometheus metrics at http://ADDR/metrics (host:port; default none)")
 }
 
 // Setup applies the process-wide settings of the flags: GOMAXPROCS, unless
@@ -135,9 +151,28 @@ func (c *CommonFlags) RunUntilSignal(h peer.Handler) error {
 	}
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	var ms *metrics.Server
+	if c.MetricsListen != "" {
+		// Bound before the peer starts: a busy address fails the start.
+		var err error
+		if ms, err = metrics.Listen(c.MetricsListen, opts.Logger); err != nil {
+			return err
+		}
+		defer ms.Close()
+	}
 	p, err := peer.Start(opts, h)
 	if err != nil {
 		return err
+	}
+	if ms != nil {
+		var cs []prometheus.Collector
+		if c.Metrics != nil {
+			cs = c.Metrics(p)
+		}
+		if err := ms.Serve(cs...); err != nil {
+			p.Stop()
+			return err
+		}
 	}
 	s := <-sig
 	p.Logger().Info("signal", "signal", s.String())
