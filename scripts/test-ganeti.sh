@@ -37,6 +37,7 @@ BRIDGE=gnt0
 PROVIDER_DIR=/usr/local/lib/ganeti/extstorage/archipelago
 ACTIONS=(create attach detach remove grow setinfo verify snapshot open close)
 
+SELF=$(readlink -f "$0")
 T0=$SECONDS
 step_start=$SECONDS
 step_name=""
@@ -62,6 +63,13 @@ run() {
 	out=$("$@" 2>&1) || rc=$?
 	[ -z "$out" ] || printf '%s\n' "$out" | sed 's/^/   | /'
 	[ $rc -eq 0 ] || fail "$* exited $rc"
+}
+# quiet CMD...: like run, showing the output only if the command fails.
+quiet() {
+	local out rc=0
+	out=$("$@" 2>&1) || rc=$?
+	[ $rc -eq 0 ] || { printf '%s\n' "$out" | sed 's/^/   | /'; fail "$* exited $rc"; }
+	echo "   $1 $2: ok"
 }
 # capture VAR CMD...: like run, and keeps the output in VAR.
 capture() {
@@ -135,7 +143,18 @@ if [ "${1:-}" != --inside ]; then
 	[ -x "$TMP/bin/archipelago-extstorage" ] || fail "go build made no archipelago-extstorage (cmd/archipelago-extstorage missing?)"
 
 	step "install the provider in $PROVIDER_DIR"
-	[ ! -e "$PROVIDER_DIR" ] || fail "$PROVIDER_DIR exists: not ours, left alone"
+	if [ -e "$PROVIDER_DIR" ]; then
+		# One of ours from a run that was killed: every action a link
+		# into a /tmp/test-ganeti.* directory.
+		for a in "${ACTIONS[@]}"; do
+			case $(readlink "$PROVIDER_DIR/$a") in
+			/tmp/test-ganeti.*/bin/archipelago-extstorage) ;;
+			*) fail "$PROVIDER_DIR exists and is not a leftover of this test: left alone" ;;
+			esac
+		done
+		echo "   removing $PROVIDER_DIR, left by a run that was killed"
+		rm -rf "$PROVIDER_DIR"
+	fi
 	for d in /srv/ganeti/extstorage /usr/lib/ganeti/extstorage; do
 		[ ! -e "$d/archipelago" ] || fail "$d/archipelago would hide ours (Ganeti takes the first provider in its search path)"
 	done
@@ -157,7 +176,7 @@ if [ "${1:-}" != --inside ]; then
 
 	step "enter private UTS, network and mount namespaces"
 	rc=0
-	PHASE=ns unshare --uts --net --mount --propagation private -- "$0" --inside || rc=$?
+	PHASE=ns unshare --uts --net --mount --propagation private -- "$SELF" --inside || rc=$?
 	step_name=""
 	step "check that the namespace is gone"
 	if [ -s "$TMP/netns" ]; then
@@ -171,7 +190,11 @@ if [ "${1:-}" != --inside ]; then
 			fail "processes left in the test's namespace: ${left[*]} (killed)"
 		fi
 	fi
-	[ $rc -eq 0 ] || fail "the steps in the namespace failed (above)"
+	end_step
+	if [ $rc -ne 0 ]; then
+		echo "test-ganeti.sh: FAIL after $((SECONDS - T0)) s (the first FAIL line above names the step)" >&2
+		exit 1
+	fi
 	end_step
 	echo "test-ganeti.sh: PASS in $((SECONDS - T0)) s"
 	exit 0
@@ -299,7 +322,7 @@ run gnt-cluster init --no-ssh-init --no-etc-hosts \
 	"$CLUSTER"
 # Ignored: ENODESETUP (a VM's /proc may lack /proc/sysrq-trigger) and
 # ENODESSH (no sshd: --no-ssh-init, one node).
-run gnt-cluster verify --ignore-errors=ENODESETUP --ignore-errors=ENODESSH
+quiet gnt-cluster verify --ignore-errors=ENODESETUP --ignore-errors=ENODESSH
 capture diag gnt-storage diagnose
 printf '%s\n' "$diag" | grep -q "status: valid" || fail "gnt-storage diagnose: provider archipelago is not valid"
 
@@ -354,6 +377,13 @@ check_uri() {
 	esac
 	echo "   volume $1 at $2 MiB holds pattern 0x$3 (read through $uri)"
 }
+# attach VOL: runs the provider's attach as Ganeti does (no arguments,
+# cwd the provider directory, stdin closed, the environment Ganeti gives,
+# stderr apart), within 30 s (a daemon holding stdout would hang it).
+attach() {
+	(cd "$PROVIDER_DIR" && env -i PATH="$PATH" LC_ALL=C ARCHIPELAGO_CONFIG="$ARCHIPELAGO_CONFIG" \
+		VOL_NAME="$1" EXTP_PROVIDER=archipelago EXTP_ACCESS=kernelspace timeout 30 ./attach <&- 2>"$TMP/attach.err")
+}
 expect_eq() { [ "$1" = "$2" ] || fail "$3: got '$1', want '$2'"; }
 
 INST=inst1.ganeti.test
@@ -382,6 +412,16 @@ check_at "$dev0" 0 a1
 check_at "$dev0" 1020 a2
 check_uri "$vol0" 0 a1
 check_uri "$vol0" 1020 a2
+expect_eq "$(json 'j["lock_owner"]' vlmc info --json "$vol0")" "$NODE" "lock owner of $vol0 (Ganeti opened it exclusively)"
+echo "   volume $vol0 locked by $NODE"
+out=$(attach "$vol0") || fail "attach of $vol0 by hand: $(cat "$TMP/attach.err")"
+printf '%s\n' "$out" | sed 's/^/   attach| /'
+expect_eq "$(printf '%s\n' "$out" | sed -n 1p)" "$dev0" "line 1 of attach's output"
+expect_eq "$(printf '%s\n' "$out" | grep '^kvm:')" "kvm:$(vlmc uri "$vol0")" "kvm: line of attach's output"
+if out=$(attach no-such-volume); then
+	fail "attach of a volume that does not exist succeeded, printing '$out'"
+fi
+echo "   attach of a missing volume fails: $(cat "$TMP/attach.err")"
 
 step "gnt-instance grow-disk $INST 0 512M (instance running)"
 pid0=$(mapped_pid "$dev0")
@@ -447,6 +487,8 @@ check_at "$dev2" 1530 a3
 write_at "$dev2" 0 c1
 check_at "$dev2" 0 c1
 check_uri gnt-test-snap 0 a1
+# verify looks at every instance's disks (attach again).
+quiet gnt-cluster verify --ignore-errors=ENODESETUP --ignore-errors=ENODESSH
 
 step "gnt-instance remove $INST2 and $INST: their volumes go"
 run gnt-instance remove -f "$INST2"
