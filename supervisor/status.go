@@ -33,13 +33,13 @@ type SegmentReport struct {
 	Name    string `json:"name"`
 	Running bool   `json:"running"`
 	Error   string `json:"error,omitempty"` // why it cannot be read, if it exists
-	// Of a running segment:
-	SizeBytes     uint64 `json:"size_bytes,omitempty"`
-	Ports         int    `json:"ports,omitempty"`
-	Requests      int    `json:"requests,omitempty"`
-	FreeRequests  int    `json:"free_requests,omitempty"`
-	HeapBytes     uint64 `json:"heap_bytes,omitempty"`
-	HeapUsedBytes uint64 `json:"heap_used_bytes,omitempty"`
+	// Of a running segment (zero otherwise):
+	SizeBytes     uint64 `json:"size_bytes"`
+	Ports         int    `json:"ports"`
+	Requests      int    `json:"requests"`
+	FreeRequests  int    `json:"free_requests"`
+	HeapBytes     uint64 `json:"heap_bytes"`
+	HeapUsedBytes uint64 `json:"heap_used_bytes"`
 }
 
 // RoleReport is one role: the table's columns, and run's counts.
