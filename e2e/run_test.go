@@ -326,3 +326,49 @@ func TestRunExitsOnStop(t *testing.T) {
 		t.Errorf("segment still there: %+v", rep.Segment)
 	}
 }
+
+// TestRunStopWaitsForClients: on SIGTERM, run stops as archipelago stop
+// does, which refuses while an NBD client is connected: run says so and
+// retries, and stops cleanly (exit 0) once the client has gone. With a
+// client that stays, it stops anyway after --stop-wait (as stop -f) and
+// exits 1, saying so.
+func TestRunStopWaitsForClients(t *testing.T) {
+	testutil.NeedBinaries(t, "qemu-io")
+	e := e2etest.New(t, "host-a", "")
+	n := listenNotify(t)
+	p := startRun(t, e, n, "--stop-wait", "10m")
+	testutil.WaitFor(t, time.Minute, "READY=1 from archipelago run", func() bool { return n.has("READY=1") || p.exited() })
+	e.Must("vlmc", "create", "stopwait", "--size", "16M")
+	q := testutil.StartQemuSession(t, e.URI("stopwait"))
+	q.Must("write -P 0x5a 0 64k")
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	testutil.WaitFor(t, time.Minute, "run to say that it waits for the NBD client", func() bool {
+		return strings.Contains(p.out.String(), "1 NBD client(s) connected to nbd; use -f to stop anyway: busy; retrying for up to 10m0s, then stopping anyway") || p.exited()
+	})
+	if p.exited() {
+		t.Fatalf("run exited with a client connected (%v):\n%s", p.err, p.out)
+	}
+	if rep, ok := statusJSON(t, e); !ok {
+		t.Errorf("while run waits, a role stopped: %+v", rep.Roles)
+	}
+	q.Close()
+	testutil.WaitFor(t, 2*time.Minute, "run to exit once the client has gone", p.exited)
+	if p.err != nil || !strings.HasSuffix(strings.TrimSpace(p.out.String()), "run: every role stopped") {
+		t.Fatalf("run after the client went: %v\n%s", p.err, p.out)
+	}
+
+	// A client that stays: stopped anyway after --stop-wait, exit 1.
+	p = startRun(t, e, nil, "--stop-wait", "1s")
+	testutil.WaitFor(t, time.Minute, "every role running", func() bool { _, ok := statusJSON(t, e); return ok || p.exited() })
+	q = testutil.StartQemuSession(t, e.URI("stopwait"))
+	q.Must("read -P 0x5a 0 64k")
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	testutil.WaitFor(t, 2*time.Minute, "run to exit", p.exited)
+	var ee *exec.ExitError
+	if !errors.As(p.err, &ee) || ee.ExitCode() != 1 || !strings.Contains(p.out.String(), "run: stopped by force after 1s: refusing to stop: 1 NBD client(s) connected to nbd") {
+		t.Errorf("run with a client that stays: %v\n%s", p.err, p.out)
+	}
+	if rep, _ := statusJSON(t, e); rep.Segment.Running {
+		t.Errorf("after a forced stop: %+v", rep)
+	}
+}

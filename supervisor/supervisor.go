@@ -26,11 +26,22 @@
 //     refuses while volumes are mapped or NBD clients are connected,
 //     counted from the kernel's socket tables.
 //   - Restart is Stop then Start under one run lock.
-//   - Status writes one line per role and fails unless every role runs.
+//   - Status writes one line per role and fails unless every role runs;
+//     StatusJSON writes the same facts (Report) as JSON.
+//   - Run (archipelago run, what archipelago.service runs) is Start, then
+//     supervision in the foreground: a peer that dies without a stop
+//     asking for it is restarted with back-off, one that crashes too often
+//     is marked failed; SIGTERM stops everything as Stop does (see Run).
 //
 // Start, Stop and Restart of one configuration exclude each other through
 // an flock on <RUN_DIR>/archipelago.lock: a second one waits (up to
-// RunLockWait) and then sees what the first one did.
+// RunLockWait) and then sees what the first one did. Run takes that lock
+// while it starts and for each restart, not in between, so that the other
+// commands keep working beside it. Stop leaves <RUN_DIR>/<role>.stopped
+// for each role it stops (Start removes it): Run does not restart a role
+// stopped on purpose. Run keeps its view of the roles in
+// <RUN_DIR>/archipelago-run.json, which Status reads while Run holds
+// <RUN_DIR>/archipelago-run.lock (runstate.go).
 package supervisor
 
 import (
