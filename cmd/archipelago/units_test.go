@@ -6,14 +6,14 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/archipelago-go/archipelago/internal/testbin"
 )
 
 // TestSystemdUnits checks packaging/systemd/*.service with systemd-analyze
-// verify, as installed but for the programs' paths: a copy of each unit
-// runs the programs built for the test instead of /usr/bin's (verify
-// fails on a command that is not executable). --man=no: verify would run
+// verify, as installed but for the programs' paths: verify fails on a
+// command that is not executable, and /usr/bin has no archipelago here,
+// so a copy of each unit names this test's executable instead (verify
+// only checks that it can run it; building the programs would add 10 s
+// for nothing). --man=no: verify would run
 // man(1) on the units' Documentation=man:... pages, which only the
 // package installs. It also checks what the units must say (the commands
 // the e2e tests run, Type=notify, no PrivateDevices).
@@ -26,6 +26,10 @@ func TestSystemdUnits(t *testing.T) {
 	if len(units) < 2 {
 		t.Fatalf("units in packaging/systemd: %v", units)
 	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
 	dir := t.TempDir()
 	args := []string{"verify", "--man=no"}
 	text := map[string]string{}
@@ -35,8 +39,8 @@ func TestSystemdUnits(t *testing.T) {
 			t.Fatal(err)
 		}
 		text[filepath.Base(u)] = string(b)
-		s := strings.ReplaceAll(string(b), "/usr/bin/archipelago ", testbin.Path(t, "archipelago")+" ")
-		s = strings.ReplaceAll(s, "/usr/bin/vlmc ", testbin.Path(t, "vlmc")+" ")
+		s := strings.ReplaceAll(string(b), "/usr/bin/archipelago ", self+" ")
+		s = strings.ReplaceAll(s, "/usr/bin/vlmc ", self+" ")
 		dst := filepath.Join(dir, filepath.Base(u))
 		if err := os.WriteFile(dst, []byte(s), 0o644); err != nil {
 			t.Fatal(err)
