@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -260,17 +261,166 @@ func Serve(ctx context.Context, cfg *config.Config, volume string, o ServeOption
 	if ctx.Err() != nil {
 		return fmt.Errorf("volume %q: stopped while mapping", volume)
 	}
+	// Before the record exists: Refresh signals only daemons that have one.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	if err := reg.Save(st); err != nil {
 		return err
 	}
 	log.Info("mapped", "device", loop, "file", srv.Path(), "readonly", st.ReadOnly, "direct_io", dio, "size", dev.Size())
-	select {
-	case <-ctx.Done():
-		log.Info("stopping on a signal")
-	case <-srv.Done():
-		log.Warn("the filesystem was unmounted from outside")
+	poll := time.NewTicker(GrowPoll)
+	defer poll.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			log.Info("stopping on a signal")
+			return nil
+		case <-srv.Done():
+			log.Warn("the filesystem was unmounted from outside")
+			return nil
+		case <-hup:
+			follow(ctx, log, dev, srv, loop)
+		case <-poll.C:
+			follow(ctx, log, dev, srv, loop)
+		}
+	}
+}
+
+// GrowPoll is how often a map daemon asks whether its volume grew, for a
+// resize on another host (a resize on this host signals it: Refresh).
+const GrowPoll = 5 * time.Second
+
+// follow makes the mapping take the volume's size if it grew: the
+// volume's session (Remote.Grow), then the kernel's view of the file
+// (Server.Resized), then the loop device's capacity (SetCapacity). A step
+// that fails is logged and retried at the next poll or signal.
+func follow(ctx context.Context, log *slog.Logger, dev *Remote, srv *Server, loop string) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if _, err := dev.Grow(ctx); err != nil {
+		log.Warn("checking whether the volume grew", "err", err)
+		return
+	}
+	want := dev.Size() &^ 511 // the loop device counts whole sectors
+	have, err := DeviceSize(loop)
+	if err != nil || have >= want {
+		return
+	}
+	if err := srv.Resized(); err != nil {
+		log.Error("the volume grew but the mapped file did not follow", "size", dev.Size(), "err", err)
+		return
+	}
+	if err := SetCapacity(loop); err != nil {
+		log.Error("the volume grew but the device did not follow", "device", loop, "size", dev.Size(), "err", err)
+		return
+	}
+	now, err := DeviceSize(loop)
+	if err != nil || now < want {
+		log.Error("the volume grew but the device did not follow", "device", loop, "size", dev.Size(), "device_size", now, "err", err)
+		return
+	}
+	log.Info("the volume grew: the device follows", "device", loop, "size", now, "old_size", have)
+}
+
+// RefreshWait bounds how long Refresh waits for a map daemon to show a
+// volume's new size on its device.
+const RefreshWait = 30 * time.Second
+
+// mappingsOf returns the live mappings of volume on this installation
+// (daemon alive, device attached).
+func mappingsOf(cfg *config.Config, volume string) ([]State, error) {
+	reg := NewRegistry(cfg)
+	states, err := reg.List()
+	if err != nil {
+		return nil, err
+	}
+	var out []State
+	for _, s := range states {
+		if s.Volume == volume && reg.Status(s) == "mapped" {
+			out = append(out, s)
+		}
+	}
+	return out, nil
+}
+
+// Refresh makes the devices that map volume on this installation take
+// its size: it signals their map daemons (SIGHUP; they also poll every
+// GrowPoll) and returns once each device shows at least size bytes
+// (rounded down to whole 512-byte sectors), or fails after RefreshWait
+// (or when ctx ends) naming the volume and the device that did not
+// follow. A volume mapped nowhere here returns at once.
+func Refresh(ctx context.Context, cfg *config.Config, volume string, size uint64) error {
+	maps, err := mappingsOf(cfg, volume)
+	if err != nil {
+		return err
+	}
+	for _, s := range maps {
+		if err := syscall.Kill(s.PID, syscall.SIGHUP); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("volume %q: signal the map daemon of %s (pid %d): %w", volume, s.Device, s.PID, err)
+		}
+	}
+	want := size &^ 511
+	start := time.Now()
+	deadline := start.Add(RefreshWait)
+	for _, s := range maps {
+		for {
+			have, err := DeviceSize(s.Device)
+			if err == nil && have >= want {
+				break
+			}
+			if err != nil && Backing(s.Device) != s.File {
+				break // unmapped meanwhile
+			}
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				return fmt.Errorf("volume %q: resized to %d bytes, but its mapped device %s still shows %d after %v; see the map daemon's log %s: %w",
+					volume, size, s.Device, have, time.Since(start).Round(time.Millisecond), LogFile(cfg, s.ID), errs.ErrBusy)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
 	}
 	return nil
+}
+
+// Resize sets volume's size through vc, as `vlmc resize` does, and
+// returns once the devices that map it on this installation show the new
+// size (Refresh). Without force it only grows (volclient.Resize); with
+// force it may shrink (volclient.ResizeForce), but not a volume mapped
+// here: errs.ErrBusy, since the device's user (a filesystem, a VM) still
+// addresses what would be cut off. Mappings on other hosts follow a
+// growth within GrowPoll, and a shrink not at all.
+func Resize(ctx context.Context, cfg *config.Config, vc *volclient.Client, volume string, size uint64, force bool) error {
+	if !force {
+		if err := vc.Resize(ctx, volume, size); err != nil {
+			return err
+		}
+		return Refresh(ctx, cfg, volume, size)
+	}
+	maps, err := mappingsOf(cfg, volume)
+	if err != nil {
+		return err
+	}
+	if len(maps) > 0 {
+		vi, err := vc.Info(ctx, volume)
+		if err != nil {
+			return err
+		}
+		if size < vi.Size {
+			devs := make([]string, len(maps))
+			for i, s := range maps {
+				devs[i] = s.Device
+			}
+			return fmt.Errorf("volume %q is mapped at %s: shrinking it from %d to %d bytes under the device would cut off data its user still addresses; unmap it first (vlmc unmap %s): %w",
+				volume, strings.Join(devs, ", "), vi.Size, size, maps[0].Device, errs.ErrBusy)
+		}
+	}
+	if err := vc.ResizeForce(ctx, volume, size); err != nil {
+		return err
+	}
+	return Refresh(ctx, cfg, volume, size)
 }
 
 // find picks the mapping an unmap argument names: a device path, an id

@@ -12,7 +12,9 @@ import (
 // called from many goroutines at once, with overlapping ranges (the
 // caller orders what must be ordered).
 type Device interface {
-	// Size is the length in bytes. It does not change while mapped.
+	// Size is the length in bytes. It may grow while mapped (Remote.Grow);
+	// whoever grows it then calls Server.Resized, so that the kernel
+	// sees the new size. It never shrinks.
 	Size() uint64
 	// ReadOnly reports whether the device refuses writes (snapshots).
 	ReadOnly() bool

@@ -41,6 +41,23 @@
 // and stops the daemon; List (`vlmc showmapped`) reads the records and
 // says which are still mapped.
 //
+// # Growing a mapped volume
+//
+// A mapping follows its volume's growth without a remap. Resize (`vlmc
+// resize`) resizes the volume, then Refresh signals the map daemons of
+// the volume on this host (SIGHUP) and waits, up to RefreshWait, until
+// each device shows the new size; the daemons also poll the size every
+// GrowPoll, for a resize on another host. A daemon that sees the volume
+// grow opens a session of the new size (Remote.Grow; the old session
+// closes when its last request ends), drops the kernel's cached
+// attributes of the file and fetches the new size (Server.Resized,
+// FUSE_NOTIFY_INVAL_INODE), then refreshes the loop device's capacity
+// (SetCapacity, LOOP_SET_CAPACITY as `losetup -c`). Data stays where it
+// was; the new tail reads zeros. A shrink is not followed: Resize refuses
+// to shrink a volume mapped here (errs.ErrBusy), and a daemon that sees
+// its volume shrink (a resize --force on another host) keeps the device's
+// size and logs a warning; I/O past the volume's end then fails.
+//
 // # Lifecycle
 //
 //	Map: Reserve id (flock) → start the daemon; Serve: Remote → Mount →

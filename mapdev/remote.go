@@ -41,7 +41,8 @@ type RemoteOptions struct {
 type Remote struct {
 	o         RemoteOptions
 	log       *slog.Logger
-	size      uint64
+	size      atomic.Uint64 // grows with the volume (Grow)
+	shrunk    uint64        // the last smaller size Grow warned about (Grow's caller only)
 	readOnly  bool
 	blockSize uint64
 
@@ -58,12 +59,18 @@ var (
 	_ Zeroer = (*Remote)(nil)
 )
 
-// conn is one membership of the segment.
+// conn is one membership of the segment, with one session of the
+// volume. When the volume grows, Grow replaces it by a conn with a new
+// session (of the new size) on the same membership, and the old session
+// is closed once the requests running on it are done.
 type conn struct {
 	pc  *peer.Client
 	vc  *volclient.Client
 	vol *volclient.Volume
 	seg fileID // the segment file when joined
+
+	users   int  // requests running on vol (under Remote.mu)
+	retired bool // replaced by Grow: vol is closed when users drops to 0 (under Remote.mu)
 }
 
 type fileID struct{ dev, ino uint64 }
@@ -109,7 +116,8 @@ func DialRemote(ctx context.Context, o RemoteOptions) (*Remote, error) {
 		c.pc.Close()
 		return nil, err
 	}
-	r.cur, r.size, r.readOnly, r.blockSize = c, c.vol.Size, c.vol.ReadOnly, uint64(max(vi.BlockSize, 512))
+	r.cur, r.readOnly, r.blockSize = c, c.vol.ReadOnly, uint64(max(vi.BlockSize, 512))
+	r.size.Store(c.vol.Size)
 	r.wg.Add(1)
 	go r.watch()
 	return r, nil
@@ -137,23 +145,114 @@ func (r *Remote) dial(ctx context.Context) (*conn, error) {
 	return &conn{pc: pc, vc: vc, vol: v, seg: id}, nil
 }
 
-// conn returns the current connection, dialling if there is none.
+// conn returns the current connection, dialling if there is none, and
+// counts the caller as one of its users until release.
 func (r *Remote) conn(ctx context.Context) (*conn, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.cur != nil {
+		r.cur.users++
 		return r.cur, nil
 	}
 	c, err := r.dial(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if c.vol.Size != r.size || c.vol.ReadOnly != r.readOnly {
-		r.log.Warn("the volume changed under the mapping", "size", c.vol.Size, "mapped_size", r.size, "readonly", c.vol.ReadOnly)
+	if size := r.size.Load(); c.vol.Size < size || c.vol.ReadOnly != r.readOnly {
+		r.log.Warn("the volume changed under the mapping", "size", c.vol.Size, "mapped_size", size, "readonly", c.vol.ReadOnly)
 	}
 	r.log.Info("joined the segment again", "segment", r.o.Segment, "port", c.pc.Port())
 	r.cur = c
+	c.users++
 	return c, nil
+}
+
+// release ends a use of c that conn counted; the last use of a retired
+// session closes it.
+func (r *Remote) release(c *conn) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	c.users--
+	if c.retired && c.users == 0 {
+		c.retired = false
+		r.closeSession(c.vol)
+	}
+}
+
+// closeSession closes a session that Grow replaced, in the background.
+func (r *Remote) closeSession(v *volclient.Volume) {
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if err := v.Close(ctx); err != nil {
+			r.log.Warn("closing the session of the volume's old size", "err", err)
+		}
+	}()
+}
+
+// Grow takes the volume's size anew and reports whether it grew. Once it
+// has, Size is the new size and I/O up to it works (the caller then tells
+// the kernel: Server.Resized, SetCapacity). A volume that shrank (vlmc
+// resize --force elsewhere) is not followed: the mapping keeps its size,
+// I/O past the volume's end fails, and Grow logs a warning (once per
+// size). A read-only volume (a snapshot) never grows. Grow may run
+// concurrently with I/O, but not with itself.
+func (r *Remote) Grow(ctx context.Context) (bool, error) {
+	if r.readOnly {
+		return false, nil
+	}
+	c, err := r.conn(ctx)
+	if err != nil {
+		return false, err
+	}
+	defer r.release(c)
+	// This incarnation's size: a volume removed and created again under
+	// the same name is another volume, and the mapping does not follow.
+	vi, err := c.vc.Info(ctx, c.vol.Name+"/"+c.vol.ID)
+	if err != nil {
+		return false, err
+	}
+	old := r.size.Load()
+	switch {
+	case vi.Size < old:
+		if r.shrunk != vi.Size {
+			r.shrunk = vi.Size
+			r.log.Warn("the volume shrank under the mapping: the device keeps its size, I/O past the volume's end fails; unmap it", "size", vi.Size, "mapped_size", old)
+		}
+		return false, nil
+	case vi.Size == old:
+		return false, nil
+	}
+	if c.vol.Size >= vi.Size { // a session opened since (a new segment) knows the size
+		r.size.Store(c.vol.Size)
+		return true, nil
+	}
+	nv, err := c.vc.OpenSession(ctx, r.o.Volume)
+	if err != nil {
+		return false, err
+	}
+	if nv.ID != c.vol.ID || nv.Size <= old {
+		nv.Close(context.WithoutCancel(ctx))
+		if nv.ID != c.vol.ID {
+			return false, fmt.Errorf("volume %q: another volume of that name (id %s) replaced the mapped one (id %s): the mapping does not follow: %w",
+				r.o.Volume, nv.ID, c.vol.ID, errs.ErrNotFound)
+		}
+		return false, nil
+	}
+	r.mu.Lock()
+	if r.cur != c { // the segment was replaced meanwhile: its new session knows the size
+		r.mu.Unlock()
+		nv.Close(context.WithoutCancel(ctx))
+		return false, nil
+	}
+	r.cur = &conn{pc: c.pc, vc: c.vc, vol: nv, seg: c.seg}
+	c.retired = true // closed by the release of its last user (at the latest ours)
+	// After the swap: a request that sees the new size gets the new session.
+	r.size.Store(nv.Size)
+	r.mu.Unlock()
+	return true, nil
 }
 
 // drop forgets c if the segment file is no longer the one c joined: its
@@ -204,7 +303,9 @@ func (r *Remote) do(ctx context.Context, fn func(v *volclient.Volume) error) err
 	for {
 		c, err := r.conn(ctx)
 		if err == nil {
-			if err = fn(c.vol); err == nil {
+			err = fn(c.vol)
+			r.release(c)
+			if err == nil {
 				if !deadline.IsZero() && r.outage.CompareAndSwap(true, false) {
 					r.log.Info("the peers answer again")
 				}
@@ -239,7 +340,7 @@ func (r *Remote) do(ctx context.Context, fn func(v *volclient.Volume) error) err
 }
 
 // Size implements Device.
-func (r *Remote) Size() uint64 { return r.size }
+func (r *Remote) Size() uint64 { return r.size.Load() }
 
 // ReadOnly implements Device.
 func (r *Remote) ReadOnly() bool { return r.readOnly }
