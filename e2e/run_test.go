@@ -307,12 +307,19 @@ func TestRunSupervises(t *testing.T) {
 
 // TestRunExitsOnStop: `archipelago stop` from another shell stops every
 // role; run sees that they were stopped on purpose, restarts none, and
-// exits 0.
+// exits 0, also with a role it had marked failed (--restart-limit -1:
+// the first crash fails it).
 func TestRunExitsOnStop(t *testing.T) {
 	e := e2etest.New(t, "host-a", "")
 	n := listenNotify(t)
-	p := startRun(t, e, n)
+	p := startRun(t, e, n, "--restart-limit", "-1")
 	testutil.WaitFor(t, time.Minute, "READY=1 from archipelago run", func() bool { return n.has("READY=1") || p.exited() })
+	rep, _ := statusJSON(t, e)
+	syscall.Kill(roleOf(t, rep, "vlmcd").PID, syscall.SIGKILL)
+	testutil.WaitFor(t, time.Minute, "vlmcd marked failed", func() bool {
+		rep, _ := statusJSON(t, e)
+		return roleOf(t, rep, "vlmcd").Failed
+	})
 	e.Must("archipelago", "stop")
 	testutil.WaitFor(t, 2*time.Minute, "archipelago run to exit after archipelago stop", p.exited)
 	if p.err != nil {

@@ -244,10 +244,16 @@ func (s *Supervisor) check(ctx context.Context, out io.Writer, o RunOptions, w *
 		return false // locked, pid not written yet: someone starts it
 	}
 	switch w.State {
-	case RunStopped, RunFailed:
+	case RunStopped:
 		return false
-	case RunRestarting:
-		if time.Now().Before(w.due) {
+	case RunFailed, RunRestarting:
+		if s.stoppedOnPurpose(w.Role) {
+			// archipelago stop stopped it while it was down.
+			fmt.Fprintf(out, "%s: stopped by archipelago stop while %s; not restarting it\n", w.Role, w.State)
+			w.State = RunStopped
+			return true
+		}
+		if w.State == RunFailed || time.Now().Before(w.due) {
 			return false
 		}
 		return s.restart(ctx, out, o, w, children)
