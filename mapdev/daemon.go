@@ -299,7 +299,11 @@ func follow(ctx context.Context, log *slog.Logger, dev *Remote, srv *Server, loo
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	if _, err := dev.Grow(ctx); err != nil {
-		log.Warn("checking whether the volume grew", "err", err)
+		lvl := slog.LevelWarn
+		if retryable(err) || ctx.Err() != nil {
+			lvl = slog.LevelDebug // the peers are away: I/O says so already
+		}
+		log.Log(ctx, lvl, "checking whether the volume grew", "err", err)
 		return
 	}
 	want := dev.Size() &^ 511 // the loop device counts whole sectors
