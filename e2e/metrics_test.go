@@ -195,6 +195,12 @@ func TestMetricsEndpoint(t *testing.T) {
 	if d := delta("archipelago_port_requests_served_total", "port", port, "role", "vlmcd"); d < 5 {
 		t.Errorf("vlmcd's port served %v requests during the I/O, want 5 or more", d)
 	}
+	// The endpoint is vlmcd's own socket (and shows that listening sees
+	// one); the blockers, without the key, listen on nothing.
+	_, vport, _ := net.SplitHostPort(vaddr)
+	if ports := listening(t, peer.ReadPidfile(e.Cfg.PidFile("vlmcd")).PID); len(ports) != 1 || strconv.Itoa(ports[0]) != vport {
+		t.Errorf("vlmcd listens on TCP ports %v, want [%s]", ports, vport)
+	}
 	for _, r := range e.Cfg.Roles {
 		if r.IsBlocker() {
 			if ports := listening(t, peer.ReadPidfile(e.Cfg.PidFile(r.Name)).PID); len(ports) != 0 {
