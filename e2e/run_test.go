@@ -307,12 +307,12 @@ func TestRunSupervises(t *testing.T) {
 
 // TestRunExitsOnStop: `archipelago stop` from another shell stops every
 // role; run sees that they were stopped on purpose, restarts none, and
-// exits 0, also with a role it had marked failed (--restart-limit -1:
+// exits 0, also with a role it had marked failed (--restart-limit 0:
 // the first crash fails it).
 func TestRunExitsOnStop(t *testing.T) {
 	e := e2etest.New(t, "host-a", "")
 	n := listenNotify(t)
-	p := startRun(t, e, n, "--restart-limit", "-1")
+	p := startRun(t, e, n, "--restart-limit", "0")
 	testutil.WaitFor(t, time.Minute, "READY=1 from archipelago run", func() bool { return n.has("READY=1") || p.exited() })
 	rep, _ := statusJSON(t, e)
 	syscall.Kill(roleOf(t, rep, "vlmcd").PID, syscall.SIGKILL)

@@ -48,6 +48,14 @@ configuration.`,
 			if err != nil {
 				return err
 			}
+			// 0 on the command line means none (RunOptions' zero
+			// values mean the defaults).
+			if o.RestartLimit == 0 {
+				o.RestartLimit = -1
+			}
+			if o.StopWait == 0 {
+				o.StopWait = -1
+			}
 			o.Notifier = supervisor.NotifierFromEnv()
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGTERM, syscall.SIGINT)
 			defer stop()
@@ -60,9 +68,9 @@ configuration.`,
 		},
 	}
 	f := cmd.Flags()
-	f.IntVar(&o.RestartLimit, "restart-limit", 5, "restarts of one role within --restart-window at most; the next crash marks it failed (-1: never restart)")
+	f.IntVar(&o.RestartLimit, "restart-limit", 5, "restarts of one role within --restart-window at most; the next crash marks it failed (0: never restart)")
 	f.DurationVar(&o.RestartWindow, "restart-window", time.Minute, "window over which --restart-limit counts crashes")
-	f.DurationVar(&o.StopWait, "stop-wait", 30*time.Second, "on SIGTERM, how long to wait for mapped volumes and NBD clients to go before stopping anyway (-1s: at once)")
+	f.DurationVar(&o.StopWait, "stop-wait", 30*time.Second, "on SIGTERM, how long to wait for mapped volumes and NBD clients to go before stopping anyway (0: at once)")
 	return cmd
 }
 
