@@ -16,9 +16,12 @@
 #   - the peers run with a configuration of the test's own (its segment,
 #     RUN_DIR, LOG_DIR and storage under the temporary directory), which the
 #     provider reads through ARCHIPELAGO_CONFIG, inherited from ganeti-noded;
-#   - gnt-cluster init (fake hypervisor, ext disk template, an instance
-#     policy that allows small disks and no NICs), then the instance
-#     operations, each checked through vlmc and the attached device;
+#   - gnt-cluster init (fake and kvm hypervisors, QEMU under TCG; ext disk
+#     template; an instance policy that allows small disks and no NICs),
+#     then the instance operations, each checked through vlmc, the
+#     attached device and the volume's NBD URI; a KVM instance whose QEMU
+#     opens one disk through the device and one through attach's kvm: URI
+#     (access=userspace), and writes to both;
 #   - gnt-cluster destroy, the Ganeti daemons and the peers stopped.
 # Every process of the namespace is gone when it returns; the script fails
 # if one is left. Each step prints its duration; the first failing step
@@ -90,7 +93,7 @@ if [ "${1:-}" != --inside ]; then
 
 	step "packages"
 	need=()
-	for p in ganeti ganeti-os-noop qemu-utils; do
+	for p in ganeti ganeti-os-noop qemu-utils qemu-system-x86; do
 		dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need+=("$p")
 	done
 	if [ ${#need[@]} -gt 0 ]; then
@@ -195,7 +198,6 @@ if [ "${1:-}" != --inside ]; then
 		echo "test-ganeti.sh: FAIL after $((SECONDS - T0)) s (the first FAIL line above names the step)" >&2
 		exit 1
 	fi
-	end_step
 	echo "test-ganeti.sh: PASS in $((SECONDS - T0)) s"
 	exit 0
 fi
@@ -229,7 +231,7 @@ cleanup_ns() {
 	if [ -n "$cluster_up" ]; then
 		# Instances first: destroy refuses a cluster that has some.
 		for i in $(gnt-instance list --no-headers -o name 2>/dev/null); do
-			gnt-instance remove -f --ignore-failures "$i" 2>&1 | sed 's/^/   | /'
+			gnt-instance remove -f --ignore-failures --shutdown-timeout=0 "$i" 2>&1 | sed 's/^/   | /'
 		done
 		gnt-cluster destroy --yes-do-it 2>&1 | sed 's/^/   | /' || { echo "   gnt-cluster destroy failed"; rc=1; }
 	fi
@@ -311,11 +313,12 @@ peers_up=1
 run archipelago start
 run archipelago status
 
-step "gnt-cluster init $CLUSTER (fake hypervisor, ext disks)"
+step "gnt-cluster init $CLUSTER (fake and kvm hypervisors, ext disks)"
 cluster_up=1
 run gnt-cluster init --no-ssh-init --no-etc-hosts \
 	--master-netdev "$BRIDGE" --master-netmask 24 -N link="$BRIDGE" \
-	--enabled-hypervisors fake --enabled-disk-templates ext \
+	--enabled-hypervisors fake,kvm --enabled-disk-templates ext \
+	-H kvm:kvm_path=/usr/bin/qemu-system-x86_64,kvm_flag=disabled,kernel_path=,initrd_path=,vnc_bind_address=,serial_console=false \
 	--ipolicy-disk-templates ext \
 	--ipolicy-bounds-specs min:disk-size=1,cpu-count=1,disk-count=1,memory-size=1,nic-count=0,spindle-use=1/max:disk-size=1048576,cpu-count=8,disk-count=16,memory-size=32768,nic-count=8,spindle-use=12 \
 	--ipolicy-std-specs disk-size=1024,cpu-count=1,disk-count=1,memory-size=128,nic-count=1,spindle-use=1 \
@@ -388,6 +391,7 @@ expect_eq() { [ "$1" = "$2" ] || fail "$3: got '$1', want '$2'"; }
 
 INST=inst1.ganeti.test
 INST2=inst2.ganeti.test
+INST3=inst3.ganeti.test
 # -n: hail, the default allocator, refuses a one-node cluster (N+1).
 ADD=(gnt-instance add -n "$NODE" -t ext -o noop -B memory=64M,vcpus=1 --no-nics --no-name-check --no-ip-check)
 
@@ -490,11 +494,67 @@ check_uri gnt-test-snap 0 a1
 # verify looks at every instance's disks (attach again).
 quiet gnt-cluster verify --ignore-errors=ENODESETUP --ignore-errors=ENODESSH
 
-step "gnt-instance remove $INST2 and $INST: their volumes go"
+step "KVM instance $INST3 (QEMU, TCG): disk 0 through the device, disk 1 through the NBD URI (access=userspace)"
+before=$(volumes)
+run "${ADD[@]}" -H kvm --disk 0:size=256M,provider=archipelago --disk 1:size=256M,provider=archipelago,access=userspace "$INST3"
+new=$(new_volumes "$before" "$(volumes)")
+vol3a=$(printf '%s\n' "$new" | grep '\.disk0$') || fail "no new volume for disk 0 of $INST3 (new: $new)"
+vol3b=$(printf '%s\n' "$new" | grep '\.disk1$') || fail "no new volume for disk 1 of $INST3 (new: $new)"
+qpid=$(cat "/run/ganeti/kvm-hypervisor/pid/$INST3") || fail "no QEMU pidfile for $INST3"
+kill -0 "$qpid" 2>/dev/null || fail "QEMU of $INST3 (pid $qpid) is not running"
+qemu_cmdline=$(tr '\0' ' ' <"/proc/$qpid/cmdline")
+# hmp CMD: QEMU's answer to a human monitor command (read up to the next
+# prompt, with the terminal's echo and escapes removed).
+hmp() {
+	python3 - "/run/ganeti/kvm-hypervisor/ctrl/$INST3.monitor" "$1" <<'PY'
+import re, socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.settimeout(60)
+s.connect(sys.argv[1])
+def upto_prompt():
+    buf = b""
+    while not buf.endswith(b"(qemu) "):
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        buf += chunk
+    return buf.decode(errors="replace")
+upto_prompt()
+s.sendall(sys.argv[2].encode() + b"\n")
+out = re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", upto_prompt()).replace("\r", "")
+lines = out.split("\n")[1:]  # the first line is the echo of the command
+print("\n".join(l for l in lines if l != "(qemu) ").strip())
+PY
+}
+blocks=$(hmp "info block" | grep '^disk-') || fail "QEMU's info block lists no disk: $(hmp 'info block')"
+printf '%s\n' "$blocks" | sed 's/^/   qemu| /'
+# disk 0: Ganeti's link to the device attach printed; disk 1: the URI.
+link0=$(printf '%s\n' "$blocks" | sed -n 1p | sed -E 's/^[^:]*: ([^ ]*) .*/\1/')
+drive0=$(printf '%s\n' "$blocks" | sed -n 1p | cut -d' ' -f1)
+drive1=$(printf '%s\n' "$blocks" | sed -n 2p | cut -d' ' -f1)
+expect_eq "$(mapped_volume "$(readlink -f "$link0")")" "$vol3a" "volume behind QEMU's disk 0 ($link0)"
+uri3b=$(vlmc uri "$vol3b")
+printf '%s\n' "$blocks" | sed -n 2p | grep -qF ": $uri3b (raw)" || fail "QEMU's disk 1 is not the NBD URI $uri3b"
+case $qemu_cmdline in *"file=$uri3b,"*cache=none*) ;; *) fail "QEMU's command line lacks file=$uri3b with cache=none: $qemu_cmdline" ;; esac
+# QEMU writes through both (its monitor's qemu-io command, which answers
+# nothing on success); the data is read back from outside.
+for d in "0 $drive0 d0" "1 $drive1 d1"; do
+	set -- $d
+	out=$(hmp "qemu-io $2 \"write -P 0x$3 8M 4M\"") || fail "QEMU's monitor: $out"
+	[ -z "$out" ] || fail "QEMU's write to disk $1 ($2): $out"
+done
+echo "   QEMU wrote 0xd0 to disk 0 and 0xd1 to disk 1 at 8 MiB"
+check_at "$(readlink -f "$link0")" 8 d0
+check_uri "$vol3a" 8 d0
+check_uri "$vol3b" 8 d1
+
+step "gnt-instance remove $INST3, $INST2 and $INST: their volumes go"
+# No guest answers ACPI: do not wait for one.
+run gnt-instance remove -f --shutdown-timeout=0 "$INST3"
 run gnt-instance remove -f "$INST2"
 run gnt-instance remove -f "$INST"
 left=$(volumes)
-for v in "$vol0" "$vol2"; do
+for v in "$vol0" "$vol2" "$vol3a" "$vol3b"; do
 	printf '%s\n' "$left" | grep -qxF "$v" && fail "volume $v still listed by vlmc list after gnt-instance remove"
 done
 expect_eq "$left" gnt-test-snap "vlmc list after the removals"
