@@ -81,20 +81,6 @@ func pattern(seed uint64, n int) []byte {
 	return b
 }
 
-// unmapFirst unmaps dev when the test ends, if it has not, before
-// startMapping's cleanup (which would unmount the mapping's FUSE
-// filesystem lazily first, and then the daemon cannot find its device to
-// detach it).
-func unmapFirst(t *testing.T, e *e2etest.Env, dev string) {
-	t.Cleanup(func() {
-		if strings.HasPrefix(mapdev.Backing(dev), e.Dir+"/") {
-			if out, err := e.Run("vlmc", "unmap", dev); err != nil {
-				t.Logf("cleanup: vlmc unmap %s: %v\n%s", dev, err, out)
-			}
-		}
-	})
-}
-
 // TestResizeMapped grows a mapped volume twice with vlmc resize: the
 // device shows each new size as soon as resize returns, keeps its data,
 // and its new tail reads zeros and takes writes. Shrinking it while
@@ -103,7 +89,6 @@ func TestResizeMapped(t *testing.T) {
 	e := startMapping(t)
 	e.Must("vlmc", "create", "grow1", "--size", "1G")
 	dev := mapVolume(t, e, "grow1")
-	unmapFirst(t, e, dev)
 	if n := devSize(t, dev); n != gib {
 		t.Fatalf("%s: %d bytes before the resize, want %d", dev, n, gib)
 	}
@@ -159,7 +144,6 @@ func TestResizeMapped(t *testing.T) {
 	d.f.Close()
 	e.Must("vlmc", "unmap", dev)
 	dev = mapVolume(t, e, "grow1")
-	unmapFirst(t, e, dev)
 	if n := devSize(t, dev); n != 3200<<20 {
 		t.Errorf("mapped again: %s shows %d bytes, want %d", dev, n, 3200<<20)
 	}
@@ -190,7 +174,6 @@ func TestResizeMappedOtherHost(t *testing.T) {
 	})
 	a.Must("vlmc", "create", "shared", "--size", "1G")
 	dev := mapVolume(t, a, "shared")
-	unmapFirst(t, a, dev)
 	d := openDirect(t, dev)
 	end := d.read(1<<20, gib-1<<20) // reads take no lock: B may resize
 	b.Must("vlmc", "resize", "shared", "--size", "2G")
@@ -202,4 +185,24 @@ func TestResizeMappedOtherHost(t *testing.T) {
 	}
 	d.f.Close()
 	a.Must("vlmc", "unmap", dev)
+}
+
+// TestUnmapAfterLazyUmount: the mapping's FUSE filesystem unmounted
+// lazily from outside (umount -l, as a careless cleanup does) leaves the
+// loop device attached to a file without a path; vlmc unmap still
+// detaches it (the daemon finds its device by inode) and ends the daemon.
+func TestUnmapAfterLazyUmount(t *testing.T) {
+	e := startMapping(t)
+	e.Must("vlmc", "create", "lazy", "--size", "64M")
+	dev := mapVolume(t, e, "lazy")
+	st, err := mapdev.NewRegistry(e.Cfg).List()
+	if err != nil || len(st) != 1 {
+		t.Fatalf("mappings: %v, %v", st, err)
+	}
+	testutil.Run(t, "umount", "-l", st[0].Mountpoint)
+	e.Must("vlmc", "unmap", dev)
+	testutil.WaitFor(t, 10*time.Second, dev+" to be detached", func() bool { return mapdev.Backing(dev) == "" })
+	if m, _ := mapdev.List(e.Cfg); len(m) != 0 {
+		t.Errorf("mappings left after unmap: %+v", m)
+	}
 }

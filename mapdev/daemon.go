@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -234,10 +235,18 @@ func Serve(ctx context.Context, cfg *config.Config, volume string, o ServeOption
 		}
 		log.Info("unmapped")
 	}()
+	var loop string        // the device attached
+	var attached os.FileInfo // the file it is attached to
 	defer func() {
 		// Normally unmap has detached the device already; not if the
-		// daemon was stopped otherwise, or losetup was interrupted.
-		for _, d := range LoopsOf(srv.Path()) {
+		// daemon was stopped otherwise, or losetup was interrupted, or
+		// the filesystem was unmounted lazily from outside (then the
+		// file has no path, and only its inode says it is ours).
+		devs := LoopsOf(srv.Path())
+		if loop != "" && !slices.Contains(devs, loop) && attached != nil && AttachedTo(loop, attached) {
+			devs = append(devs, loop)
+		}
+		for _, d := range devs {
 			if busy, _ := InUse(d); busy {
 				log.Warn("the device is in use: it detaches when its user lets go", "device", d)
 			}
@@ -247,9 +256,12 @@ func Serve(ctx context.Context, cfg *config.Config, volume string, o ServeOption
 		}
 	}()
 	actx, acancel := context.WithTimeout(ctx, time.Minute)
-	loop, err := Attach(actx, srv.Path(), dev.ReadOnly())
+	loop, err = Attach(actx, srv.Path(), dev.ReadOnly())
 	acancel()
 	if err != nil {
+		return fmt.Errorf("volume %q: %w", volume, err)
+	}
+	if attached, err = os.Stat(srv.Path()); err != nil {
 		return fmt.Errorf("volume %q: %w", volume, err)
 	}
 	dio := DirectIO(loop)

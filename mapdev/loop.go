@@ -118,6 +118,24 @@ func SetCapacity(dev string) error {
 	return nil
 }
 
+// AttachedTo reports whether loop device dev is attached to the file fi
+// describes (os.Stat of it): the same filesystem and inode, whatever
+// path the file has now (Backing shows none that can be opened once its
+// filesystem was unmounted lazily).
+func AttachedTo(dev string, fi os.FileInfo) bool {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return false
+	}
+	f, err := os.Open(dev)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	li, err := unix.IoctlLoopGetStatus64(int(f.Fd()))
+	return err == nil && li.Device == uint64(st.Dev) && li.Inode == st.Ino
+}
+
 // DirectIO reports whether an attached loop device does direct I/O on
 // its backing file.
 func DirectIO(dev string) bool {

@@ -404,6 +404,17 @@ func TestLoopGrow(t *testing.T) {
 	if n, err := DeviceSize(loop); err != nil || n != old {
 		t.Fatalf("DeviceSize(%s) = %d, %v; want %d", loop, n, err, old)
 	}
+	fi, err := os.Stat(s.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := os.Stat(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !AttachedTo(loop, fi) || AttachedTo(loop, other) {
+		t.Errorf("AttachedTo(%s): %v for its file, %v for another", loop, AttachedTo(loop, fi), AttachedTo(loop, other))
+	}
 	for _, size := range []int{old + 8<<20, grown} {
 		dev.grow(size - int(dev.Size()))
 		if err := s.Resized(); err != nil {
