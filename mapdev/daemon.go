@@ -235,7 +235,7 @@ func Serve(ctx context.Context, cfg *config.Config, volume string, o ServeOption
 		}
 		log.Info("unmapped")
 	}()
-	var loop string        // the device attached
+	var loop string          // the device attached
 	var attached os.FileInfo // the file it is attached to
 	defer func() {
 		// Normally unmap has detached the device already; not if the
