@@ -120,11 +120,13 @@ if [ "${1:-}" != --inside ]; then
 	export TMP
 	made_key=""
 	made_provider=""
+	made_dirs=""
 	cleanup_host() {
 		local rc=$?
 		if [ -n "$made_provider" ]; then
 			rm -rf "$PROVIDER_DIR"
-			rmdir /usr/local/lib/ganeti/extstorage /usr/local/lib/ganeti 2>/dev/null || true
+			# The parents this script made, and only those.
+			for d in $made_dirs; do rmdir "$d"; done
 		fi
 		[ -z "$made_key" ] || rm -f /etc/ssh/ssh_host_rsa_key /etc/ssh/ssh_host_rsa_key.pub
 		if [ "${GANETI_TEST_KEEP:-}" = 1 ] || [ $rc -ne 0 ] && [ "${GANETI_TEST_KEEP:-}" != 0 ]; then
@@ -162,6 +164,9 @@ if [ "${1:-}" != --inside ]; then
 		[ ! -e "$d/archipelago" ] || fail "$d/archipelago would hide ours (Ganeti takes the first provider in its search path)"
 	done
 	made_provider=1
+	for d in /usr/local/lib/ganeti /usr/local/lib/ganeti/extstorage; do
+		[ -d "$d" ] || made_dirs="$d $made_dirs"
+	done
 	mkdir -p "$PROVIDER_DIR"
 	for a in "${ACTIONS[@]}"; do
 		ln -s "$TMP/bin/archipelago-extstorage" "$PROVIDER_DIR/$a"
