@@ -5,7 +5,7 @@
 #
 #   scripts/build-debs.sh OUTDIR
 #
-# Needs: go, gcc, librados-dev (radosd is built with -tags ceph), help2man
+# Needs: go, gcc (and binutils), librados-dev (radosd is built with -tags ceph), help2man
 # (man pages from each program's --help), dpkg-dev (dpkg-shlibdeps: the
 # Depends on shared libraries), git.
 # ARCHIPELAGO_DEBS_PROGRAMS=DIR packages the programs in DIR (archipelago,
@@ -28,7 +28,7 @@ mkdir -p "$1"
 out=$(cd "$1" && pwd)
 shift
 
-for tool in go gcc git help2man dpkg-shlibdeps; do
+for tool in go gcc objcopy git help2man dpkg-shlibdeps; do
 	if ! command -v "$tool" >/dev/null; then
 		echo "build-debs: $tool is missing (apt-get install golang gcc git help2man dpkg-dev librados-dev)" >&2
 		exit 1
@@ -76,11 +76,15 @@ if [ -n "${ARCHIPELAGO_DEBS_PROGRAMS:-}" ]; then
 		cp "$ARCHIPELAGO_DEBS_PROGRAMS/$p" "$work/bin/$p"
 	done
 else
-	# PIE with the default cgo setting, as the tests build them; stripped.
-	gobuild=(go build -trimpath -buildmode=pie -ldflags=-s\ -w\ -buildid=)
+	# PIE with the default cgo setting, as the tests build them, linked by
+	# gcc for full RELRO (-z now); stripped, without gcc's .comment.
+	gobuild=(go build -trimpath -buildmode=pie "-ldflags=-s -w -buildid= -linkmode=external -extldflags=-Wl,-z,relro,-z,now")
 	"${gobuild[@]}" -o "$work/bin/" "${programs[@]/#/./cmd/}"
 	"${gobuild[@]}" -tags ceph -o "$work/bin/radosd" ./cmd/radosd
 	"${gobuild[@]}" -o "$work/bin/archipelago-extstorage" ./cmd/archipelago-extstorage
+	for p in "${programs[@]}" radosd archipelago-extstorage; do
+		objcopy --remove-section=.comment "$work/bin/$p"
+	done
 fi
 
 "$work/bin/archipelago" config --default >"$work/gen/archipelago.conf"
