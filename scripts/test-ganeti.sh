@@ -21,7 +21,8 @@
 #     then the instance operations, each checked through vlmc, the
 #     attached device and the volume's NBD URI; a KVM instance whose QEMU
 #     opens one disk through the device and one through attach's kvm: URI
-#     (access=userspace), and writes to both;
+#     (access=userspace), and writes to both; gnt-backup export of it
+#     (the provider's snapshot action, snapshots attached, read, removed);
 #   - gnt-cluster destroy, the Ganeti daemons and the peers stopped.
 # Every process of the namespace is gone when it returns; the script fails
 # if one is left. Each step prints its duration; the first failing step
@@ -294,6 +295,10 @@ run mount -t tmpfs -o mode=0755 tmpfs /var/lib/ganeti
 run mount -t tmpfs -o mode=0755 tmpfs /run/ganeti
 run mount --bind "$TMP/ganeti-log" /var/log/ganeti
 run /usr/lib/ganeti/ensure-dirs
+# Exports (gnt-backup) go to /var/lib/ganeti/export: on disk, not in the
+# tmpfs.
+mkdir -p "$TMP/export" /var/lib/ganeti/export
+run mount --bind "$TMP/export" /var/lib/ganeti/export
 [ -d /var/log/ganeti/extstorage ] || fail "/var/log/ganeti/extstorage missing"
 getent hosts "$NODE" | grep -q "$NODE_IP" || fail "$NODE does not resolve to $NODE_IP"
 
@@ -552,6 +557,20 @@ echo "   QEMU wrote 0xd0 to disk 0 and 0xd1 to disk 1 at 8 MiB"
 check_at "$(readlink -f "$link0")" 8 d0
 check_uri "$vol3a" 8 d0
 check_uri "$vol3b" 8 d1
+
+step "gnt-backup export of the running $INST3 (the provider's snapshot action)"
+before=$(volumes)
+run gnt-backup export --noshutdown -n "$NODE" "$INST3"
+exp=/var/lib/ganeti/export/$INST3
+ls -l "$exp" | sed 's/^/   | /'
+# The dumps (named in config.ini) hold what QEMU wrote.
+for d in "0 d0" "1 d1"; do
+	set -- $d
+	dump=$(sed -n "s/^disk$1_dump = //p" "$exp/config.ini")
+	[ -n "$dump" ] && [ -f "$exp/$dump" ] || fail "no dump of disk $1 in $exp"
+	check_at "$exp/$dump" 8 "$2"
+done
+expect_eq "$(volumes)" "$before" "vlmc list after the export (its snapshots removed)"
 
 step "gnt-instance remove $INST3, $INST2 and $INST: their volumes go"
 # No guest answers ACPI: do not wait for one.
