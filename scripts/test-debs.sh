@@ -16,7 +16,8 @@
 # itself (purge; /var/lib/archipelago if the test made it), so it can run
 # again.
 #
-# Needs: what scripts/build-debs.sh needs, apt, qemu-utils (qemu-io).
+# Needs: what scripts/build-debs.sh needs, apt, qemu-utils (qemu-io);
+# lintian, if installed, checks the packages too.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -76,6 +77,7 @@ tmp=$(mktemp -d /tmp/test-debs.XXXXXX)
 cleanup() {
 	local rc=$?
 	set +e
+	if [ -n "${lint_pid:-}" ]; then kill "$lint_pid" 2>/dev/null; fi
 	if installed archipelago; then
 		if [ -e /dev/shm/archipelago ]; then
 			vlmc unmap "$vol" >/dev/null 2>&1
@@ -88,7 +90,12 @@ cleanup() {
 			apt-get -o DPkg::Lock::Timeout=300 purge -y -q "$p" >/dev/null 2>&1
 		fi
 	done
-	if [ $varlib_made = 1 ]; then rm -rf /var/lib/archipelago; fi
+	if [ $varlib_made = 1 ]; then
+		rm -rf /var/lib/archipelago
+	else
+		# A removed name keeps its epoch record (docs/maps.md): the test's.
+		find /var/lib/archipelago/maps -name "${vol}_epoch" -delete 2>/dev/null
+	fi
 	if [ $extstorage_was = 1 ]; then mkdir -p /var/log/ganeti/extstorage; fi
 	rm -rf "$tmp"
 	if [ $rc = 0 ]; then step "PASS"; else step "FAIL (exit $rc)"; fi
@@ -114,6 +121,12 @@ for p in "${pkgs[@]}"; do
 	debs+=("$f")
 done
 v1=$(dpkg-deb -f "${debs[0]}" Version)
+# lintian (when installed) meanwhile: no errors, no warnings.
+lint_pid=
+if command -v lintian >/dev/null; then
+	lintian --fail-on error,warning "${debs[@]}" >"$tmp/lintian.log" 2>&1 &
+	lint_pid=$!
+fi
 step "version $v1: $(du -h "${debs[@]}" | awk '{printf "%s %s  ", $1, $2}' | sed "s|$v1dir/||g")"
 
 # 2. Install: nothing runs, nothing is enabled.
@@ -214,3 +227,15 @@ vlmc remove "$vol" >/dev/null || fail "vlmc remove $vol"
 archipelago stop >/dev/null || fail "archipelago stop"
 apt_get purge archipelago || fail "apt-get purge (again)"
 step "reinstalled: $vol read back after the purge, then removed"
+
+if [ -n "$lint_pid" ]; then
+	if ! wait "$lint_pid"; then
+		lint_pid=
+		grep -v '^running with root' "$tmp/lintian.log" >&2
+		fail "lintian found errors or warnings"
+	fi
+	lint_pid=
+	step "lintian: no errors, no warnings"
+else
+	step "lintian is not installed: not run"
+fi
