@@ -52,13 +52,15 @@ func newExtProvider(t *testing.T, e *e2etest.Env) *extProvider {
 }
 
 // run runs action as Ganeti's node daemon does: no arguments, in the
-// provider directory, stdin closed, an environment of PATH, LC_ALL=C, the
+// provider directory, umask 077, stdin closed, an environment of PATH, LC_ALL=C, the
 // host's configuration, EXTP_PROVIDER and vars. It returns stdout and
 // stderr apart. A program that leaves a process holding its stdout fails
 // here (Ganeti would wait for it: it reads stdout until it closes).
 func (p *extProvider) run(action string, vars ...string) (stdout, stderr string, err error) {
 	p.t.Helper()
-	cmd := exec.Command(filepath.Join(p.dir, action))
+	// Ganeti's scripts run with umask 077 (so do the map daemons attach
+	// starts).
+	cmd := exec.Command("/bin/sh", "-c", `umask 077 && exec "$0"`, filepath.Join(p.dir, action))
 	cmd.Dir = p.dir
 	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "LC_ALL=C", "ARCHIPELAGO_CONFIG=" + p.e.Config, "EXTP_PROVIDER=archipelago"}, vars...)
 	var out, errOut bytes.Buffer
@@ -275,7 +277,10 @@ func TestExtStorageVolumeLife(t *testing.T) {
 	if vi := extInfo(t, e, vol); vi.Size != 96<<20 {
 		t.Fatalf("grown to %d bytes, want 96 MiB", vi.Size)
 	}
-	p.fails("grow", "", V, "VOL_SIZE=96", "VOL_NEW_SIZE=32")
+	if n, err := mapdev.DeviceSize(dev); err != nil || n != 96<<20 {
+		t.Fatalf("%s shows %d bytes after grow (%v), want 96 MiB", dev, n, err)
+	}
+	p.fails("grow", "shrink", V, "VOL_SIZE=96", "VOL_NEW_SIZE=32")
 
 	// snapshot, then clones of it and of the volume itself.
 	p.must("snapshot", V, "VOL_SNAPSHOT_NAME="+vol+".snap", "VOL_SNAPSHOT_SIZE=96")

@@ -13,13 +13,14 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/archipelago-go/archipelago/mapdev"
 	"github.com/archipelago-go/archipelago/volclient"
 )
 
 func (p *provider) grow() error {
 	vol, size := p.req.Volume, p.req.NewSizeMiB<<20
 	err := p.call(func(ctx context.Context, vc *volclient.Client) error {
-		return vc.Resize(ctx, vol, size)
+		return mapdev.Resize(ctx, p.cfg, vc, vol, size, false)
 	})
 	if err != nil {
 		return err
