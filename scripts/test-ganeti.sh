@@ -484,23 +484,38 @@ check_at "$dev0" 0 a1
 check_at "$dev0" 1530 a3
 run gnt-instance deactivate-disks "$INST"
 
-step "vlmc snapshot of $vol0, gnt-instance add $INST2 with origin=<snapshot>"
+step "vlmc snapshot of $vol0; gnt-instance add $INST2: disk 0 origin=<the snapshot>, disk 1 origin=<the volume>"
 run vlmc snapshot "$vol0" gnt-test-snap
 before=$(volumes)
-run "${ADD[@]}" --disk 0:size=2G,provider=archipelago,origin=gnt-test-snap "$INST2"
-vol2=$(new_volumes "$before" "$(volumes)")
-[ "$(printf '%s\n' "$vol2" | grep -c .)" = 1 ] || fail "want one new volume after gnt-instance add, vlmc list shows: ${vol2:-none}"
+# Smaller than the snapshot (1.5 GiB): refused, and nothing is left.
+if out=$("${ADD[@]}" --disk 0:size=1G,provider=archipelago,origin=gnt-test-snap "$INST2" 2>&1); then
+	fail "gnt-instance add with a disk smaller than its origin succeeded: $out"
+fi
+printf '%s\n' "$out" | tail -n 2 | sed 's/^/   refused| /'
+expect_eq "$(volumes)" "$before" "vlmc list after the refused add"
+run "${ADD[@]}" --disk 0:size=2G,provider=archipelago,origin=gnt-test-snap \
+	--disk 1:size=1536M,provider=archipelago,origin="$vol0" "$INST2"
+new=$(new_volumes "$before" "$(volumes)")
+vol2=$(printf '%s\n' "$new" | grep '\.disk0$') || fail "no new volume for disk 0 of $INST2 (new: $new)"
+vol2b=$(printf '%s\n' "$new" | grep '\.disk1$') || fail "no new volume for disk 1 of $INST2 (new: $new)"
 expect_eq "$(vol_size "$vol2")" $((2048 << 20)) "size of volume $vol2"
 expect_eq "$(vol_parent "$vol2")" gnt-test-snap "parent of volume $vol2"
+expect_eq "$(vol_size "$vol2b")" $((1536 << 20)) "size of volume $vol2b"
+echo "   $vol2: 2 GiB, clone of gnt-test-snap; $vol2b: 1.5 GiB, clone of a snapshot of $vol0 ($(vol_parent "$vol2b"))"
 dev2=$(disk_dev "$INST2" 0)
+dev2b=$(disk_dev "$INST2" 1)
 [ -b "$dev2" ] || fail "disk/0 of $INST2: '$dev2' is not a block device"
+[ -b "$dev2b" ] || fail "disk/1 of $INST2: '$dev2b' is not a block device"
 expect_eq "$(blockdev --getsize64 "$dev2")" $((2048 << 20)) "size of $dev2"
-check_at "$dev2" 0 a1
-check_at "$dev2" 1020 a2
-check_at "$dev2" 1530 a3
+for d in "$dev2" "$dev2b"; do
+	check_at "$d" 0 a1
+	check_at "$d" 1020 a2
+	check_at "$d" 1530 a3
+done
 write_at "$dev2" 0 c1
 check_at "$dev2" 0 c1
 check_uri gnt-test-snap 0 a1
+check_uri "$vol0" 0 a1
 # verify looks at every instance's disks (attach again).
 quiet gnt-cluster verify --ignore-errors=ENODESETUP --ignore-errors=ENODESSH
 
@@ -578,7 +593,7 @@ run gnt-instance remove -f --shutdown-timeout=0 "$INST3"
 run gnt-instance remove -f "$INST2"
 run gnt-instance remove -f "$INST"
 left=$(volumes)
-for v in "$vol0" "$vol2" "$vol3a" "$vol3b"; do
+for v in "$vol0" "$vol2" "$vol2b" "$vol3a" "$vol3b"; do
 	printf '%s\n' "$left" | grep -qxF "$v" && fail "volume $v still listed by vlmc list after gnt-instance remove"
 done
 expect_eq "$left" gnt-test-snap "vlmc list after the removals"
