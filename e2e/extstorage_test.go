@@ -381,11 +381,13 @@ func TestExtStorageVolumeLife(t *testing.T) {
 // writer on the source plays the VM: close on the target; open shared on
 // both; migrate; close on the source; open exclusive on the target;
 // detach on the source. Before every open, close and detach Ganeti runs
-// attach on that host (its FindDevice). The target's write, issued at the
-// switch-over, waits until the source closes; every write the source saw
-// acknowledged is on the volume afterwards.
+// attach on that host (its FindDevice). The VM on the source writes
+// through the device and through the NBD URI; the target's write, issued
+// at the switch-over, waits until the source closes; every write the
+// source saw acknowledged is on the volume afterwards.
 func TestExtStorageMigration(t *testing.T) {
 	needMapping(t)
+	testutil.NeedBinaries(t, "qemu-io")
 	a, b := e2etest.TwoHosts(t, e2etest.Options{})
 	a.Start()
 	b.Start()
@@ -394,10 +396,13 @@ func TestExtStorageMigration(t *testing.T) {
 	const vol = "9a8b7c6d.ext.disk0"
 	V := "VOL_NAME=" + vol
 
-	// The instance runs on A: created, attached, opened exclusive.
+	// The instance runs on A: created, attached, opened exclusive. Its
+	// VM has two ways to the volume: the device (kernelspace access), and
+	// the kvm: NBD URI (userspace access), here a qemu-io.
 	pa.must("create", V, "VOL_SIZE=64")
-	devA, _ := pa.attach(vol)
+	devA, uriA := pa.attach(vol)
 	pa.must("open", V, "VOL_OPEN_EXCLUSIVE=True")
+	qa := testutil.StartQemuSession(t, uriA)
 
 	// The VM on A writes 64 KiB blocks, each its own value, until the
 	// switch-over; acked counts those whose write returned.
@@ -461,11 +466,13 @@ func TestExtStorageMigration(t *testing.T) {
 	if vi := extInfo(t, a, vol); vi.LockOwner != "host-a" {
 		t.Fatalf("during the migration the lock is %q's, want host-a's", vi.LockOwner)
 	}
+	qa.Must("write -P 0xc1 40M 1M")
 	waitAcked(acked.Load() + 10)
 
 	// Switch-over: the VM stops on A (its QEMU exits), resumes on B and
 	// writes at once.
 	stopWriter()
+	qa.Kill() // Ganeti kills the source's QEMU after the switch-over
 	if err := werr.Load(); err != nil {
 		t.Fatalf("the writer on A: %v", *err)
 	}
@@ -526,6 +533,7 @@ func TestExtStorageMigration(t *testing.T) {
 	for off, i := range last {
 		extCheck(t, fb, off, blk, value(i))
 	}
+	extCheck(t, fb, 40<<20, 1<<20, 0xc1)
 	extCheck(t, fb, 48<<20, blk, 0xb0)
 	t.Logf("%d writes acknowledged on A (%d blocks), all on the volume after the migration", n, len(last))
 	// The VM goes on writing on B.
