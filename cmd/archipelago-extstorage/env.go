@@ -84,7 +84,7 @@ func (r request) Access() string {
 	return "kernelspace"
 }
 
-// mib is the largest size in MiB a volume may have.
+// maxMiB is the largest size in MiB a volume may have.
 const maxMiB = volclient.MaxSize >> 20
 
 // parseEnv reads action's request from environ (KEY=VALUE strings, as
