@@ -428,8 +428,10 @@ check_uri "$vol0" 0 a1
 check_uri "$vol0" 1020 a2
 expect_eq "$(json 'j["lock_owner"]' vlmc info --json "$vol0")" "$NODE" "lock owner of $vol0 (Ganeti opened it exclusively)"
 echo "   volume $vol0 locked by $NODE"
+t=$(date +%s%N)
 out=$(attach "$vol0") || fail "attach of $vol0 by hand: $(cat "$TMP/attach.err")"
 printf '%s\n' "$out" | sed 's/^/   attach| /'
+echo "   attach of the mapped $vol0 took $((($(date +%s%N) - t) / 1000000)) ms"
 expect_eq "$(printf '%s\n' "$out" | sed -n 1p)" "$dev0" "line 1 of attach's output"
 expect_eq "$(printf '%s\n' "$out" | grep '^kvm:')" "kvm:$(vlmc uri "$vol0")" "kvm: line of attach's output"
 if out=$(attach no-such-volume); then
