@@ -4,7 +4,8 @@
 #
 # Usage (as root, on Debian 12; no systemd needed): scripts/test-ganeti.sh
 #
-# It installs ganeti and ganeti-os-noop if missing, builds ./cmd/... into a
+# It installs what is missing of ganeti, ganeti-os-noop, qemu-utils and
+# qemu-system-x86 (no recommends; no daemon started), builds ./cmd/... into a
 # temporary directory, installs the provider as
 # /usr/local/lib/ganeti/extstorage/archipelago (symlinks named after the
 # actions to the built archipelago-extstorage, plus parameters.list), then
