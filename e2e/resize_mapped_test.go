@@ -206,3 +206,30 @@ func TestUnmapAfterLazyUmount(t *testing.T) {
 		t.Errorf("mappings left after unmap: %+v", m)
 	}
 }
+
+// A process that holds a mapped device open without O_EXCL (a VM's QEMU,
+// dd) makes vlmc unmap fail at once naming it; the mapping stays whole
+// and unmaps once the process lets go. Before, unmap detached the device
+// lazily, waited a minute for the map daemon and failed, leaving both.
+func TestUnmapRefusesOpenDevice(t *testing.T) {
+	e := startMapping(t)
+	e.Must("vlmc", "create", "held", "--size", "64M")
+	dev := mapVolume(t, e, "held")
+	f, err := os.OpenFile(dev, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := e.Run("vlmc", "unmap", dev)
+	if err == nil || !strings.Contains(out, "is open by pid "+strconv.Itoa(os.Getpid())) {
+		f.Close()
+		t.Fatalf("unmap of %s held open by this process: err %v, output %q", dev, err, out)
+	}
+	if got := mapdev.Backing(dev); got == "" {
+		t.Fatalf("%s lost its backing file after a refused unmap", dev)
+	}
+	f.Close()
+	e.Must("vlmc", "unmap", dev)
+	if out := e.Must("vlmc", "showmapped"); strings.Contains(out, "held") {
+		t.Fatalf("still mapped after unmap:\n%s", out)
+	}
+}

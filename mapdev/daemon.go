@@ -507,6 +507,9 @@ func Unmap(ctx context.Context, cfg *config.Config, arg string) error {
 		if busy {
 			return fmt.Errorf("%s is busy: it is mounted or in use; unmount it first: %w", what, errs.ErrBusy)
 		}
+		if users := Openers(s.Device); len(users) > 0 {
+			return fmt.Errorf("%s is open by %s: close it first (stop the VM or program): %w", what, strings.Join(users, ", "), errs.ErrBusy)
+		}
 		if err := Detach(ctx, s.Device); err != nil {
 			return fmt.Errorf("%s: %w", what, err)
 		}

@@ -143,7 +143,7 @@ func (p *provider) unmapAll() (int, error) {
 // marked for detaching). why, if given, ends the log line.
 func (p *provider) unmap(m mapdev.Mapping, why string) error {
 	if m.Status == "mapped" {
-		users := openers(m.Device)
+		users := mapdev.Openers(m.Device)
 		if busy, _ := mapdev.InUse(m.Device); busy {
 			users = append(users, "a mount or a device-mapper/md device")
 		}

@@ -1,4 +1,4 @@
-package main
+package mapdev
 
 import (
 	"fmt"
@@ -9,23 +9,23 @@ import (
 	"syscall"
 )
 
-// openers lists the processes that hold block device dev open (as fuser
-// does: every /proc/<pid>/fd/* that is dev), as "pid N (comm)".
-// mapdev.InUse sees only exclusive holders (a mount, device-mapper); a
-// VM's QEMU opens the device without O_EXCL, and unmapping a device it
-// holds would wait for it to let go. Processes that vanish or hide their
+// Openers lists the processes that hold block device dev open, as fuser
+// does (every /proc/<pid>/fd/* that is dev), each as "pid N (comm)".
+// InUse sees only exclusive holders (a mount, device-mapper); a VM's QEMU
+// or a dd opens the device without O_EXCL, and detaching a device such a
+// process holds only detaches it lazily: the loop device and the map
+// daemon would stay until it lets go. Processes that vanish or hide their
 // descriptors meanwhile are skipped.
-func openers(dev string) []string {
+func Openers(dev string) []string {
 	var st syscall.Stat_t
 	if err := syscall.Stat(dev, &st); err != nil || st.Mode&syscall.S_IFMT != syscall.S_IFBLK {
 		return nil
 	}
 	procs, _ := filepath.Glob("/proc/[0-9]*")
-	self := os.Getpid()
 	var out []string
 	for _, proc := range procs {
 		pid, err := strconv.Atoi(filepath.Base(proc))
-		if err != nil || pid == self {
+		if err != nil {
 			continue
 		}
 		fds, err := os.ReadDir(proc + "/fd")
