@@ -312,11 +312,10 @@ func TestReadOnly(t *testing.T) {
 	}
 }
 
-// TestLoopDevice attaches a loop device with direct I/O to the file,
-// writes through the device and reads through the file.
-func TestLoopDevice(t *testing.T) {
-	dev := &memDevice{b: make([]byte, 16<<20)}
-	s := mount(t, dev)
+// attachLoop attaches a loop device to the mapped file of s, detached
+// when the test ends.
+func attachLoop(t *testing.T, s *Server) string {
+	t.Helper()
 	ctx := context.Background()
 	loop, err := Attach(ctx, s.Path(), false)
 	if err != nil {
@@ -327,6 +326,16 @@ func TestLoopDevice(t *testing.T) {
 			Detach(ctx, loop)
 		}
 	})
+	return loop
+}
+
+// TestLoopDevice attaches a loop device with direct I/O to the file,
+// writes through the device and reads through the file.
+func TestLoopDevice(t *testing.T) {
+	dev := &memDevice{b: make([]byte, 16<<20)}
+	s := mount(t, dev)
+	ctx := context.Background()
+	loop := attachLoop(t, s)
 	if !strings.HasPrefix(loop, "/dev/loop") || Backing(loop) != s.Path() {
 		t.Fatalf("attached %q, backing %q", loop, Backing(loop))
 	}
@@ -380,16 +389,7 @@ func TestLoopGrow(t *testing.T) {
 	const old, grown = 16 << 20, 40 << 20
 	dev := &memDevice{b: make([]byte, old)}
 	s := mount(t, dev)
-	ctx := context.Background()
-	loop, err := Attach(ctx, s.Path(), false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if Backing(loop) == s.Path() {
-			Detach(ctx, loop)
-		}
-	})
+	loop := attachLoop(t, s)
 	f, err := os.OpenFile(loop, os.O_RDWR|syscall.O_DIRECT, 0)
 	if err != nil {
 		t.Fatal(err)
