@@ -97,8 +97,27 @@ func (m *Mapper) engine(p *peer.Peer) (*volume.Engine, error) {
 		opts.Drain = m.drain
 		opts.Logger = p.Logger() // damaged map objects
 		m.e, m.err = volume.New(xsegstore.New(p, m.blockerMPort), xsegstore.New(p, m.blockerBPort), opts)
+		if m.err == nil {
+			// Before anything is served: locks a killed predecessor took
+			// for an operation it never finished go back (Options.Intents);
+			// while the maps blocker cannot answer, every second.
+			if err := m.e.RecoverIntents(context.Background()); err != nil {
+				p.Logger().Warn("giving back the locks of interrupted operations; will try again", "err", err)
+				go m.recoverIntents()
+			}
+		}
 	})
 	return m.e, m.err
+}
+
+// recoverIntents calls RecoverIntents every second until it succeeds.
+func (m *Mapper) recoverIntents() {
+	for {
+		time.Sleep(time.Second)
+		if err := m.e.RecoverIntents(context.Background()); err == nil {
+			return
+		}
+	}
 }
 
 // Serve implements peer.Handler: the mapper serves every request itself

@@ -48,6 +48,25 @@ type Options struct {
 	// function it returns is called once when the wait ends, err nil if
 	// the lock was got (metrics: internal/metrics.LockWaits.Begin).
 	OnLockWait func(name string) (end func(err error))
+	// Intents, if set, records the volumes whose lock an operation (create,
+	// clone, snapshot, rename, resize, remove) takes for its own time, from
+	// before the lock is taken until it is given back; RecoverIntents gives
+	// back the locks that a killed predecessor with the same owner took so
+	// and never gave back (no session ever used them, nobody on this host
+	// would release them, and other hosts' writes would wait for them).
+	Intents Intents
+}
+
+// Intents is a persistent set of volume names (mapperd keeps it in a file
+// beside its pidfile, mapper.FileIntents).
+type Intents interface {
+	// Begin adds name; it must be on stable storage when Begin returns.
+	Begin(name string) error
+	// End removes name (best effort: a name left behind costs one
+	// owner-checked unlock at the next start).
+	End(name string)
+	// Pending lists the names begun and not ended.
+	Pending() ([]string, error)
 }
 
 // Piece is one piece of a mapped range: Size bytes at Offset of Object.
@@ -108,6 +127,9 @@ type Engine struct {
 	confirmEvery, fenceWait time.Duration
 	drain                   func(ctx context.Context, name string)
 	onLockWait              func(name string) func(error)
+	intents                 Intents
+	leftMu                  sync.Mutex // guards leftover
+	leftover                []string   // intents of an earlier process, to recover
 
 	mu   sync.Mutex
 	vols map[string]*vol
@@ -171,14 +193,22 @@ func New(maps, data store.Store, opts Options) (*Engine, error) {
 		return nil, fmt.Errorf("volume: block size %d is not a power of two from %d to %d: %w",
 			bs, MinBlockSize, MaxBlockSize, errs.ErrInvalid)
 	}
+	var leftover []string
+	if opts.Intents != nil {
+		var err error
+		if leftover, err = opts.Intents.Pending(); err != nil {
+			return nil, fmt.Errorf("volume: pending lock intents: %w", err)
+		}
+	}
 	return &Engine{
-		maps: maps, data: data, locker: locker,
+		leftover: leftover,
+		maps:     maps, data: data, locker: locker,
 		owner: opts.Owner, blockSize: bs,
 		dataSync: &syncer{st: data}, mapsSync: &syncer{st: maps},
 		dmg:     damageLog{logger: opts.Logger},
 		pollMin: time.Millisecond, pollMax: 100 * time.Millisecond, pollWatchMax: 2 * time.Second,
 		maxPages: 4096, confirmEvery: ConfirmEvery, fenceWait: FenceWait,
-		drain: opts.Drain, onLockWait: opts.OnLockWait,
+		drain: opts.Drain, onLockWait: opts.OnLockWait, intents: opts.Intents,
 		vols: make(map[string]*vol),
 	}, nil
 }
@@ -265,7 +295,13 @@ func (e *Engine) tryLock(ctx context.Context, op string, v *vol) (was bool, err 
 		return true, nil
 	}
 	start := time.Now()
+	if e.intents != nil {
+		if err := e.intents.Begin(v.name); err != nil {
+			return false, fmt.Errorf("%s: volume %q: record the lock's intent: %w", op, v.name, err)
+		}
+	}
 	if err := e.locker.TryLock(ctx, lockName(v.name), e.owner); err != nil {
+		e.endIntent(v.name)
 		return false, lockedErr(op, v.name, err)
 	}
 	v.mu.Lock()
@@ -297,8 +333,49 @@ func (e *Engine) release(ctx context.Context, v *vol, keep bool) {
 			v.releaseDue = true
 			v.mu.Unlock()
 			e.dmg.log().Warn("giving a volume's lock back failed; will try again", "volume", v.name, "err", err)
+			return
 		}
 	}
+	e.endIntent(v.name)
+}
+
+// endIntent ends the intent of an operation on volume name (its lock was
+// given back, or kept on purpose by vlmc open/lock).
+func (e *Engine) endIntent(name string) {
+	if e.intents != nil {
+		e.intents.End(name)
+	}
+}
+
+// RecoverIntents gives back the locks that an earlier process of this
+// owner took for operations that never ended (it was killed in the
+// middle): the intents pending when the engine was made. Each such lock
+// still held by this owner is unlocked (never one of another owner, nor
+// one this process holds now), and its intent ended. A failure (the maps
+// blocker restarting) leaves the rest for the next call: the mapper calls
+// it before it serves anything, then every second until it succeeds.
+func (e *Engine) RecoverIntents(ctx context.Context) error {
+	e.leftMu.Lock()
+	defer e.leftMu.Unlock()
+	for len(e.leftover) > 0 {
+		name := e.leftover[0]
+		v := e.vol(name)
+		v.gate.Lock()
+		var err error
+		if !v.isHeld() { // held now: this process took it, and gives it back
+			err = e.locker.Unlock(ctx, lockName(name), e.owner, false)
+			if err == nil {
+				e.dmg.log().Warn("gave back a volume's lock that an operation killed in the middle left", "volume", name)
+			}
+		}
+		v.gate.Unlock()
+		if err != nil && !errors.Is(err, errs.ErrNotFound) && !errors.Is(err, errs.ErrNotOwner) {
+			return fmt.Errorf("volume %q: give back the lock of an interrupted operation: %w", name, err)
+		}
+		e.intents.End(name)
+		e.leftover = e.leftover[1:]
+	}
+	return nil
 }
 
 // tryHold takes v's lock for I/O if it is free or ours: true if v is held

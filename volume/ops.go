@@ -693,6 +693,7 @@ func (e *Engine) hold(ctx context.Context, op, name string) error {
 	v.mu.Lock()
 	v.pinned = true
 	v.mu.Unlock()
+	e.endIntent(v.name) // kept on purpose until Close/Unlock
 	return nil
 }
 

@@ -2,6 +2,7 @@ package main
 
 import (
 	"os"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
@@ -56,6 +57,14 @@ another host, and how long (docs/metrics.md).`,
 			}
 			if o.Owner == "" {
 				o.Owner, _ = os.Hostname()
+			}
+			if c.PidFile != "" {
+				// Beside the pidfile: RUN_DIR/<role>.intents (volume.Options.Intents).
+				in, err := mapper.NewFileIntents(strings.TrimSuffix(c.PidFile, ".pid") + ".intents")
+				if err != nil {
+					return err
+				}
+				o.Intents = in
 			}
 			var waits metrics.LockWaits
 			o.OnLockWait = waits.Begin
