@@ -8,6 +8,7 @@ import (
 
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/internal/stacktest"
+	"github.com/archipelago-go/archipelago/internal/testutil"
 )
 
 // These are the behaviours the original's tests checked, each through the
@@ -17,14 +18,6 @@ const (
 	mib = 1 << 20
 	gib = 1 << 30
 )
-
-func pattern(seed byte, n int) []byte {
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = seed + byte(i*7)
-	}
-	return b
-}
 
 func mustRead(t *testing.T, s *stacktest.Stack, vol string, off uint64, want []byte) {
 	t.Helper()
@@ -45,7 +38,7 @@ func TestWriteReadSurvivesRestart(t *testing.T) {
 	// write made durable survives, not what a Close synced.
 	v := s.Session(t, "volume1")
 	// Spans a block boundary (4 MiB), unaligned.
-	data := pattern(1, 3*mib+123)
+	data := testutil.Pattern(3*mib+123, 1)
 	off := uint64(3*mib - 1000)
 	if err := v.WriteAt(t.Context(), data, off, false); err != nil {
 		t.Fatal(err)
@@ -53,7 +46,7 @@ func TestWriteReadSurvivesRestart(t *testing.T) {
 	if err := v.Flush(t.Context()); err != nil {
 		t.Fatal(err)
 	}
-	fua := pattern(9, 4096)
+	fua := testutil.Pattern(4096, 9)
 	if err := v.WriteAt(t.Context(), fua, 40*mib, true); err != nil {
 		t.Fatal(err)
 	}
@@ -67,10 +60,10 @@ func TestWriteReadSurvivesRestart(t *testing.T) {
 func TestSnapshotKeepsOldData(t *testing.T) {
 	s := stacktest.Start(t, stacktest.Options{})
 	s.Create(t, "origin", 32*mib)
-	old := pattern(2, 5*mib)
+	old := testutil.Pattern(5*mib, 2)
 	s.Write(t, "origin", 0, old, false)
 	s.Snapshot(t, "origin", "origin-snap1")
-	s.Write(t, "origin", 1*mib, pattern(3, 2*mib), false)
+	s.Write(t, "origin", 1*mib, testutil.Pattern(2*mib, 3), false)
 	mustRead(t, s, "origin-snap1", 0, old)
 	if vi := s.Info(t, "origin-snap1"); !vi.ReadOnly || !vi.Snapshot {
 		t.Errorf("snapshot not a read-only snapshot: %+v", vi)
@@ -83,7 +76,7 @@ func TestSnapshotKeepsOldData(t *testing.T) {
 func TestLargerCloneReadsZerosPastParent(t *testing.T) {
 	s := stacktest.Start(t, stacktest.Options{})
 	s.Create(t, "image100", 100*gib)
-	tail := pattern(4, 4096)
+	tail := testutil.Pattern(4096, 4)
 	s.Write(t, "image100", 100*gib-4096, tail, false)
 	s.Snapshot(t, "image100", "image100-snap")
 	s.Clone(t, "image100-snap", "clone200", 200*gib)
@@ -101,24 +94,24 @@ func TestLargerCloneReadsZerosPastParent(t *testing.T) {
 func TestCloneWritesDoNotLeak(t *testing.T) {
 	s := stacktest.Start(t, stacktest.Options{})
 	s.Create(t, "parent", 16*mib)
-	base := pattern(5, 16*mib)
+	base := testutil.Pattern(16*mib, 5)
 	s.Write(t, "parent", 0, base, false)
 	s.Snapshot(t, "parent", "parent-snap")
 	s.Clone(t, "parent-snap", "child1", 0)
 	s.Clone(t, "parent-snap", "child2", 0)
-	s.Write(t, "child1", 4096, pattern(6, 8192), false)
+	s.Write(t, "child1", 4096, testutil.Pattern(8192, 6), false)
 	mustRead(t, s, "parent-snap", 0, base)
 	mustRead(t, s, "parent", 0, base)
 	mustRead(t, s, "child2", 0, base)
 	want := append([]byte(nil), base...)
-	copy(want[4096:], pattern(6, 8192))
+	copy(want[4096:], testutil.Pattern(8192, 6))
 	mustRead(t, s, "child1", 0, want)
 }
 
 func TestRecreatedNameGetsNewEpoch(t *testing.T) {
 	s := stacktest.Start(t, stacktest.Options{})
 	s.Create(t, "phoenix", 8*mib)
-	s.Write(t, "phoenix", 0, pattern(7, 4096), false)
+	s.Write(t, "phoenix", 0, testutil.Pattern(4096, 7), false)
 	vi1 := s.Info(t, "phoenix")
 	s.Remove(t, "phoenix")
 	if _, err := s.TryInfo("phoenix"); !errors.Is(err, errs.ErrNotFound) {
@@ -137,7 +130,7 @@ func TestReadsWhileAnotherHostHoldsTheLock(t *testing.T) {
 	a := stacktest.Start(t, stacktest.Options{DataDir: data, MapDir: maps, HostID: "host-a"})
 	b := stacktest.Start(t, stacktest.Options{DataDir: data, MapDir: maps, HostID: "host-b"})
 	a.Create(t, "shared", 8*mib)
-	content := pattern(8, 8192)
+	content := testutil.Pattern(8192, 8)
 	a.Write(t, "shared", 0, content, true)
 	a.Lock(t, "shared")
 	mustRead(t, b, "shared", 0, content)

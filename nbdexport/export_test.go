@@ -14,49 +14,31 @@ import (
 	"time"
 
 	"github.com/archipelago-go/archipelago/internal/stacktest"
+	"github.com/archipelago-go/archipelago/internal/testutil"
 )
 
 // Tests with real NBD clients (qemu-io, qemu-img, nbdinfo, nbdcopy from
 // Debian's qemu-utils and libnbd-bin) against nbdd on the whole stack.
 
-func need(t *testing.T, progs ...string) {
+// qemuIO runs qemu-io's commands on the raw image at uri; t fails if one
+// fails.
+func qemuIO(t *testing.T, uri string, cmds ...string) {
 	t.Helper()
-	for _, p := range progs {
-		if _, err := exec.LookPath(p); err != nil {
-			t.Skipf("%s not installed (apt-get install qemu-utils libnbd-bin): %v", p, err)
-		}
+	if err := testutil.QemuIO(t, uri, cmds...); err != nil {
+		t.Fatal(err)
 	}
 }
 
-func run(t *testing.T, prog string, args ...string) string {
+// qemuIOArgs is qemuIO with qemu-io's arguments given in full.
+func qemuIOArgs(t *testing.T, args []string, cmds ...string) {
 	t.Helper()
-	out, err := exec.Command(prog, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", prog, strings.Join(args, " "), err, out)
+	if err := testutil.QemuIOArgs(t, args, cmds...); err != nil {
+		t.Fatal(err)
 	}
-	return string(out)
-}
-
-func qemuIO(t *testing.T, uri string, cmds ...string) string {
-	t.Helper()
-	return qemuIOArgs(t, []string{"-f", "raw", uri}, cmds...)
-}
-
-// qemuIOArgs runs qemu-io with args and commands.
-func qemuIOArgs(t *testing.T, args []string, cmds ...string) string {
-	t.Helper()
-	for _, c := range cmds {
-		args = append(args, "-c", c)
-	}
-	out := run(t, "qemu-io", args...)
-	if strings.Contains(out, "Pattern verification failed") || strings.Contains(out, "failed:") {
-		t.Fatalf("qemu-io %v:\n%s", cmds, out)
-	}
-	return out
 }
 
 func TestQemuIOPatterns(t *testing.T) {
-	need(t, "qemu-io")
+	testutil.NeedBinaries(t, "qemu-io")
 	s := stacktest.Start(t, stacktest.Options{NBD: true})
 	s.Create(t, "qemuvol", 64<<20)
 	uri := s.URI("qemuvol")
@@ -78,11 +60,11 @@ func TestQemuIOPatterns(t *testing.T) {
 }
 
 func TestMapShowsHoles(t *testing.T) {
-	need(t, "qemu-io", "nbdinfo")
+	testutil.NeedBinaries(t, "qemu-io", "nbdinfo")
 	s := stacktest.Start(t, stacktest.Options{NBD: true})
 	s.Create(t, "sparsevol", 64<<20)
 	qemuIO(t, s.URI("sparsevol"), "write -P 1 8M 4k", "write -P 2 40M 4k")
-	out := run(t, "nbdinfo", "--map", s.URI("sparsevol"))
+	out := testutil.Run(t, "nbdinfo", "--map", s.URI("sparsevol"))
 	// 4 MiB blocks: data at [8M,12M) and [40M,44M), holes elsewhere.
 	want := []string{
 		"0     8388608    3  hole,zero",
@@ -133,7 +115,7 @@ func sum(t *testing.T, path string) string {
 }
 
 func TestNbdcopyRoundTrip(t *testing.T) {
-	need(t, "nbdcopy", "qemu-img")
+	testutil.NeedBinaries(t, "nbdcopy", "qemu-img")
 	size := int64(1 << 30)
 	if testing.Short() {
 		size = 128 << 20
@@ -143,12 +125,12 @@ func TestNbdcopyRoundTrip(t *testing.T) {
 	dir := t.TempDir()
 	in, out, out2 := filepath.Join(dir, "in.img"), filepath.Join(dir, "out.img"), filepath.Join(dir, "out2.img")
 	writeRandomFile(t, in, size, 7)
-	run(t, "nbdcopy", "--connections=4", "--threads=4", in, s.URI("bigvol"))
-	run(t, "nbdcopy", "--connections=4", "--threads=4", s.URI("bigvol"), out)
+	testutil.Run(t, "nbdcopy", "--connections=4", "--threads=4", in, s.URI("bigvol"))
+	testutil.Run(t, "nbdcopy", "--connections=4", "--threads=4", s.URI("bigvol"), out)
 	if a, b := sum(t, in), sum(t, out); a != b {
 		t.Fatalf("nbdcopy in and out: sha256 %s != %s", a, b)
 	}
-	run(t, "qemu-img", "convert", "-f", "raw", "-O", "raw", s.URI("bigvol"), out2)
+	testutil.Run(t, "qemu-img", "convert", "-f", "raw", "-O", "raw", s.URI("bigvol"), out2)
 	if a, b := sum(t, in), sum(t, out2); a != b {
 		t.Fatalf("qemu-img convert out: sha256 %s != %s", a, b)
 	}
@@ -161,7 +143,7 @@ func TestNbdcopyRoundTrip(t *testing.T) {
 // once the writer's first chunk is seen; if it still missed the writes
 // (the writer was done before it), the test tries again with a new volume.
 func TestSnapshotUnderWritesAndClone(t *testing.T) {
-	need(t, "qemu-io")
+	testutil.NeedBinaries(t, "qemu-io")
 	s := stacktest.Start(t, stacktest.Options{NBD: true})
 	const size, chunk = 32 << 20, 256 << 10
 	const attempts = 5
@@ -228,12 +210,12 @@ func TestSnapshotUnderWritesAndClone(t *testing.T) {
 }
 
 func TestSnapshotExportIsReadOnly(t *testing.T) {
-	need(t, "qemu-io", "nbdinfo")
+	testutil.NeedBinaries(t, "qemu-io", "nbdinfo")
 	s := stacktest.Start(t, stacktest.Options{NBD: true})
 	s.Create(t, "rovolume", 8<<20)
 	qemuIO(t, s.URI("rovolume"), "write -P 7 0 1M")
 	s.Snapshot(t, "rovolume", "rovolume-snap")
-	if out := run(t, "nbdinfo", s.URI("rovolume-snap")); !strings.Contains(out, "is_read_only: true") {
+	if out := testutil.Run(t, "nbdinfo", s.URI("rovolume-snap")); !strings.Contains(out, "is_read_only: true") {
 		t.Errorf("snapshot export not read-only:\n%s", out)
 	}
 	ro := []string{"-r", "-f", "raw", s.URI("rovolume-snap")}
@@ -246,7 +228,7 @@ func TestSnapshotExportIsReadOnly(t *testing.T) {
 }
 
 func TestUnknownExport(t *testing.T) {
-	need(t, "nbdinfo")
+	testutil.NeedBinaries(t, "nbdinfo")
 	s := stacktest.Start(t, stacktest.Options{NBD: true})
 	out, err := exec.Command("nbdinfo", s.URI("no-such-volume")).CombinedOutput()
 	if err == nil {
@@ -254,7 +236,7 @@ func TestUnknownExport(t *testing.T) {
 	}
 	s.Create(t, "listed1", 1<<20)
 	s.Create(t, "listed2", 1<<20)
-	if out := run(t, "nbdinfo", "--list", s.URI("")); !strings.Contains(out, `"listed1"`) || !strings.Contains(out, `"listed2"`) {
+	if out := testutil.Run(t, "nbdinfo", "--list", s.URI("")); !strings.Contains(out, `"listed1"`) || !strings.Contains(out, `"listed2"`) {
 		t.Errorf("nbdinfo --list:\n%s", out)
 	}
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/internal/stacktest"
+	"github.com/archipelago-go/archipelago/internal/testutil"
 	"github.com/archipelago-go/archipelago/volclient"
 	"github.com/archipelago-go/archipelago/wire"
 	"github.com/archipelago-go/archipelago/xseg"
@@ -53,14 +54,6 @@ func ok(t *testing.T, call string, err error) {
 	}
 }
 
-func pattern(seed byte, n int) []byte {
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = seed + byte(i*13)
-	}
-	return b
-}
-
 func TestCreateInfoRemove(t *testing.T) {
 	s := stacktest.Start(t, stacktest.Options{})
 	c, ctx := client(t, s), t.Context()
@@ -95,7 +88,7 @@ func TestSnapshotClone(t *testing.T) {
 	s := stacktest.Start(t, stacktest.Options{})
 	c, ctx := client(t, s), t.Context()
 	ok(t, "Create", c.Create(ctx, "base", 8*mib))
-	s.Write(t, "base", 0, pattern(1, mib), false)
+	s.Write(t, "base", 0, testutil.Pattern(mib, 1), false)
 	ok(t, "Snapshot", c.Snapshot(ctx, "base", "base@1"))
 	fails(t, "Snapshot to a taken name", c.Snapshot(ctx, "base", "base@1"), errs.ErrExists, "base@1")
 	fails(t, "Snapshot of a missing volume", c.Snapshot(ctx, "nobody", "nobody@1"), errs.ErrNotFound, "nobody")
@@ -111,7 +104,7 @@ func TestSnapshotClone(t *testing.T) {
 	if ci.Parent != "base@1" || ci.Size != 8*mib || ci.ReadOnly || ci.Snapshot {
 		t.Errorf("Info of a clone: %+v", ci)
 	}
-	if got := s.Read(t, "child", 0, mib); !bytes.Equal(got, pattern(1, mib)) {
+	if got := s.Read(t, "child", 0, mib); !bytes.Equal(got, testutil.Pattern(mib, 1)) {
 		t.Error("the clone does not read its parent's data")
 	}
 	ok(t, "Clone larger", c.Clone(ctx, "base@1", "bigger", 16*mib))
@@ -126,7 +119,7 @@ func TestSnapshotClone(t *testing.T) {
 	fails(t, "Clone beyond MaxSize", c.Clone(ctx, "base@1", "c5", volclient.MaxSize+512), errs.ErrTooLarge, "c5")
 	// A snapshot that clones use stays removable; the clones keep its data.
 	ok(t, "Remove of the snapshot", c.Remove(ctx, "base@1"))
-	if got := s.Read(t, "child", 0, mib); !bytes.Equal(got, pattern(1, mib)) {
+	if got := s.Read(t, "child", 0, mib); !bytes.Equal(got, testutil.Pattern(mib, 1)) {
 		t.Error("the clone lost its parent's data when the snapshot was removed")
 	}
 }
@@ -136,11 +129,11 @@ func TestRenameResize(t *testing.T) {
 	c, ctx := client(t, s), t.Context()
 	ok(t, "Create", c.Create(ctx, "old", 8*mib))
 	ok(t, "Create", c.Create(ctx, "other", mib))
-	s.Write(t, "old", 7*mib, pattern(2, mib), false)
+	s.Write(t, "old", 7*mib, testutil.Pattern(mib, 2), false)
 	ok(t, "Rename", c.Rename(ctx, "old", "new"))
 	_, err := c.Info(ctx, "old")
 	fails(t, "Info of the old name", err, errs.ErrNotFound, "old")
-	if got := s.Read(t, "new", 7*mib, mib); !bytes.Equal(got, pattern(2, mib)) {
+	if got := s.Read(t, "new", 7*mib, mib); !bytes.Equal(got, testutil.Pattern(mib, 2)) {
 		t.Error("the renamed volume lost its data")
 	}
 	fails(t, "Rename to a taken name", c.Rename(ctx, "new", "other"), errs.ErrExists, "other")
@@ -216,14 +209,14 @@ func TestSessionIO(t *testing.T) {
 		t.Errorf("session of a 16 MiB volume: %+v", v)
 	}
 	// Larger than MaxIO (split), across block boundaries, unaligned.
-	big := pattern(3, volclient.MaxIO+mib+123)
+	big := testutil.Pattern(volclient.MaxIO+mib+123, 3)
 	ok(t, "WriteAt", v.WriteAt(ctx, big, 3*mib-7, false))
 	got := make([]byte, len(big))
 	ok(t, "ReadAt", v.ReadAt(ctx, got, 3*mib-7))
 	if !bytes.Equal(got, big) {
 		t.Error("ReadAt does not read what WriteAt wrote")
 	}
-	ok(t, "WriteAt with FUA", v.WriteAt(ctx, pattern(4, 4096), 15*mib, true))
+	ok(t, "WriteAt with FUA", v.WriteAt(ctx, testutil.Pattern(4096, 4), 15*mib, true))
 	ok(t, "Flush", v.Flush(ctx))
 	ext, err := v.Allocated(ctx, 0, 16*mib)
 	ok(t, "Allocated", err)
@@ -252,15 +245,15 @@ func TestSessionIO(t *testing.T) {
 	// A lent buffer goes as the very request: no copy either way.
 	buf, err := c.Lend(64 << 10)
 	ok(t, "Lend", err)
-	copy(buf, pattern(5, len(buf)))
+	copy(buf, testutil.Pattern(len(buf), 5))
 	ok(t, "WriteAt of a lent buffer", v.WriteAt(ctx, buf, mib, false))
 	clear(buf)
 	ok(t, "ReadAt into a lent buffer", v.ReadAt(ctx, buf, mib))
-	if !bytes.Equal(buf, pattern(5, len(buf))) {
+	if !bytes.Equal(buf, testutil.Pattern(len(buf), 5)) {
 		t.Error("a lent buffer does not read back what it wrote")
 	}
 	c.Unlend(buf)
-	if got := s.Read(t, "disk", mib, 64<<10); !bytes.Equal(got, pattern(5, 64<<10)) {
+	if got := s.Read(t, "disk", mib, 64<<10); !bytes.Equal(got, testutil.Pattern(64<<10, 5)) {
 		t.Error("another session does not read the lent buffer's write")
 	}
 
@@ -331,7 +324,7 @@ func TestSnapshotSession(t *testing.T) {
 	s := stacktest.Start(t, stacktest.Options{})
 	c, ctx := client(t, s), t.Context()
 	ok(t, "Create", c.Create(ctx, "src", 4*mib))
-	s.Write(t, "src", 0, pattern(6, 4096), false)
+	s.Write(t, "src", 0, testutil.Pattern(4096, 6), false)
 	ok(t, "Snapshot", c.Snapshot(ctx, "src", "src@1"))
 	v, err := c.OpenSession(ctx, "src@1")
 	ok(t, "OpenSession of a snapshot", err)
@@ -341,7 +334,7 @@ func TestSnapshotSession(t *testing.T) {
 	}
 	got := make([]byte, 4096)
 	ok(t, "ReadAt", v.ReadAt(ctx, got, 0))
-	if !bytes.Equal(got, pattern(6, 4096)) {
+	if !bytes.Equal(got, testutil.Pattern(4096, 6)) {
 		t.Error("the snapshot does not read its data")
 	}
 	fails(t, "WriteAt to a snapshot", v.WriteAt(ctx, got, 0, false), errs.ErrReadOnly, "src@1")

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/archipelago-go/archipelago/internal/testbin"
+	"github.com/archipelago-go/archipelago/internal/testutil"
 	"github.com/archipelago-go/archipelago/nbd/nbduri"
 	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/volclient"
@@ -128,10 +129,10 @@ func (s *Stack) startPeers(t testing.TB) {
 		ports = append(ports, NBD)
 	}
 	for _, port := range ports {
-		testbin.WaitFor(t, 15*time.Second, fmt.Sprintf("port %d bound", port), func() bool { _, ok := s.Seg.Owner(port); return ok })
+		testutil.WaitFor(t, 15*time.Second, fmt.Sprintf("port %d bound", port), func() bool { _, ok := s.Seg.Owner(port); return ok })
 	}
 	if s.Socket != "" {
-		testbin.WaitFor(t, 15*time.Second, "NBD socket", func() bool { _, err := os.Stat(s.Socket); return err == nil })
+		testutil.WaitFor(t, 15*time.Second, "NBD socket", func() bool { _, err := os.Stat(s.Socket); return err == nil })
 	}
 }
 

@@ -132,11 +132,3 @@ func (p *Proc) Exited() bool {
 		return false
 	}
 }
-
-// WaitFor is testutil.WaitFor, kept for the callers not yet moved to it.
-//
-// Deprecated: use testutil.WaitFor.
-func WaitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	testutil.WaitFor(t, d, what, cond)
-}
