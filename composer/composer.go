@@ -144,7 +144,9 @@ func (c *Composer) Serve(ctx context.Context, p *peer.Peer, r *xseg.Request) (pe
 		return peer.Served, nil
 	case xseg.OpPing:
 		return peer.Served, nil
-	case xseg.OpInfo, xseg.OpList, xseg.OpAllocated:
+	case xseg.OpInfo, xseg.OpList, xseg.OpAllocated,
+		xseg.OpCheck, xseg.OpGC, xseg.OpUsage, xseg.OpDiff, xseg.OpTree:
+		// These change no map (GC deletes only what no map reaches).
 	default:
 		// Anything else may change the volume's map.
 		c.cache.invalidate(r.Target())

@@ -259,6 +259,9 @@ func (m *Mapper) serve(ctx context.Context, e *volume.Engine, r *xseg.Request) e
 	case xseg.OpFlush:
 		return e.Flush(ctx, name)
 	}
+	if ok, err := m.serveDoc(ctx, e, r); ok {
+		return err
+	}
 	return fmt.Errorf("the mapper does not serve %s: %w", r.Op(), errs.ErrNotSupported)
 }
 

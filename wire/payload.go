@@ -57,7 +57,8 @@ const (
 	KindExtents    Kind = 15              // Extents: ALLOCATED reply
 	KindErrorText  Kind = 16              // ErrorText: the message of a failed reply
 	KindSession    Kind = 17              // Session: OPEN/CLOSE of an endpoint's session, and OPEN's reply
-	kindMax             = KindSession + 1 // one past the last kind
+	KindDoc        Kind = 18              // Doc: a JSON document (requests and replies of the lifecycle ops)
+	kindMax             = KindDoc + 1 // one past the last kind
 )
 
 var kindNames = [...]string{
@@ -66,7 +67,7 @@ var kindNames = [...]string{
 	KindObjectInfo: "ObjectInfo", KindVolumeInfo: "VolumeInfo",
 	KindLock: "Lock", KindLockReply: "LockReply", KindResize: "Resize",
 	KindList: "List", KindNames: "Names", KindExtents: "Extents", KindErrorText: "ErrorText",
-	KindSession: "Session",
+	KindSession: "Session", KindDoc: "Doc",
 }
 
 // Valid reports whether k is a kind this package knows (not 0, not
@@ -169,6 +170,8 @@ func New(k Kind) Payload {
 		return new(ErrorText)
 	case KindSession:
 		return new(Session)
+	case KindDoc:
+		return new(Doc)
 	}
 	return nil
 }

@@ -64,6 +64,7 @@ var samples = []struct {
 	{"errortext", &ErrorText{Message: `volume name "ab" is shorter than 6 bytes: invalid argument`}},
 	{"session", &Session{Handle: 1<<40 + 3, Flags: SessionWrite}},
 	{"session/reply", &Session{Handle: 9, Flags: SessionWrite, ID: "0123456789abcdef0123456789abcdef"}},
+	{"doc", &Doc{Body: []byte(`{"volumes":["a","b"],"dry_run":true}`)}},
 }
 
 func TestRoundTrip(t *testing.T) {
@@ -375,6 +376,7 @@ func TestGolden(t *testing.T) {
 		{&Extents{Extents: []Extent{{1, 2}}}, "a70f0100 00000001 0000000000000001 0000000000000002"},
 		{&ErrorText{Message: "no"}, "a7100100 00026e6f"},
 		{&Session{Handle: 2, Flags: SessionWrite | SessionGone, ID: "i"}, "a7110100 0000000000000002 00000003 000169"},
+		{&Doc{Body: []byte("{}")}, "a7120100 00000002 7b7d"},
 	} {
 		want, err := hex.DecodeString(strings.ReplaceAll(tc.hex, " ", ""))
 		if err != nil {

@@ -38,6 +38,14 @@ const (
 	OpAllocated // allocated ranges of [Offset, +Size) (mapper): wire.Extents
 	OpLockWait  // wait, without taking it, until lock Target is free (blocker); bounded
 	OpDrain     // let the writes in flight on volume Target end, forget its cached mappings (vlmcd; sent by mapperd)
+	// The data lifecycle (mapper): a wire.Doc request, a wire.Doc reply.
+	OpCheck    // check maps and the objects they reach (read-only)
+	OpGC       // collect the map pages and data objects no header reaches
+	OpUsage    // bytes provisioned, mapped, held alone and shared (du)
+	OpDiff     // extents changed between a snapshot and a later one or the volume
+	OpFlatten  // copy a clone's shared blocks so that it needs its parent no more
+	OpRollback // the volume's content becomes a snapshot's
+	OpTree     // volumes, snapshots and clones with their parents
 	opMax
 )
 
@@ -50,6 +58,8 @@ var opNames = [...]string{
 	OpRename: "RENAME", OpFlush: "FLUSH", OpPing: "PING",
 	OpList: "LIST", OpLockOwner: "LOCKOWNER", OpTrim: "TRIM", OpAllocated: "ALLOCATED",
 	OpLockWait: "LOCKWAIT", OpDrain: "DRAIN",
+	OpCheck: "CHECK", OpGC: "GC", OpUsage: "USAGE", OpDiff: "DIFF",
+	OpFlatten: "FLATTEN", OpRollback: "ROLLBACK", OpTree: "TREE",
 }
 
 func (o Op) String() string {

@@ -20,7 +20,9 @@ func TestOpNumbers(t *testing.T) {
 		{Op(20), 20, "OP(20)"}, // retired: UPDATE
 		{OpPing, 21, "PING"}, {OpList, 22, "LIST"}, {OpLockOwner, 23, "LOCKOWNER"}, {OpTrim, 24, "TRIM"},
 		{OpAllocated, 25, "ALLOCATED"}, {OpLockWait, 26, "LOCKWAIT"}, {OpDrain, 27, "DRAIN"},
-		{opMax, 28, "OP(28)"},
+		{OpCheck, 28, "CHECK"}, {OpGC, 29, "GC"}, {OpUsage, 30, "USAGE"}, {OpDiff, 31, "DIFF"},
+		{OpFlatten, 32, "FLATTEN"}, {OpRollback, 33, "ROLLBACK"}, {OpTree, 34, "TREE"},
+		{opMax, 35, "OP(35)"},
 	} {
 		if uint32(tc.op) != tc.n || tc.op.String() != tc.name {
 			t.Errorf("op %d %q, want %d %q", uint32(tc.op), tc.op.String(), tc.n, tc.name)

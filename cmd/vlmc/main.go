@@ -50,8 +50,16 @@ Sizes are in MiB as in the original, or with a unit B, K, M, G, T, P, E
 		newOpen(g), newClose(g), newLock(g), newUnlock(g), newRename(g), newResize(g), newURI(g),
 		newMap(g), newUnmap(g), newShowmapped(g), newMapServe(g),
 	)
+	for _, mk := range lifecycle {
+		root.AddCommand(mk(g))
+	}
 	return root
 }
+
+// lifecycle holds the data lifecycle commands (check, gc, du, import,
+// export, diff, export-diff, import-diff, flatten, rollback, children):
+// each file registers its own in an init function.
+var lifecycle []func(g *globals) *cobra.Command
 
 // conn is one command's connection to vlmcd.
 type conn struct {
