@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/archipelago-go/archipelago/errs"
 )
@@ -50,6 +51,11 @@ type Config struct {
 	HostID string // HOST_ID: lock owner identity (default: the hostname)
 	RunDir string // RUN_DIR: pidfiles, sockets, mounts
 	LogDir string // LOG_DIR: one log per role
+	// GCInterval (GC_INTERVAL, a duration such as 24h; 0, the default,
+	// for never): mapperd collects garbage every GCInterval, jittered
+	// by a quarter either way (docs/gc.md). One collector runs per pool
+	// at a time, whichever host.
+	GCInterval time.Duration
 
 	XSEG XSEG // [XSEG]
 
@@ -263,6 +269,11 @@ func (c *Config) Format() string {
 	kv("HOST_ID", c.HostID)
 	kv("RUN_DIR", c.RunDir)
 	kv("LOG_DIR", c.LogDir)
+	if c.GCInterval == 0 {
+		kv("GC_INTERVAL", 0)
+	} else {
+		kv("GC_INTERVAL", c.GCInterval)
+	}
 	x := c.XSEG
 	b.WriteString("\n[XSEG]\n")
 	kv("SEGMENT_NAME", x.Name)

@@ -29,7 +29,8 @@
 //
 // # Sections and keys
 //
-//	[ARCHIPELAGO]  HOST_ID, RUN_DIR, LOG_DIR
+//	[ARCHIPELAGO]  HOST_ID, RUN_DIR, LOG_DIR, GC_INTERVAL (a duration,
+//	               0 for never: mapperd's periodic garbage collection)
 //	[XSEG]         SEGMENT_NAME, SEGMENT_PORTS, SEGMENT_DYNPORTS,
 //	               SEGMENT_SIZE (MiB), XSEGBD_START, XSEGBD_END,
 //	               VTOOL_START, VTOOL_END (see below)
@@ -60,7 +61,7 @@
 // "(default)" and blamed on its section's line in the file, if any. It
 // checks: syntax, duplicate sections and keys, unknown sections and keys
 // (per type), values (numbers, ranges, booleans true/false/yes/no/1/0,
-// log levels, absolute paths, addresses), ROLES against the sections and
+// log levels, absolute paths, addresses, durations), ROLES against the sections and
 // ORDER as a permutation of ROLES, port ranges inside the segment and
 // below SEGMENT_DYNPORTS, no overlap between roles, with XSEGBD (where the
 // block endpoints, and only they, bind) or with VTOOL, the *_port keys

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // Global sections and their keys, in print order.
@@ -20,7 +21,7 @@ const (
 )
 
 var globalKeys = map[string][]string{
-	secArchipelago: {"HOST_ID", "RUN_DIR", "LOG_DIR"},
+	secArchipelago: {"HOST_ID", "RUN_DIR", "LOG_DIR", "GC_INTERVAL"},
 	secXSEG: {"SEGMENT_NAME", "SEGMENT_PORTS", "SEGMENT_DYNPORTS", "SEGMENT_SIZE",
 		"XSEGBD_START", "XSEGBD_END", "VTOOL_START", "VTOOL_END"},
 	secPeers: {"ROLES", "ORDER"},
@@ -155,6 +156,25 @@ func (r *resolver) boolean(v val) (bool, bool) {
 	return false, false
 }
 
+// interval parses v as a duration (1h30m, 24h, 90s), 0 for never, else
+// at least lo.
+func (r *resolver) interval(v val, lo time.Duration) (time.Duration, bool) {
+	d, err := time.ParseDuration(v.value)
+	switch {
+	case v.value == "0":
+		return 0, true
+	case err != nil:
+		r.fail(v, "not a duration (a number with a unit: 90s, 30m, 24h; 0 for never)")
+	case d < 0:
+		r.fail(v, "negative")
+	case d > 0 && d < lo:
+		r.fail(v, "must be at least %v (or 0 for never)", lo)
+	default:
+		return d, true
+	}
+	return 0, false
+}
+
 func (r *resolver) absPath(v val) (string, bool) {
 	if !filepath.IsAbs(v.value) {
 		r.fail(v, "not an absolute path")
@@ -265,6 +285,7 @@ func resolve(f, def *iniFile) (*Config, error) {
 	}
 	c.RunDir, _ = r.absPath(g(secArchipelago, "RUN_DIR"))
 	c.LogDir, _ = r.absPath(g(secArchipelago, "LOG_DIR"))
+	c.GCInterval, _ = r.interval(g(secArchipelago, "GC_INTERVAL"), time.Second)
 
 	// [XSEG]
 	x := &c.XSEG
