@@ -54,6 +54,12 @@ type CommonFlags struct {
 	// always there).
 	MetricsListen string
 	Metrics       func(p *peer.Peer) []prometheus.Collector
+
+	// Started, if set, is called once the peer serves, for work of the
+	// program's own beside the requests (mapperd's periodic garbage
+	// collection); the function it returns, if not nil, is called at
+	// SIGTERM before the peer stops, to end that work.
+	Started func(p *peer.Peer) (stop func())
 }
 
 // RegisterMetrics adds --metrics-listen to fs, for the programs that
@@ -174,8 +180,15 @@ func (c *CommonFlags) RunUntilSignal(h peer.Handler) error {
 			return err
 		}
 	}
+	var stop func()
+	if c.Started != nil {
+		stop = c.Started(p)
+	}
 	s := <-sig
 	p.Logger().Info("signal", "signal", s.String())
+	if stop != nil {
+		stop()
+	}
 	p.Stop()
 	return nil
 }
