@@ -72,6 +72,8 @@ type Mapper struct {
 	reapOnce sync.Once
 	mu       sync.Mutex
 	holders  map[int]int // port -> pid that sent MAPR/MAPW (vlmcd): DRAIN goes there
+
+	gc gcRun // the garbage collection running here (gc.go)
 }
 
 // reapEvery is how often the sessions of dead processes are looked for.

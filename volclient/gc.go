@@ -33,10 +33,10 @@ type GCOptions struct {
 
 // GCProgress is how far the collection running on this host is: its phase
 // ("idle" when none runs; then the counts are zero) and what it counted so
-// far. Its JSON form is what `vlmc gc --json` prints at the end of a phase
-// (it prints the report at the end).
+// far. Its JSON form is what `vlmc gc --status --json` prints.
 type GCProgress struct {
-	// Phase: "idle", or the engine's phase (listing, marking, sweeping...).
+	// Phase: "idle", or the collection's: listing, records, marking,
+	// markers, sweeping, done.
 	Phase string `json:"phase"`
 	// Listed: objects of the pool listed so far.
 	Listed int `json:"listed"`
@@ -44,8 +44,8 @@ type GCProgress struct {
 	Volumes int `json:"volumes"`
 	// Reachable: objects found reachable so far.
 	Reachable int `json:"reachable"`
-	// Candidates: objects listed that no header reached (to be deleted
-	// unless protected).
+	// Candidates: objects listed that no header reached, to delete
+	// (known from the sweeping phase on).
 	Candidates int `json:"candidates"`
 	// Deleted: objects deleted so far (counted, with DryRun).
 	Deleted int `json:"deleted"`
@@ -65,7 +65,8 @@ type GCReport struct {
 	// collection; headers, epoch records, locks and markers are never
 	// candidates).
 	Listed int `json:"listed"`
-	// Volumes: headers walked (volumes and snapshots).
+	// Volumes: headers walked (volumes and snapshots, those the root
+	// markers named included).
 	Volumes int `json:"volumes"`
 	// Reachable: objects some header reaches.
 	Reachable int `json:"reachable"`
@@ -80,20 +81,21 @@ type GCReport struct {
 	DeletedData  int `json:"deleted_data"`
 	// Bytes the deleted objects held.
 	Bytes int64 `json:"bytes"`
-	// Objects are the names of the objects deleted (or to delete).
-	Objects []string `json:"objects"`
+	// Objects, with DryRun, are the names of the objects it would delete.
+	Objects []string `json:"objects,omitempty"`
 	// ObjectsOmitted counts the names left out of Objects so that the
 	// answer fits its buffer (the counts above stay exact).
 	ObjectsOmitted int `json:"objects_omitted,omitempty"`
-	// Markers: root markers found (archip_root_<name>); MarkersDeleted:
-	// those of operations over, deleted.
+	// Markers: root markers processed (archip_root_<name>, left by
+	// snapshot, clone, rename and rollback); MarkersDeleted: those of
+	// operations over, deleted.
 	Markers        int `json:"markers"`
 	MarkersDeleted int `json:"markers_deleted"`
 	// Rounds: listings of the markers until one found nothing new.
 	Rounds int `json:"rounds"`
 	// Problems the collection found and left alone (an object of a
 	// volume without an epoch record, say), one line each.
-	Problems []string `json:"problems"`
+	Problems []string `json:"problems,omitempty"`
 }
 
 // gcRequest is the GC request's document (mapper/gc.go reads it).

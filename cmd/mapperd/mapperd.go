@@ -1,13 +1,16 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 
 	"github.com/archipelago-go/archipelago/config"
+	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/internal/daemon"
 	"github.com/archipelago-go/archipelago/internal/metrics"
 	"github.com/archipelago-go/archipelago/mapper"
@@ -20,6 +23,7 @@ func mapperdCommand() *cobra.Command {
 	var c daemon.CommonFlags
 	var o volume.Options
 	var bm, bb int
+	var gcEvery time.Duration
 	cmd := &cobra.Command{
 		Use:   "mapperd",
 		Short: "Mapper: volume maps, copy-on-write, snapshots, clones, locks",
@@ -32,10 +36,16 @@ the same identity takes its locks back.
 
 With --metrics-listen (a role's metrics_listen) it serves Prometheus metrics
 at http://ADDR/metrics: the writes that waited for a volume's lock held by
-another host, and how long (docs/metrics.md).`,
+another host, and how long (docs/metrics.md).
+
+With --gc-interval (GC_INTERVAL of [ARCHIPELAGO]) it collects garbage every
+interval, jittered by a quarter either way, as vlmc gc does (docs/gc.md): a
+collection that fails is logged and tried again at the next interval; one
+running on another host (the pool's collector lock) is skipped, at level info.`,
 		Example: `  mapperd --portno-start 502 --blockerm-port 501 --blockerb-port 500 --host-id node1
   mapperd --role mapperd     # options from the configuration
-  mapperd --role mapperd --metrics-listen 127.0.0.1:9571`,
+  mapperd --role mapperd --metrics-listen 127.0.0.1:9571
+  mapperd --role mapperd --gc-interval 24h`,
 		Args:          cobra.NoArgs,
 		SilenceUsage:  true,
 		SilenceErrors: true,
@@ -50,6 +60,7 @@ another host, and how long (docs/metrics.md).`,
 					daemon.FromRole("blockerb-port", &bb, r.BlockerBPort),
 					daemon.FromRole("host-id", &o.Owner, cfg.HostID),
 					daemon.FromRole("metrics-listen", &c.MetricsListen, r.MetricsListen),
+					daemon.FromRole("gc-interval", &gcEvery, cfg.GCInterval),
 				)
 				if err != nil {
 					return err
@@ -69,7 +80,14 @@ another host, and how long (docs/metrics.md).`,
 			var waits metrics.LockWaits
 			o.OnLockWait = waits.Begin
 			c.Metrics = func(*peer.Peer) []prometheus.Collector { return []prometheus.Collector{&waits} }
-			return c.RunUntilSignal(mapper.New(o, bm, bb))
+			if gcEvery < 0 {
+				return fmt.Errorf("--gc-interval %v: negative: %w", gcEvery, errs.ErrInvalid)
+			}
+			m := mapper.New(o, bm, bb)
+			if gcEvery > 0 {
+				c.Started = func(p *peer.Peer) func() { return m.CollectEvery(p, gcEvery) }
+			}
+			return c.RunUntilSignal(m)
 		},
 	}
 	c.Register(cmd.Flags(), "mapperd")
@@ -78,5 +96,6 @@ another host, and how long (docs/metrics.md).`,
 	cmd.Flags().IntVar(&bb, "blockerb-port", 500, "port of the blocker holding data objects")
 	cmd.Flags().StringVar(&o.Owner, "host-id", "", "lock owner identity (default the hostname)")
 	cmd.Flags().Uint32Var(&o.BlockSize, "block-size", 4<<20, "object size of new volumes in bytes")
+	cmd.Flags().DurationVar(&gcEvery, "gc-interval", 0, "collect garbage every this long (jittered; 0: never)")
 	return cmd
 }
