@@ -115,8 +115,8 @@ type UsageReport struct {
 	Pool    PoolUsage     `json:"pool"`
 }
 
-// statWorkers is how many Stat calls Usage keeps in flight.
-const statWorkers = 16
+// usageWorkers is how many Stat calls Usage keeps in flight.
+const usageWorkers = 16
 
 // usageObj is one object some header reaches.
 type usageObj struct {
@@ -216,7 +216,7 @@ func (e *Engine) usage(ctx context.Context, names []string, opts UsageOptions) (
 	}
 
 	// One Stat per distinct object.
-	err := statAll(ctx, len(objs), func(i int) error {
+	err := usageStatAll(ctx, len(objs), func(i int) error {
 		st := e.data
 		if objs[i].page {
 			st = e.maps
@@ -341,7 +341,7 @@ func (e *Engine) held(ctx context.Context, ids map[string]int32, objs []usageObj
 			return nil, fmt.Errorf("list the %s: %w", st.what, err)
 		}
 	}
-	err := statAll(ctx, len(items), func(i int) error {
+	err := usageStatAll(ctx, len(items), func(i int) error {
 		it := &items[i]
 		if it.size >= 0 {
 			return nil
@@ -387,14 +387,14 @@ func (e *Engine) held(ctx context.Context, ids map[string]int32, objs []usageObj
 	return h, nil
 }
 
-// statAll calls fn(i) for i in [0, n) from statWorkers goroutines and
+// usageStatAll calls fn(i) for i in [0, n) from usageWorkers goroutines and
 // returns the first error (the others stop early).
-func statAll(ctx context.Context, n int, fn func(i int) error) error {
+func usageStatAll(ctx context.Context, n int, fn func(i int) error) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var wg sync.WaitGroup
 	next := make(chan int)
-	for range min(statWorkers, n) {
+	for range min(usageWorkers, n) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
