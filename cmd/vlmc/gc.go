@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/archipelago-go/archipelago/internal/progress"
+	"github.com/archipelago-go/archipelago/internal/sizes"
 	"github.com/archipelago-go/archipelago/volclient"
 )
 
@@ -55,7 +56,7 @@ in mapperd: --status shows how far it is.`,
 					return nil
 				}
 				fmt.Fprintf(w, "phase %s: listed %d objects, walked %d volumes, %d reachable, %d candidates, deleted %d (%s)\n",
-					p.Phase, p.Listed, p.Volumes, p.Reachable, p.Candidates, p.Deleted, humanBytes(p.Bytes))
+					p.Phase, p.Listed, p.Volumes, p.Reachable, p.Candidates, p.Deleted, sizes.Human(uint64(p.Bytes)))
 				return nil
 			}
 			bar := &gcBar{w: cmd.ErrOrStderr(), quiet: asJSON}
@@ -122,7 +123,7 @@ func printGCReport(w, errw io.Writer, r *volclient.GCReport) {
 		verb = "would delete"
 	}
 	fmt.Fprintf(w, "%s %d objects (%d map pages, %d data objects), %s (%d bytes)\n",
-		verb, r.Deleted, r.DeletedPages, r.DeletedData, humanBytes(r.Bytes), r.Bytes)
+		verb, r.Deleted, r.DeletedPages, r.DeletedData, sizes.Human(uint64(r.Bytes)), r.Bytes)
 	fmt.Fprintf(w, "listed %d objects; walked %d volumes; %d reachable; %d unreachable kept (in use by operations in flight)\n",
 		r.Listed, r.Volumes, r.Reachable, r.Protected)
 	fmt.Fprintf(w, "root markers: %d processed, %d deleted (%d rounds)\n", r.Markers, r.MarkersDeleted, r.Rounds)
@@ -137,18 +138,4 @@ func printGCReport(w, errw io.Writer, r *volclient.GCReport) {
 	for _, p := range r.Problems {
 		fmt.Fprintf(errw, "vlmc gc: warning: %s\n", p)
 	}
-}
-
-// humanBytes prints n bytes to one decimal in the largest binary unit
-// below it: "36.0 MiB", "512 B".
-func humanBytes(n int64) string {
-	if n < 1024 {
-		return fmt.Sprintf("%d B", n)
-	}
-	f, u := float64(n), 0
-	for f >= 1024 && u < 6 {
-		f /= 1024
-		u++
-	}
-	return fmt.Sprintf("%.1f %ciB", f, "KMGTPE"[u-1])
 }
