@@ -337,6 +337,15 @@ func (e *Engine) ensureSession(ctx context.Context, v *vol) error {
 // epoch: a copy of the old object (made durable first), or nothing for a
 // zero block; then it commits the map. On failure it forgets v's cache, so
 // the next attempt starts a new session.
+//
+// The copies are made outside the commit mutex, so the allocation
+// identity may move meanwhile (a trim, resize or failure ends the session
+// and another write starts the next). The commit checks, under the
+// mutex, that the identity is still the one the copies were named with,
+// and otherwise copies again under the new one: an object is linked only
+// while its epoch is its volume's allocation identity, which the garbage
+// collector relies on (docs/gc.md). The copies left behind are garbage of
+// an epoch no write links any more.
 func (e *Engine) makeWritable(ctx context.Context, v *vol, todo []pending) (err error) {
 	defer func() {
 		if err != nil {
@@ -345,6 +354,22 @@ func (e *Engine) makeWritable(ctx context.Context, v *vol, todo []pending) (err 
 			v.mu.Unlock()
 		}
 	}()
+	for attempt := 1; ; attempt++ {
+		again, err := e.makeWritableOnce(ctx, v, todo)
+		if err != nil || !again {
+			return err
+		}
+		if attempt == 100 {
+			return fmt.Errorf("volume %q: its allocation identity kept moving during copy-on-write (%d tries): %w",
+				v.name, attempt, errs.ErrBusy)
+		}
+	}
+}
+
+// makeWritableOnce is one try of makeWritable: again is true if the
+// allocation identity moved since the copies were made (nothing was
+// committed).
+func (e *Engine) makeWritableOnce(ctx context.Context, v *vol, todo []pending) (again bool, err error) {
 	v.commitMu.Lock()
 	err = e.ensureSession(ctx, v)
 	var h *header
@@ -355,7 +380,7 @@ func (e *Engine) makeWritable(ctx context.Context, v *vol, todo []pending) (err 
 	}
 	v.commitMu.Unlock()
 	if err != nil {
-		return err
+		return false, err
 	}
 	alloc := h.alloc()
 	copied := false
@@ -365,7 +390,7 @@ func (e *Engine) makeWritable(ctx context.Context, v *vol, todo []pending) (err 
 		}
 		src, err := dataName(h, p.old.ref, p.block)
 		if err != nil {
-			return fmt.Errorf("volume %q: %w", v.name, err)
+			return false, fmt.Errorf("volume %q: %w", v.name, err)
 		}
 		dst, _ := dataName(h, alloc, p.block)
 		switch err := e.data.Copy(ctx, src, dst); {
@@ -373,20 +398,31 @@ func (e *Engine) makeWritable(ctx context.Context, v *vol, todo []pending) (err 
 			// Mapped but never written: it reads as zeros, as does the
 			// new object until written.
 		case err != nil:
-			return fmt.Errorf("volume %q: copy-on-write of block %d: %w", v.name, p.block, err)
+			return false, fmt.Errorf("volume %q: copy-on-write of block %d: %w", v.name, p.block, err)
 		default:
 			copied = true
 		}
 	}
 	if copied {
 		if err := e.dataSync.sync(ctx); err != nil {
-			return fmt.Errorf("volume %q: copy-on-write: %w", v.name, err)
+			return false, fmt.Errorf("volume %q: copy-on-write: %w", v.name, err)
 		}
+	}
+	if e.afterCopy != nil {
+		e.afterCopy(v.name)
 	}
 	v.commitMu.Lock()
 	defer v.commitMu.Unlock()
 	v.mu.Lock()
-	t, err := e.newTxn(ctx, v)
+	cur, err := e.header(ctx, v)
+	if err == nil && identity(cur) != identity(h) {
+		v.mu.Unlock()
+		return true, nil
+	}
+	var t *txn
+	if err == nil {
+		t, err = e.newTxn(ctx, v)
+	}
 	if err == nil {
 		for _, p := range todo {
 			if err = t.set(ctx, p.block, entry{present: true, ref: alloc}); err != nil {
@@ -396,9 +432,18 @@ func (e *Engine) makeWritable(ctx context.Context, v *vol, todo []pending) (err 
 	}
 	v.mu.Unlock()
 	if err != nil {
-		return err
+		return false, err
 	}
-	return t.commit(ctx)
+	return false, t.commit(ctx)
+}
+
+// identity is h's allocation identity by name: (prefix, epoch).
+func identity(h *header) string {
+	a := h.alloc()
+	if int(a.prefix) >= len(h.prefixes) {
+		return fmt.Sprintf("#%d_%d", a.prefix, a.epoch)
+	}
+	return fmt.Sprintf("%s_%d", h.prefixes[a.prefix], a.epoch)
 }
 
 // Trim makes every whole block of [off, off+n) of volume name a zero block

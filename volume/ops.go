@@ -177,6 +177,11 @@ func (e *Engine) clone(ctx context.Context, parent, name string, size uint64) (e
 	if err := e.exists(ctx, name); err != nil {
 		return err
 	}
+	// The clone will reach the parent's objects: its root marker first
+	// (docs/gc.md).
+	if err := e.markRoot(ctx, name); err != nil {
+		return err
+	}
 	ep, err := e.bumpEpoch(ctx, name)
 	if err != nil {
 		return err
@@ -233,6 +238,11 @@ func (e *Engine) snapshot(ctx context.Context, name, snap string) (err error) {
 		return fmt.Errorf("volume %q is a snapshot already: %w", name, errs.ErrInvalid)
 	}
 	if err := e.exists(ctx, snap); err != nil {
+		return err
+	}
+	// The snapshot will reach the volume's objects: its root marker
+	// before any header changes (docs/gc.md).
+	if err := e.markRoot(ctx, snap); err != nil {
 		return err
 	}
 	// Data written before the snapshot (without FUA) becomes durable, so
@@ -446,6 +456,11 @@ func (e *Engine) rename(ctx context.Context, old, new string) (err error) {
 		if err := e.resolveRename(ctx, old, h); err != nil {
 			return err
 		}
+	}
+	// 0. The new name will reach the volume's objects: its root marker
+	// before any header changes (docs/gc.md).
+	if err := e.markRoot(ctx, new); err != nil {
+		return err
 	}
 	// 1. Record the intent in the old header, so that removing or renaming
 	// it later first deletes a new header left by a crash.
