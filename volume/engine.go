@@ -117,9 +117,11 @@ type Engine struct {
 	// onWait, if set, is called each time MapWrite or Trim finds the lock
 	// held by owner and is about to wait.
 	onWait   func(name, owner string)
-	// afterCopy, if set (tests), is called by a write's copy-on-write
-	// after the copies are durable and before the map commit.
-	afterCopy func(name string)
+	// hook, if set (tests), is called at points where an operation has
+	// written objects it has not linked yet: "copied" (a write's
+	// copy-on-write, copies durable, map not committed), "pages" (create
+	// or clone, fresh pages written, header not).
+	hook func(point, name string)
 	maxPages int // cached pages per volume
 	// shared caches, by object name, map pages that a volume read without
 	// its lock reaches and does not own (shared with snapshots and

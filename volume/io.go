@@ -408,8 +408,8 @@ func (e *Engine) makeWritableOnce(ctx context.Context, v *vol, todo []pending) (
 			return false, fmt.Errorf("volume %q: copy-on-write: %w", v.name, err)
 		}
 	}
-	if e.afterCopy != nil {
-		e.afterCopy(v.name)
+	if e.hook != nil {
+		e.hook("copied", v.name)
 	}
 	v.commitMu.Lock()
 	defer v.commitMu.Unlock()

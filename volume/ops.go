@@ -100,6 +100,9 @@ func (e *Engine) createNew(ctx context.Context, v *vol, h *header, pages []*page
 			return fmt.Errorf("volume %q: %w", v.name, err)
 		}
 	}
+	if e.hook != nil {
+		e.hook("pages", v.name)
+	}
 	if err := e.createHeader(ctx, v.name, h); err != nil {
 		cctx := context.WithoutCancel(ctx)
 		if e.maps.Delete(cctx, v.name) == nil {
