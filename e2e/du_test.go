@@ -192,4 +192,19 @@ func duTwoHosts(t *testing.T, o e2etest.Options, st duStorage) {
 		}
 	}
 	t.Logf("vlmc du:\n%s", a.Must("vlmc", "du", "--held"))
+
+	// After a collection the pool holds what du counts, to the byte.
+	a.Must("vlmc", "gc")
+	after := du(t, b, "--held")
+	data, maps = duCount(st.data(t), duDataForm), duCount(st.maps(t), duPageForm)
+	if ap := after.Pool; ap.Data.Bytes != data.objs.Bytes || ap.Data.Objects != data.objs.Objects ||
+		ap.Map.Bytes != maps.objs.Bytes || ap.Map.Objects != maps.objs.Objects ||
+		ap.Held.UnreachableData != (volclient.UsageCount{}) || ap.Held.UnreachableMap != (volclient.UsageCount{}) {
+		t.Errorf("after vlmc gc: du counts data %+v, map pages %+v (unreachable %+v, %+v); the storage holds data %+v, map pages %+v",
+			ap.Data, ap.Map, ap.Held.UnreachableData, ap.Held.UnreachableMap, data.objs, maps.objs)
+	}
+	after.Pool.Held, rep.Pool.Held = nil, nil
+	if !reflect.DeepEqual(after, rep) {
+		t.Errorf("the collection changed what the volumes use:\n%+v\nbefore\n%+v", after, rep)
+	}
 }
