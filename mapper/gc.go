@@ -103,14 +103,17 @@ func (m *Mapper) collect(ctx context.Context, e *volume.Engine, who string, o vo
 	o.Progress = m.gc.update
 	rep, err := e.GC(ctx, o)
 	var h errs.LockHolder
-	if errors.As(err, &h) || errors.Is(err, errs.ErrLocked) {
+	if errors.As(err, &h) {
 		// Said whole here, without the holder's reply (that would read
 		// `volume "": locked by X`): the collector's lock is not a
 		// volume's, and only force breaks it.
-		return nil, fmt.Errorf("%s (if that host is gone for good, its collection killed, break the lock with force: vlmc gc --force): %w",
-			err.Error(), errs.ErrLocked)
+		return nil, fmt.Errorf("garbage collection running on host %s; if that host is gone for good (its collection killed), "+
+			"break its lock with force (vlmc gc --force): %w", h.LockHolder(), errs.ErrLocked)
 	}
-	return rep, err
+	if err != nil {
+		return nil, err
+	}
+	return rep, nil
 }
 
 func serveGC(ctx context.Context, m *Mapper, e *volume.Engine, r *xseg.Request, req *wire.Doc) (any, error) {

@@ -3,7 +3,6 @@ package volclient
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"time"
 
@@ -188,12 +187,18 @@ func (c *Client) gcStatus(ctx context.Context, timeout time.Duration) (GCProgres
 	return c.GCStatus(ctx)
 }
 
-// gcError says "garbage collection: <the mapper's message>" (it begins
-// `GC "": `, the op and the empty target), keeping the sentinel.
+// gcError says "garbage collection: <why>" without the empty target that
+// the mapper's and the client's messages name (`GC "": `, `volume "": `),
+// keeping the error's chain.
 func gcError(err error) error {
+	msg := err.Error()
 	var re *peer.RemoteError
 	if errors.As(err, &re) {
-		return fmt.Errorf("garbage collection: %w", &peer.RemoteError{Msg: strings.TrimPrefix(re.Msg, `GC "": `), Err: re.Err})
+		msg = re.Msg
 	}
-	return fmt.Errorf("garbage collection: %w", err)
+	msg = strings.TrimPrefix(strings.TrimPrefix(msg, `GC "": `), `volume "": `)
+	if !strings.HasPrefix(msg, "garbage collection") {
+		msg = "garbage collection: " + msg
+	}
+	return &peer.RemoteError{Msg: msg, Err: err}
 }
