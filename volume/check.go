@@ -112,6 +112,9 @@ const checkSettle = time.Second
 type checkOptions struct {
 	noData bool          // do not look for data objects (their store is not at hand)
 	settle time.Duration // pause before the second look; < 0: no second look
+	// firstLook, if set, is told what the first walk found when there is
+	// a second look.
+	firstLook func(found []Problem)
 }
 
 // CheckVolumes checks the maps of the volumes named (nil: every volume)
@@ -162,6 +165,9 @@ func (e *Engine) checkVolumes(ctx context.Context, names []string, progress func
 	}
 	// The second look: the volumes involved, walked again from their
 	// headers read anew, after a pause.
+	if o.firstLook != nil {
+		o.firstLook(first.all())
+	}
 	if err := sleep(ctx, o.settle-time.Since(start)); err != nil {
 		return nil, err
 	}
@@ -487,7 +493,7 @@ func (c *checker) header(ctx context.Context, name string) (*header, error) {
 	case errors.Is(err, errs.ErrNotFound):
 		return nil, nil
 	case unreadable(err):
-		c.problem(name, name, ProblemUnreadable, fmt.Sprintf("volume header: %v", err))
+		c.problem(name, name, ProblemUnreadable, err.Error())
 		return nil, nil
 	case err != nil:
 		return nil, fmt.Errorf("check: volume %q: header: %w", name, err)
