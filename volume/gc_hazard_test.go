@@ -49,10 +49,10 @@ func TestGCHazardCopyInFlight(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.vols["vm"].write(modelBS, []byte("b"))
+	checkOracle(t, v.e, f.vols)
 	if rep == nil || rep.Protected == 0 {
 		t.Fatalf("gc during the copy-on-write: report %+v, want the copy protected", rep)
 	}
-	checkOracle(t, v.e, f.vols)
 }
 
 // Hazard 1, create/clone: a clone larger than its parent writes fresh
@@ -75,10 +75,10 @@ func TestGCHazardClonePagesInFlight(t *testing.T) {
 	c := f.vols["s"].clone()
 	c.snap, c.size = false, 600*modelBS
 	f.vols["c"] = c
+	checkOracle(t, v.e, f.vols)
 	if rep == nil || rep.Protected != 1 {
 		t.Fatalf("gc during the clone: report %+v, want its fresh root page protected", rep)
 	}
-	checkOracle(t, v.e, f.vols)
 	f.write("c", 590, 591, 'c')
 	checkOracle(t, v.e, f.vols)
 }
@@ -118,10 +118,10 @@ func TestGCHazardIdentityBelowRecord(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.vols["vm"].write(modelBS, []byte("b"))
+	checkOracle(t, v.e, f.vols)
 	if rep == nil || rep.Protected == 0 {
 		t.Fatalf("report %+v, want the copy protected", rep)
 	}
-	checkOracle(t, v.e, f.vols)
 }
 
 // Hazard 1 and the engine change it needs: a write copies under the
@@ -154,10 +154,10 @@ func TestGCHazardCopyUnderMovedIdentity(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.vols["vm"].write(modelBS, []byte("b"))
+	checkOracle(t, v.e, f.vols)
 	if rep == nil || rep.DeletedData == 0 {
 		t.Fatalf("report %+v: the first copy (of a moved identity) should have been collected", rep)
 	}
-	checkOracle(t, v.e, f.vols)
 }
 
 // Hazard 2, snapshot: taken between the collector's listing of volumes
@@ -173,10 +173,10 @@ func TestGCHazardSnapshotDuringMark(t *testing.T) {
 			f.write("vm", 0, 4, 'b')
 		}
 	}})
+	checkOracle(t, v.e, f.vols)
 	if rep.Markers == 0 {
 		t.Fatalf("report %+v: no root marker processed", rep)
 	}
-	checkOracle(t, v.e, f.vols)
 }
 
 // Hazard 2, clone: made of a snapshot during the walk, and the snapshot
@@ -192,10 +192,10 @@ func TestGCHazardCloneDuringMark(t *testing.T) {
 			f.remove("s")
 		}
 	}})
+	checkOracle(t, v.e, f.vols)
 	if rep.Markers == 0 {
 		t.Fatalf("report %+v: no root marker processed", rep)
 	}
-	checkOracle(t, v.e, f.vols)
 }
 
 // Hazard 2, rename: the listing has the old name, the walk finds it gone,
@@ -208,10 +208,10 @@ func TestGCHazardRenameDuringMark(t *testing.T) {
 			f.rename("vm", "a-new")
 		}
 	}})
+	checkOracle(t, v.e, f.vols)
 	if rep.Markers == 0 {
 		t.Fatalf("report %+v: no root marker processed", rep)
 	}
-	checkOracle(t, v.e, f.vols)
 	f.write("a-new", 0, 1, 'c')
 	checkOracle(t, v.e, f.vols)
 }
@@ -234,10 +234,10 @@ func TestGCHazardRootsDuringMarkers(t *testing.T) {
 			}
 		}
 	}})
+	checkOracle(t, v.e, f.vols)
 	if rep.Rounds != 3 || rep.Markers != 2 {
 		t.Fatalf("report %+v, want 3 rounds and 2 markers", rep)
 	}
-	checkOracle(t, v.e, f.vols)
 }
 
 // Step 6: a marker is deleted only while its name's lock is free; a
