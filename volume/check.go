@@ -70,9 +70,6 @@ type Problem struct {
 	Object string `json:"object"`
 	Kind   string `json:"kind"`
 	Detail string `json:"detail"`
-	// involved: the volumes whose state the problem depends on (walked
-	// again before it is reported).
-	involved []string
 }
 
 func (p Problem) String() string {
@@ -172,8 +169,8 @@ func (e *Engine) checkVolumes(ctx context.Context, names []string, progress func
 		return nil, err
 	}
 	again := make(map[string]bool)
-	for _, p := range first.all() {
-		for _, v := range p.involved {
+	for _, vs := range first.involved {
+		for _, v := range vs {
 			again[v] = true
 		}
 	}
@@ -187,7 +184,7 @@ func (e *Engine) checkVolumes(ctx context.Context, names []string, progress func
 	confirmed := &checkPassResult{kinds: make(map[[2]string]int)}
 	for _, p := range second.all() {
 		if first.has(p) {
-			confirmed.add(p)
+			confirmed.add(p, nil)
 		}
 	}
 	for k, n := range second.omitted {
@@ -320,6 +317,9 @@ type checkPassResult struct {
 	volumes, pages, datas int
 	list                  []Problem
 	seen                  map[problemKey]bool
+	// involved: the volumes each problem found depends on (walked again
+	// before it is reported).
+	involved map[problemKey][]string
 	kinds                 map[[2]string]int // (volume, kind) -> problems found
 	omitted               map[[2]string]int // beyond the listed
 	omittedN              int
@@ -328,15 +328,17 @@ type checkPassResult struct {
 	current map[string]bool
 }
 
-func (r *checkPassResult) add(p Problem) {
+func (r *checkPassResult) add(p Problem, involved []string) {
 	if r.seen == nil {
 		r.seen = make(map[problemKey]bool)
+		r.involved = make(map[problemKey][]string)
 	}
 	k := keyOf(p)
 	if r.seen[k] {
 		return
 	}
 	r.seen[k] = true
+	r.involved[k] = involved
 	vk := [2]string{p.Volume, p.Kind}
 	r.kinds[vk]++
 	if r.kinds[vk] > maxListedProblems {
@@ -456,7 +458,7 @@ func renamePair(a *header, an string, b *header, bn string) bool {
 }
 
 func (c *checker) problem(vol, obj, kind, detail string, involved ...string) {
-	c.r.add(Problem{Volume: vol, Object: obj, Kind: kind, Detail: detail, involved: append([]string{vol}, involved...)})
+	c.r.add(Problem{Volume: vol, Object: obj, Kind: kind, Detail: detail}, append([]string{vol}, involved...))
 }
 
 // inspect reads the dual-slot object name as stored (no cache, no log).
