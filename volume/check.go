@@ -320,9 +320,9 @@ type checkPassResult struct {
 	// involved: the volumes each problem found depends on (walked again
 	// before it is reported).
 	involved map[problemKey][]string
-	kinds                 map[[2]string]int // (volume, kind) -> problems found
-	omitted               map[[2]string]int // beyond the listed
-	omittedN              int
+	kinds    map[[2]string]int // (volume, kind) -> problems found
+	omitted  map[[2]string]int // beyond the listed
+	omittedN int
 	// current: data objects named with their volume's allocation
 	// identity (a first write may be writing them now).
 	current map[string]bool
