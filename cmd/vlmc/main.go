@@ -7,8 +7,10 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -22,9 +24,25 @@ import (
 
 func main() {
 	if err := newRoot().Execute(); err != nil {
+		// A command may ask for its own exit status (check: 1 problems
+		// found, 2 could not check); any other failure exits 1.
+		var ee *exitError
+		if errors.As(err, &ee) {
+			fmt.Fprintf(os.Stderr, "vlmc: %v\n", err)
+			os.Exit(ee.code)
+		}
 		daemon.Fatal(err)
 	}
 }
+
+// exitError is a command's error that asks for its own exit status.
+type exitError struct {
+	code int
+	err  error
+}
+
+func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitError) Unwrap() error { return e.err }
 
 // globals are the root's persistent flags, which every subcommand reads.
 type globals struct {
