@@ -19,7 +19,7 @@ type GCOptions struct {
 
 	// hook, for tests, is called between the steps with the step done
 	// ("listed", "records", "volumes", "walked <name>", "marked",
-	// "markers", "settled", "swept").
+	// "markers", "settled", "swept", "unmarking <name>").
 	hook func(step string)
 }
 
@@ -533,10 +533,14 @@ func (g *gcRun) sweep(ctx context.Context) error {
 }
 
 // dropMarkers is step 6: a marker processed is deleted once no operation
-// that made it can be in flight: under its name's lock (taken here for
-// the moment of the delete), with the name's header absent or carrying
-// no rename flag. An operation that makes the name a root again takes the
-// lock first and then writes the marker anew.
+// that made it can be in flight, that is while its name's lock is free or
+// this host's with no operation of this host on the name (its gate taken
+// shared meanwhile), and its header, if any, carries no rename flag. The
+// lock is looked at again after the delete: taken by another host
+// meanwhile (an operation starting, whose marker write found the old one),
+// the marker is written again. Markers matter only to collections, which
+// run one at a time: an operation that ended before this one gives the
+// lock back needs none, and one that starts later writes its own.
 func (g *gcRun) dropMarkers(ctx context.Context, names []string) error {
 	e := g.e
 	if len(names) == 0 {
@@ -547,7 +551,7 @@ func (g *gcRun) dropMarkers(ctx context.Context, names []string) error {
 	}
 	deleted := 0
 	for _, n := range names {
-		ok, err := e.dropMarker(ctx, n)
+		ok, err := g.dropMarker(ctx, n)
 		if err != nil {
 			return err
 		}
@@ -564,20 +568,28 @@ func (g *gcRun) dropMarkers(ctx context.Context, names []string) error {
 	return nil
 }
 
-func (e *Engine) dropMarker(ctx context.Context, name string) (bool, error) {
+// dropMarker deletes name's root marker if no operation that writes it
+// can be in flight (see dropMarkers); ok if it did.
+func (g *gcRun) dropMarker(ctx context.Context, name string) (ok bool, err error) {
+	e := g.e
 	v := e.vol(name)
-	if !v.gate.TryLock() { // an operation of this host on it
+	if !v.gate.TryRLock() { // an operation of this host on it
 		return false, nil
 	}
-	defer v.gate.Unlock()
-	was, err := e.tryLock(ctx, "collect the root marker of", v)
-	if err != nil {
-		if errors.Is(err, errs.ErrLocked) || errors.Is(err, errs.ErrFenced) {
-			return false, nil // its operation may be in flight
+	defer v.gate.RUnlock()
+	busy := func() (bool, error) {
+		owner, err := e.locker.LockOwner(ctx, lockName(name))
+		switch {
+		case errors.Is(err, errs.ErrNotFound):
+			return false, nil
+		case err != nil:
+			return true, fmt.Errorf("root marker %q: who holds the lock of %q: %w", rootMarker(name), name, err)
 		}
-		return false, err
+		return owner != e.owner, nil
 	}
-	defer e.release(ctx, v, was)
+	if b, err := busy(); b || err != nil {
+		return false, nil // kept: looked at again next time
+	}
 	h, err := e.readHeaderRaw(ctx, name)
 	switch {
 	case errors.Is(err, errs.ErrNotFound):
@@ -586,8 +598,15 @@ func (e *Engine) dropMarker(ctx context.Context, name string) (bool, error) {
 	case h.flags&(flagPending|flagRenaming) != 0:
 		return false, nil
 	}
+	g.hook("unmarking " + name)
 	if err := e.maps.Delete(ctx, rootMarker(name)); err != nil && !errors.Is(err, errs.ErrNotFound) {
 		return false, fmt.Errorf("delete root marker %q: %w", rootMarker(name), err)
+	}
+	if b, err := busy(); b || err != nil {
+		if merr := e.markRoot(context.WithoutCancel(ctx), name); merr != nil {
+			return false, fmt.Errorf("write again the root marker of %q, whose lock was taken while it was deleted: %w", name, merr)
+		}
+		return false, err
 	}
 	return true, nil
 }

@@ -274,3 +274,33 @@ func TestGCHazardMarkerOfOperationInFlight(t *testing.T) {
 		t.Fatalf("the marker of a volume under an operation was deleted: %v", err)
 	}
 }
+
+// Step 6, the race: another host starts an operation on the name (takes
+// its lock, writes its marker: the old one is there, nothing to do)
+// between the collector's look at the lock and its delete of the marker.
+// The collector looks again after the delete and writes the marker back
+// (without that look the operation runs with no marker, and the next
+// collection may miss its root).
+func TestGCHazardMarkerDeletedUnderStartingOperation(t *testing.T) {
+	v, f := newGCFixture(t)
+	ctx := context.Background()
+	f.create("vm", 4)
+	f.snapshot("vm", "s")
+	b := twoEngines(t, v, "host-b")
+	rep := runGC(t, v.e, GCOptions{hook: func(step string) {
+		if step == "unmarking s" { // host-b starts a rollback of s... or any op naming s
+			if err := b.locker.TryLock(ctx, lockName("s"), "host-b"); err != nil {
+				t.Error(err)
+			}
+			if err := b.markRoot(ctx, "s"); err != nil {
+				t.Error(err)
+			}
+		}
+	}})
+	if rep.Markers != 1 || rep.MarkersDeleted != 0 {
+		t.Fatalf("report %+v: want the marker processed and not counted deleted", rep)
+	}
+	if _, err := v.maps.Stat(ctx, rootMarker("s")); err != nil {
+		t.Fatalf("the marker of a name whose operation started during its delete is gone: %v", err)
+	}
+}
