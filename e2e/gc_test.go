@@ -515,7 +515,7 @@ func runGCKilled(t *testing.T, pool gcPool, rounds int) {
 		t.Fatal(err)
 	}
 	t.Cleanup(vc.Disconnect)
-	refused := 0
+	refused, progressed := 0, 0
 	for r := range rounds {
 		// Garbage of many objects, so that the collection lasts: 4 KiB
 		// written in each of 128 blocks of a volume whose snapshot, then
@@ -570,6 +570,7 @@ func runGCKilled(t *testing.T, pool gcPool, rounds int) {
 		testutil.WaitFor(t, 10*time.Second, "host-b's mapperd to die", func() bool { return !xseg.ProcessAlive(pid) })
 		t.Logf("round %d: host-b's mapperd killed %v into a collection (a dry run took %v); phases seen %v; its gc returned %v",
 			r, delay.Round(time.Microsecond), took.Round(time.Microsecond), seen, gcErr)
+		progressed += len(seen)
 
 		if r%2 == 0 {
 			// B comes back and gives the lock back at its first request.
@@ -604,6 +605,9 @@ func runGCKilled(t *testing.T, pool gcPool, rounds int) {
 	}
 	if rounds > 1 && refused == 0 {
 		t.Error("host-a's collection never found the lock of host-b's killed one")
+	}
+	if progressed == 0 {
+		t.Error("GCOptions.Progress was never called while host-b's collections ran (status polled every millisecond)")
 	}
 	// The live volumes' objects are all still there, and nothing else.
 	final := pool.objects(t)
