@@ -427,6 +427,11 @@ func testUsageExact(t *testing.T, backend string) {
 	must(maps.WriteAt(ctx, pageObject("vm", 0xff, pageKey{0, 0}), make([]byte, 100), 0, true))
 	m.obj(true, 100)
 	before := check("orphans")
+	// A snapshot named alone still shares with its origin and its clone.
+	if one, err := e.Usage(ctx, []string{"vm-snap"}, UsageOptions{}); err != nil ||
+		len(one.Volumes) != 1 || !reflect.DeepEqual(one.Volumes[0], byName(before, "vm-snap")) {
+		t.Errorf("Usage of vm-snap alone: %+v, %v; in the whole report: %+v", one, err, byName(before, "vm-snap"))
+	}
 
 	// A snapshot's exclusive objects are garbage once it is removed: the
 	// unreachable bytes grow by them exactly.
