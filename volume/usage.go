@@ -151,8 +151,10 @@ type usageObj struct {
 //
 // It takes no lock and runs beside I/O: each map is read as it is when
 // walked, so on a pool that changes meanwhile the figures mix moments (an
-// object written after the walk counts as unreachable). A header or page
-// that cannot be read fails the whole report (exclusive figures would
+// object written after the walk counts as unreachable). A volume removed
+// during its walk (its pages deleted under it) is left out; one whose
+// header changed is walked again as it is now. Otherwise a header or page
+// that cannot be read fails the whole report (the exclusive figures would
 // be wrong without it), naming the volume and object.
 func (e *Engine) Usage(ctx context.Context, names []string, opts UsageOptions) (*UsageReport, error) {
 	rep, err := e.usage(ctx, names, opts)
@@ -192,9 +194,42 @@ func (e *Engine) usage(ctx context.Context, names []string, opts UsageOptions) (
 	// One walk of every map.
 	var objs []usageObj
 	ids := make(map[string]int32)
-	for i := range hs {
-		hi := int32(i)
-		err := e.reach(ctx, hs[i].name, hs[i].h, func(o reached) error {
+	type seen struct {
+		name string
+		page bool
+	}
+	live := hs[:0]
+	for _, x := range hs {
+		var got []seen
+		gone := false
+		for try := 0; ; try++ {
+			got = got[:0]
+			err := e.reach(ctx, x.name, x.h, func(o reached) error {
+				got = append(got, seen{o.name, o.page})
+				return nil
+			})
+			if err == nil {
+				break
+			}
+			// A volume removed, trimmed or shrunk during its walk loses
+			// pages: walk its header as it is now, if it still is.
+			h, err2 := e.readHeader(ctx, x.name)
+			switch {
+			case errors.Is(err2, errs.ErrNotFound):
+				gone = true
+			case err2 == nil && try < 3 && (h.id != x.h.id || h.seq != x.h.seq):
+				x.h = h
+				continue
+			default:
+				return nil, err
+			}
+			break
+		}
+		if gone {
+			continue
+		}
+		hi := int32(len(live))
+		for _, o := range got {
 			id, ok := ids[o.name]
 			if !ok {
 				id = int32(len(objs))
@@ -203,17 +238,15 @@ func (e *Engine) usage(ctx context.Context, names []string, opts UsageOptions) (
 			}
 			u := &objs[id]
 			if u.last == hi {
-				return nil
+				continue
 			}
 			u.last = hi
 			u.headers++
-			hs[i].objs = append(hs[i].objs, id)
-			return nil
-		})
-		if err != nil {
-			return nil, err
+			x.objs = append(x.objs, id)
 		}
+		live = append(live, x)
 	}
+	hs = live
 
 	// One Stat per distinct object.
 	err := usageStatAll(ctx, len(objs), func(i int) error {
@@ -225,10 +258,11 @@ func (e *Engine) usage(ctx context.Context, names []string, opts UsageOptions) (
 		switch {
 		case err == nil:
 			objs[i].size = n
-		case errors.Is(err, errs.ErrNotFound) && !objs[i].page:
-			objs[i].size = -1
 		case errors.Is(err, errs.ErrNotFound):
-			return fmt.Errorf("map page %q missing: %w", objs[i].name, errs.ErrCorrupt)
+			// A data object: mapped, never written. A page (read by
+			// the walk): deleted since (its volume trimmed, shrunk or
+			// removed), counted nowhere.
+			objs[i].size = -1
 		default:
 			return fmt.Errorf("object %q: %w", objs[i].name, err)
 		}
@@ -248,6 +282,7 @@ func (e *Engine) usage(ctx context.Context, names []string, opts UsageOptions) (
 		for _, id := range x.objs {
 			u := &objs[id]
 			switch {
+			case u.size < 0 && u.page:
 			case u.size < 0:
 				v.Missing++
 			case u.page:
@@ -267,6 +302,7 @@ func (e *Engine) usage(ctx context.Context, names []string, opts UsageOptions) (
 	for i := range objs {
 		u := &objs[i]
 		switch {
+		case u.size < 0 && u.page:
 		case u.size < 0:
 			rep.Pool.Missing++
 		case u.page:

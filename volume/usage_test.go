@@ -517,3 +517,69 @@ func TestUsageFailsOnUnreadablePage(t *testing.T) {
 		t.Errorf("Usage with page %s deleted: %v", page, err)
 	}
 }
+
+// hookMaps is a maps store that calls hook once, before the first read
+// of an object whose name starts with prefix, once armed.
+type hookMaps struct {
+	*memstore.Store
+	armed  atomic.Bool
+	prefix string
+	hook   func()
+}
+
+func (h *hookMaps) ReadAt(ctx context.Context, name string, p []byte, off int64) (int, error) {
+	if len(name) > len(h.prefix) && name[:len(h.prefix)] == h.prefix && h.armed.CompareAndSwap(true, false) {
+		h.hook()
+	}
+	return h.Store.ReadAt(ctx, name, p, off)
+}
+
+// TestUsageVolumeRemovedDuringWalk: a volume removed while Usage walks
+// its map (its pages deleted under the walk) is left out of the report,
+// which is then what Usage says afterwards; it does not fail.
+func TestUsageVolumeRemovedDuringWalk(t *testing.T) {
+	ctx := context.Background()
+	const bs = 64 << 10
+	maps := &hookMaps{Store: memstore.New(), prefix: "b_"}
+	data := memstore.New()
+	e, err := New(maps, data, Options{Owner: "host-a", BlockSize: bs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []string{"a", "b"} {
+		if err := e.Create(ctx, n, 16*bs); err != nil {
+			t.Fatal(err)
+		}
+		if err := writeVol(ctx, e, data, n, 0, make([]byte, 4096)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := e.Snapshot(ctx, "b", "b-snap"); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeVol(ctx, e, data, "b", bs, make([]byte, 100)); err != nil { // b's own page
+		t.Fatal(err)
+	}
+	removed := false
+	maps.hook = func() {
+		if err := e.Remove(ctx, "b"); err != nil {
+			t.Errorf("remove b during the walk: %v", err)
+		}
+		removed = true
+	}
+	maps.armed.Store(true)
+	during, err := e.Usage(ctx, nil, UsageOptions{Held: true})
+	if err != nil {
+		t.Fatalf("Usage while b is removed: %v", err)
+	}
+	if !removed {
+		t.Fatal("the walk never read b's map: the test proves nothing")
+	}
+	after, err := e.Usage(ctx, nil, UsageOptions{Held: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(during, after) || len(after.Volumes) != 2 {
+		t.Errorf("Usage during the removal of b\n%+v\nafter\n%+v", during, after)
+	}
+}
