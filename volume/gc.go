@@ -69,6 +69,10 @@ type gcRun struct {
 	// that cannot be read), and why.
 	rec   map[string]uint64
 	noRec map[string]string
+	// busy: prefixes whose name's lock was held when looked at, after
+	// the record was read: an operation may be writing objects of the
+	// record's epoch that no header names yet.
+	busy map[string]bool
 	// marked: every object a completed walk reached.
 	marked map[string]bool
 	// ident: the allocation identity (prefix, epoch) of every writable
@@ -128,6 +132,7 @@ func (e *Engine) gc(ctx context.Context, o GCOptions) (rep *GCReport, err error)
 	}()
 	g := &gcRun{e: e, o: o, rep: rep,
 		cands: make(map[string]objectName), rec: make(map[string]uint64), noRec: make(map[string]string),
+		busy:  make(map[string]bool),
 		marked: make(map[string]bool), ident: make(map[string]map[uint64]bool),
 		keep: make(map[string]bool), walked: make(map[string]int)}
 	return rep, g.run(ctx)
@@ -310,7 +315,8 @@ func (g *gcRun) list(ctx context.Context) error {
 	return nil
 }
 
-// records is step 2: the epoch record of every candidate prefix.
+// records is step 2: the epoch record of every candidate prefix, and
+// whether the name's lock is held.
 func (g *gcRun) records(ctx context.Context) error {
 	for _, on := range g.cands {
 		p := on.prefix
@@ -330,6 +336,17 @@ func (g *gcRun) records(ctx context.Context) error {
 			return err
 		default:
 			g.rec[p] = ep
+		}
+		// An epoch is handed out under the name's lock, which is kept
+		// until the header that uses it is written: a lock free now
+		// means that every epoch up to the record read is in a header
+		// (listed in step 3) or was given up.
+		switch _, err := g.e.locker.LockOwner(ctx, lockName(p)); {
+		case errors.Is(err, errs.ErrNotFound):
+		case err != nil && ctx.Err() != nil:
+			return err
+		default: // held, or unknown: kept as if held
+			g.busy[p] = true
 		}
 	}
 	return nil
@@ -430,8 +447,8 @@ func (g *gcRun) protected(on objectName) (why string, problem bool) {
 		return "a map naming its prefix could not be walked", true
 	case !ok:
 		return g.noRec[on.prefix], true
-	case on.epoch >= rec:
-		return "its epoch is the newest handed out (an operation may be creating it)", false
+	case on.epoch >= rec && g.busy[on.prefix]:
+		return "its epoch is the newest handed out and its name is locked (an operation may be creating it)", false
 	case g.ident[on.prefix][on.epoch]:
 		return "its epoch is a volume's allocation identity (a write may be linking it)", false
 	}

@@ -640,3 +640,33 @@ func TestGCProgress(t *testing.T) {
 		t.Fatalf("last progress %+v, report %+v", last, rep)
 	}
 }
+
+// TestGCCollectsNewestEpochOfIdleName: objects of the newest epoch a
+// name's record handed out are protected only while the name is locked
+// (an operation may be writing them before its header names them). A
+// volume renamed away leaves its old name idle: once those objects are
+// unreachable (a snapshot that shared them removed) they are collected,
+// not kept for ever.
+func TestGCCollectsNewestEpochOfIdleName(t *testing.T) {
+	v, f := newGCFixture(t)
+	ctx := context.Background()
+	f.create("a", 8)
+	f.write("a", 0, 4, 'a')
+	f.rename("a", "b")
+	f.snapshot("b", "s")
+	f.write("b", 0, 4, 'b')
+	f.remove("s")
+	rec, err := v.e.readEpoch(ctx, "a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	garbage := gcGarbage(t, v.e)
+	if len(garbage) != 5 || !strings.HasPrefix(garbage[0], DataObject("a", rec, 0)[:len("a")+17]) {
+		t.Fatalf("the scenario left %q unreachable, want a's 4 data objects and page of epoch %d", garbage, rec)
+	}
+	rep := runGC(t, v.e, GCOptions{})
+	if rep.Deleted != 5 || rep.Protected != 0 {
+		t.Fatalf("report %+v, want the 5 objects of the idle name's newest epoch deleted", rep)
+	}
+	checkOracle(t, v.e, f.vols)
+}
