@@ -235,10 +235,13 @@ func (s *Store) Sync(ctx context.Context) error {
 // List implements store.Store, a page of names per request.
 func (s *Store) List(ctx context.Context, prefix string, fn func(name string) error) error {
 	after := ""
-	for {
+	// The blocker walks the whole store for every page (it answers the
+	// names after After in order): pages grow, so that a listing of n
+	// objects costs O(log n) walks, not n/1000.
+	for buf := 64 << 10; ; buf = min(2*buf, maxListBuf) {
 		var page wire.Names
 		l := wire.List{Prefix: prefix, After: after}
-		err := s.do(ctx, xseg.OpList, "", 64<<10, func(r *xseg.Request) error { return encode(r, &l) }, func(r *xseg.Request) error {
+		err := s.do(ctx, xseg.OpList, "", buf, func(r *xseg.Request) error { return encode(r, &l) }, func(r *xseg.Request) error {
 			return page.Unmarshal(r.Data())
 		})
 		if err != nil {
@@ -255,6 +258,9 @@ func (s *Store) List(ctx context.Context, prefix string, fn func(name string) er
 		after = page.Names[len(page.Names)-1]
 	}
 }
+
+// maxListBuf bounds the buffer of one LIST page (some 100k names).
+const maxListBuf = 8 << 20
 
 // Close implements store.Store; the caller's port stays the caller's.
 // It ends the LOCKWAITs in flight and wakes WatchLock's subscribers.
