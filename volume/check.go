@@ -702,14 +702,14 @@ func (c *checker) page(ctx context.Context, vol, pn string, key pageKey, parent 
 		c.problem(vol, pn, ProblemDangling, fmt.Sprintf("map page named by %s %s", from, what))
 		return nil, nil
 	case unreadable(err):
-		c.problem(vol, pn, ProblemUnreadable, fmt.Sprintf("map page named by %s: %v", from, err))
+		c.problem(vol, pn, ProblemUnreadable, fmt.Sprintf("named by %s: %v", from, err))
 		return nil, nil
 	case err != nil:
 		return nil, fmt.Errorf("check: volume %q: map page %q: %w", vol, pn, err)
 	}
 	p, err := decodePage(o.payload, key)
 	if err != nil {
-		c.problem(vol, pn, ProblemUnreadable, fmt.Sprintf("map page named by %s: %v", from, err))
+		c.problem(vol, pn, ProblemUnreadable, fmt.Sprintf("named by %s: %v", from, err))
 		return nil, nil
 	}
 	if count(c.pages, pn) {
