@@ -364,7 +364,9 @@ func reqCtx(ctx context.Context, timeout time.Duration) (context.Context, contex
 // with o.Existing an existing one. r is read with ReadAt by several
 // goroutines when it is a regular file (an *os.File; its holes are found
 // with SEEK_DATA/SEEK_HOLE and not read) or has a Size method (a
-// bytes.Reader, an io.SectionReader), else read in order (a pipe). Zero
+// bytes.Reader, an io.SectionReader), else read in order (a pipe; if
+// ctx ends while a read of it blocks, Import returns and leaves that read
+// behind). Zero
 // ranges of the input are not written: the volume stays thin. An input
 // that starts with the magic of another image format (qcow2, qed, vmdk,
 // vdi, vhdx, vpc) is refused with errs.ErrInvalid and a message showing
@@ -620,7 +622,7 @@ func (im *importer) run(ctx context.Context) error {
 		}
 	}
 	if first == nil && ctx.Err() != nil {
-		first = context.Cause(ctx)
+		first = fmt.Errorf("import into volume %q: %w", im.v.Name, context.Cause(ctx))
 	}
 	return first
 }
@@ -630,6 +632,7 @@ func (im *importer) run(ctx context.Context) error {
 func (im *importer) readStream(ctx context.Context, free chan []byte, jobs chan<- job) error {
 	limit := im.v.Size
 	prefix := im.in.prefix
+	stream := &ctxReader{ctx: ctx, r: im.in.stream, buf: make([]byte, 256<<10), res: make(chan readResult, 1)}
 	var off uint64
 	for {
 		var buf []byte
@@ -642,11 +645,14 @@ func (im *importer) readStream(ctx context.Context, free chan []byte, jobs chan<
 		prefix = prefix[n:]
 		eof := false
 		if len(prefix) == 0 && n < len(buf) {
-			m, err := io.ReadFull(im.in.stream, buf[n:])
+			m, err := io.ReadFull(stream, buf[n:])
 			n += m
 			if err == io.EOF || err == io.ErrUnexpectedEOF {
 				eof = true
 			} else if err != nil {
+				if ctx.Err() != nil {
+					return nil // the read was ended by the failure or ctx
+				}
 				return fmt.Errorf("import into volume %q: reading %s at byte %d: %w", im.v.Name, im.what, off+uint64(n), err)
 			}
 		}
@@ -1121,4 +1127,40 @@ func (ex *exporter) emit(w io.Writer, sf *os.File, buf []byte, n uint64, data bo
 	}
 	*pos += int64(n)
 	return nil
+}
+
+// ctxReader reads r in a goroutine of its own, into a buffer of its own,
+// so that a read blocked on a pipe (whose file cannot be polled: a Close
+// would not end it) ends when ctx does: the goroutine is then left
+// behind, blocked, touching only its own buffer.
+type ctxReader struct {
+	ctx     context.Context
+	r       io.Reader
+	buf     []byte
+	res     chan readResult
+	pending bool
+}
+
+type readResult struct {
+	n   int
+	err error
+}
+
+func (c *ctxReader) Read(p []byte) (int, error) {
+	if c.pending {
+		return 0, context.Cause(c.ctx)
+	}
+	n := min(len(p), len(c.buf))
+	go func() {
+		m, err := c.r.Read(c.buf[:n])
+		c.res <- readResult{m, err}
+	}()
+	c.pending = true
+	select {
+	case r := <-c.res:
+		c.pending = false
+		return copy(p, c.buf[:r.n]), r.err
+	case <-c.ctx.Done():
+		return 0, context.Cause(c.ctx)
+	}
 }

@@ -1,13 +1,10 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"os/signal"
-	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -37,7 +34,7 @@ was done (to stderr when the image goes to stdout).`,
 		Example: `  vlmc export debian-12-image debian-12.raw
   vlmc snapshot vm1-disk vm1-backup && vlmc export vm1-backup vm1.raw
   vlmc export vm1-backup - | zstd > vm1.raw.zst
-  vlmc export vm1-backup - | qemu-img convert -O qcow2 /dev/stdin vm1.qcow2   # (a file works better)`,
+  vlmc export vm1-backup - | ssh host2 vlmc import - vm1-disk --size 10G`,
 		Args: cobra.ExactArgs(2),
 		RunE: g.withConn(func(cmd *cobra.Command, args []string, c *conn) error {
 			name, dst := args[0], args[1]
@@ -74,7 +71,7 @@ was done (to stderr when the image goes to stdout).`,
 				}
 				bar.Set(int64(done))
 			}
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			ctx, stop := interruptible()
 			defer stop()
 			st, err := c.vc.Export(ctx, name, out, o)
 			if err != nil {

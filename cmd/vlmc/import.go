@@ -71,7 +71,7 @@ skipped, seconds, MiB/s).`,
 			}
 			bar := progress.New(os.Stderr, total, "import "+name, progress.Options{Bytes: true, Quiet: asJSON})
 			o.Progress = func(done, _ uint64) { bar.Set(int64(done)) }
-			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+			ctx, stop := interruptible()
 			defer stop()
 			st, err := c.vc.Import(ctx, in, name, o)
 			if err != nil {
@@ -94,4 +94,18 @@ skipped, seconds, MiB/s).`,
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print what was done as JSON")
 	cmd.Flags().IntVar(&workers, "workers", 8, "requests in flight")
 	return cmd
+}
+
+// interruptible returns a context that SIGINT or SIGTERM ends (the cause
+// names the signal), so that a long transfer stops cleanly.
+func interruptible() (context.Context, func()) {
+	ctx, cancel := context.WithCancelCause(context.Background())
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		if s, ok := <-sig; ok {
+			cancel(fmt.Errorf("interrupted by %v: %w", s, context.Canceled))
+		}
+	}()
+	return ctx, func() { signal.Stop(sig); close(sig); cancel(nil) }
 }
