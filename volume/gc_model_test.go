@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -532,6 +533,81 @@ func TestGCKilledAnywhere(t *testing.T) {
 				checkOracle(t, e, f.vols)
 			})
 		}
+	}
+	// A failure of any other call (read, stat, list, lock): the
+	// collection fails, and the next one does the job.
+	for n := 0; ; n++ {
+		v, f := build(t)
+		flt := v.plan.Inject(faultstore.Rule{Ops: faultstore.OpRead | faultstore.OpStat | faultstore.OpList | faultstore.OpLock,
+			Skip: n, Times: 1, Errno: syscall.EIO})
+		_, gcErr := v.e.GC(ctx, GCOptions{})
+		if flt.Hits() == 0 {
+			if n < 20 {
+				t.Fatalf("only %d reads in a collection", n)
+			}
+			break
+		}
+		flt.Remove()
+		checkOracle(t, v.e, f.vols)
+		if _, err := v.e.GC(ctx, GCOptions{}); err != nil {
+			t.Fatalf("gc after one whose read %d failed (%v): %v", n, gcErr, err)
+		}
+		if g := gcGarbage(t, v.e); len(g) != 0 {
+			t.Fatalf("after a failure at read %d (%v), unreachable objects left: %q", n, gcErr, g)
+		}
+		if _, err := v.e.locker.LockOwner(ctx, lockName(gcLockName)); !errors.Is(err, errs.ErrNotFound) {
+			t.Fatalf("after a failure at read %d (%v) the collector's lock is held: %v", n, gcErr, err)
+		}
+		checkOracle(t, v.e, f.vols)
+	}
+	// Killed (SIGKILL: what the stores made durable stays, its lock
+	// too) between any two of its steps.
+	for k := 1; ; k++ {
+		v, f := build(t)
+		in := &memIntents{}
+		e, err := New(v.e.maps, v.e.data, Options{Owner: "host-a", BlockSize: modelBS, Intents: in})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var deadMaps, deadData *memstore.Store
+		var deadIntents []string
+		step, at := 0, ""
+		_, _ = e.GC(ctx, GCOptions{hook: func(s string) {
+			if step++; step == k {
+				deadMaps, deadData, at = v.maps.Crash(), v.data.Crash(), s
+				deadIntents, _ = in.Pending()
+			}
+		}})
+		if deadMaps == nil {
+			if k < 8 {
+				t.Fatalf("only %d steps in a collection", k)
+			}
+			break
+		}
+		v.maps, v.data = deadMaps, deadData
+		v.restart(t)
+		b := twoEngines(t, v, "host-b")
+		if _, err := b.GC(ctx, GCOptions{}); !errors.Is(err, errs.ErrLocked) {
+			t.Fatalf("killed after %q: gc on host-b: %v, want ErrLocked", at, err)
+		}
+		in = &memIntents{}
+		for _, n := range deadIntents {
+			in.Begin(n)
+		}
+		e, err = New(v.e.maps, v.e.data, Options{Owner: "host-a", BlockSize: modelBS, Intents: in})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.RecoverIntents(ctx); err != nil {
+			t.Fatal(err)
+		}
+		f.e = e
+		checkOracle(t, e, f.vols)
+		runGC(t, b, GCOptions{}) // the lock went back
+		if g := gcGarbage(t, b); len(g) != 0 {
+			t.Fatalf("killed after %q: unreachable objects left: %q", at, g)
+		}
+		checkOracle(t, e, f.vols)
 	}
 	// A collection that died holds the lock: another host is refused
 	// (naming the holder) until it forces.
