@@ -34,6 +34,9 @@ type Info struct {
 	// Epoch numbers the incarnations of the volume's data objects: a
 	// snapshot, a clone or a broken lock moves it on.
 	Epoch uint64 `json:"epoch"`
+	// Children: a volume's snapshots, a snapshot's clones (Client.Children,
+	// from the TREE op; Info leaves it nil, `vlmc info` fills it).
+	Children []string `json:"children,omitempty"`
 }
 
 // Vlmcd returns where the vlmcd of the installation that cfg describes
