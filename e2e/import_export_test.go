@@ -312,3 +312,22 @@ func randReader(seed byte) io.Reader {
 	k[0] = seed
 	return rand.NewChaCha8(k)
 }
+
+// The import/export benchmark (scripts/bench-import.sh) works: its short
+// mode (a 64 MiB image, one round) imports and exports with vlmc and with
+// qemu-img through nbdd, checks every copy against the image and prints
+// both rows. (Its figures are not checked: no timing in tests.)
+func TestBenchImportShort(t *testing.T) {
+	testutil.NeedBinaries(t, "qemu-img", "python3")
+	cmd := exec.Command("../scripts/bench-import.sh", "--short", t.TempDir())
+	cmd.Env = append(os.Environ(), "ARCHIPELAGO_BIN="+testbin.Dir(t))
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("bench-import.sh --short: %v\n%s", err, out)
+	}
+	for _, row := range []string{"\nimport ", "\nexport ", "round 1: import", "export sparse:"} {
+		if !strings.Contains(string(out), row) {
+			t.Errorf("bench-import.sh --short: no %q in its output:\n%s", row, out)
+		}
+	}
+}
