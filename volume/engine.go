@@ -116,12 +116,12 @@ type Engine struct {
 	pollMin, pollMax, pollWatchMax time.Duration
 	// onWait, if set, is called each time MapWrite or Trim finds the lock
 	// held by owner and is about to wait.
-	onWait   func(name, owner string)
+	onWait func(name, owner string)
 	// hook, if set (tests), is called at points where an operation has
 	// written objects it has not linked yet: "copied" (a write's
 	// copy-on-write, copies durable, map not committed), "pages" (create
 	// or clone, fresh pages written, header not).
-	hook func(point, name string)
+	hook     func(point, name string)
 	maxPages int // cached pages per volume
 	// shared caches, by object name, map pages that a volume read without
 	// its lock reaches and does not own (shared with snapshots and

@@ -132,7 +132,7 @@ func (e *Engine) gc(ctx context.Context, o GCOptions) (rep *GCReport, err error)
 	}()
 	g := &gcRun{e: e, o: o, rep: rep,
 		cands: make(map[string]objectName), rec: make(map[string]uint64), noRec: make(map[string]string),
-		busy:  make(map[string]bool),
+		busy:   make(map[string]bool),
 		marked: make(map[string]bool), ident: make(map[string]map[uint64]bool),
 		keep: make(map[string]bool), walked: make(map[string]int)}
 	return rep, g.run(ctx)
