@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"strings"
 
 	"github.com/spf13/cobra"
 
@@ -12,11 +14,18 @@ func newInfo(g *globals) *cobra.Command {
 	var asJSON bool
 	cmd := &cobra.Command{
 		Use:     "info NAME [--json]",
-		Short:   "Show a volume's size, kind, parent, epoch and lock owner",
+		Short:   "Show a volume's size, kind, parent, epoch, lock owner and snapshots (a snapshot's clones)",
 		Example: "  vlmc info vm1-disk\n  vlmc info --json vm1-disk",
 		Args:    cobra.ExactArgs(1),
 		RunE: g.withConn(func(cmd *cobra.Command, args []string, c *conn) error {
 			vi, err := c.info(args[0])
+			if err != nil {
+				return err
+			}
+			err = c.do(func(ctx context.Context) (err error) {
+				vi.Children, err = c.vc.Children(ctx, args[0])
+				return err
+			})
 			if err != nil {
 				return err
 			}
@@ -35,6 +44,11 @@ func newInfo(g *globals) *cobra.Command {
 			fmt.Fprintf(w, "block size: %s\n", sizes.Format(uint64(vi.BlockSize)))
 			fmt.Fprintf(w, "epoch:      %d\n", vi.Epoch)
 			fmt.Fprintf(w, "locked by:  %s\n", orNone(vi.LockOwner))
+			what := "snapshots: "
+			if vi.ReadOnly {
+				what = "clones:    "
+			}
+			fmt.Fprintf(w, "%s %s\n", what, orNone(strings.Join(vi.Children, " ")))
 			return nil
 		}),
 	}

@@ -12,13 +12,28 @@ import (
 )
 
 func newList(g *globals) *cobra.Command {
-	var asJSON bool
+	var asJSON, tree bool
 	cmd := &cobra.Command{
-		Use:     "list [--json]",
+		Use:     "list [--json] [--tree]",
 		Short:   "List volumes and snapshots, one name per line",
-		Example: "  vlmc list\n  vlmc list --json | jq '.[] | select(.readonly)'",
+		Example: "  vlmc list\n  vlmc list --json | jq '.[] | select(.readonly)'\n  vlmc list --tree    # volumes, their snapshots, their clones, ...",
 		Args:    cobra.NoArgs,
 		RunE: g.withConn(func(cmd *cobra.Command, args []string, c *conn) error {
+			if tree {
+				var nodes []volclient.TreeNode
+				err := c.do(func(ctx context.Context) (err error) {
+					nodes, err = c.vc.Tree(ctx)
+					return err
+				})
+				if err != nil {
+					return err
+				}
+				if asJSON {
+					return printJSON(cmd.OutOrStdout(), nodes)
+				}
+				printTree(cmd.OutOrStdout(), nodes)
+				return nil
+			}
 			var names []string
 			err := c.do(func(ctx context.Context) (err error) {
 				names, err = c.vc.List(ctx)
@@ -48,5 +63,6 @@ func newList(g *globals) *cobra.Command {
 		}),
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print JSON with name, size, readonly, parent, lock_owner")
+	cmd.Flags().BoolVar(&tree, "tree", false, "show snapshots and clones as a tree (with --json: the nodes, with parent, origin, children)")
 	return cmd
 }
