@@ -81,8 +81,8 @@ type gcRun struct {
 	// keep: prefixes whose objects are all kept (a header whose map could
 	// not be walked whole names them in its prefix table).
 	keep map[string]bool
-	// walks: the walks done, by header name, for the report.
-	walked map[string]int
+	// doomed: the candidates the sweep deletes (from sweeping on).
+	doomed int
 }
 
 // GC collects garbage (docs/gc.md): the map pages and data objects that
@@ -134,7 +134,7 @@ func (e *Engine) gc(ctx context.Context, o GCOptions) (rep *GCReport, err error)
 		cands: make(map[string]objectName), rec: make(map[string]uint64), noRec: make(map[string]string),
 		busy:   make(map[string]bool),
 		marked: make(map[string]bool), ident: make(map[string]map[uint64]bool),
-		keep: make(map[string]bool), walked: make(map[string]int)}
+		keep: make(map[string]bool)}
 	return rep, g.run(ctx)
 }
 
@@ -188,7 +188,7 @@ func (g *gcRun) progress(phase string) {
 	}
 	r := g.rep
 	g.o.Progress(GCProgress{Phase: phase, Listed: len(g.cands), Volumes: r.Volumes, Reachable: len(g.marked),
-		Candidates: r.Deleted + r.Protected, Deleted: r.Deleted, Bytes: r.Bytes})
+		Candidates: g.doomed, Deleted: r.Deleted, Bytes: r.Bytes})
 }
 
 // hook calls the test hook between steps.
@@ -412,8 +412,12 @@ func (g *gcRun) walkOne(ctx context.Context, name string) (*header, error) {
 		}
 		if werr != nil {
 			h2, err := e.readHeaderRaw(ctx, name)
+			// A trim or shrink deletes owned pages after it commits,
+			// and may change no header: a walk that read the page above
+			// before fails below; so a failure is retried a few times
+			// even on an unchanged header, more while it changes.
 			changed := err != nil || h2.id != h.id || h2.seq != h.seq
-			if changed && attempt < 10 {
+			if attempt < 3 || changed && attempt < 10 {
 				continue
 			}
 			g.problem("volume %q: map not walked whole (%v): every object named after %s kept", name, werr, strings.Join(h.prefixes, ", "))
@@ -487,6 +491,7 @@ func (g *gcRun) sweep(ctx context.Context) error {
 	for _, p := range keptOrder {
 		g.problem("%d object(s) named after %q kept: the name %s", kept[p], p, g.noRec[p])
 	}
+	g.doomed = len(doomed)
 	g.progress("sweeping")
 	if !g.o.DryRun {
 		if err := e.gcStillOurs(ctx); err != nil {

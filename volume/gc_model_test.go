@@ -157,6 +157,11 @@ func runGCModel(t *testing.T, seed uint64, steps int, open sharedStores) {
 				gcCounts[what]++
 				if rep != nil {
 					gcCounts["deleted"] += rep.Deleted
+					gcCounts["protected"] += rep.Protected
+					gcCounts["problems"] += len(rep.Problems)
+					for _, p := range rep.Problems {
+						m.logf("%s: gc %d: problem: %s", h.name, n, p)
+					}
 				}
 				gcMu.Unlock()
 			}
