@@ -43,6 +43,8 @@ used, here and on other hosts. What it finds is looked at again after a pause
 before it is reported, so that a change in progress is not taken for damage; a
 volume removed or renamed meanwhile is skipped. Shared objects are checked
 against the other volumes checked: check all of them to check all sharing.
+It reads every map page and looks for every data object (no data is read):
+on a large pool give it a longer --timeout.
 
 Exit status: 0 nothing found, 1 problems found, 2 the check could not be done.`,
 		Example: `  vlmc check
