@@ -71,7 +71,7 @@ Exit status: 0 nothing found, 1 problems found, 2 the check could not be done.`,
 			printCheckReport(cmd.OutOrStdout(), rep)
 		}
 		if n := rep.Found(); n > 0 {
-			return &exitError{checkExitProblems, fmt.Errorf("check: %d problems found", n)}
+			return &exitError{checkExitProblems, fmt.Errorf("check: %s", problemsFound(n))}
 		}
 		return nil
 	})
@@ -110,14 +110,19 @@ func printCheckReport(w io.Writer, r *volclient.CheckReport) {
 	for _, p := range r.Problems {
 		fmt.Fprintf(w, "%s: %s: %s: %s\n", p.Volume, p.Kind, p.Object, p.Detail)
 	}
-	found := "no problems found"
-	switch n := r.Found(); {
-	case r.Omitted > 0:
-		found = fmt.Sprintf("%d problems found (%d not listed: at most 100 of a kind per volume)", n, r.Omitted)
-	case n == 1:
-		found = "1 problem found"
-	case n > 1:
-		found = fmt.Sprintf("%d problems found", n)
+	found := problemsFound(r.Found())
+	if r.Omitted > 0 {
+		found += fmt.Sprintf(" (%d not listed: at most 100 of a kind per volume)", r.Omitted)
 	}
 	fmt.Fprintf(w, "checked %d volumes, %d map pages, %d data objects: %s\n", r.Volumes, r.Pages, r.DataObjects, found)
+}
+
+func problemsFound(n int) string {
+	switch n {
+	case 0:
+		return "no problems found"
+	case 1:
+		return "1 problem found"
+	}
+	return fmt.Sprintf("%d problems found", n)
 }
