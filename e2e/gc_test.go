@@ -677,3 +677,128 @@ func runGCPeriodic(t *testing.T, pool gcPool) {
 		t.Error("no mapperd log line says a periodic collection ran")
 	}
 }
+
+func TestGCRootMarkersSharedDirectory(t *testing.T) { runGCRootMarkers(t, dirPool(t), 2) }
+
+// runGCRootMarkers: host B's mapperd is frozen (SIGSTOP) in the middle of
+// its collection's mark — the volumes listed, some walked — while host A
+// makes new roots through vlmc: a clone of a snapshot, then the snapshot
+// removed (the clone alone reaches its blocks: the volume rewrote them
+// all), and a rename of the previous round's clone. B's collection listed
+// the volumes before the clone and the new name existed, and may walk
+// the snapshot and the old name only once they are gone: only the root
+// markers make it walk the clone and the new name (docs/gc.md, hazard
+// 2). Once B goes on, every volume reads back as written. It goes on
+// until B was frozen in rounds rounds (at most four times as many).
+func runGCRootMarkers(t *testing.T, pool gcPool, rounds int) {
+	testutil.NeedBinaries(t, "qemu-io", "nbdcopy")
+	a, b := e2etest.TwoHosts(t, pool.opts)
+	a.Start()
+	b.Start()
+	ctx := context.Background()
+	// Volumes enough that B's mark takes a while: header-only ones.
+	const fillers = 150
+	va, err := volclient.DialConfig(a.Cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(va.Disconnect)
+	var fwg sync.WaitGroup
+	fillErr := make(chan error, fillers)
+	for w := range 8 {
+		fwg.Go(func() {
+			for i := w; i < fillers; i += 8 {
+				if err := va.Create(ctx, fmt.Sprintf("filler%03d", i), mib); err != nil {
+					fillErr <- err
+					return
+				}
+			}
+		})
+	}
+	fwg.Wait()
+	close(fillErr)
+	for err := range fillErr {
+		t.Fatal(err)
+	}
+	vb, err := volclient.DialConfig(b.Cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(vb.Disconnect)
+	a.Must("vlmc", "create", "vol", "--size", "16M")
+	want := map[string]content{"vol": make(content, 16*mib)}
+	// write rewrites 64 KiB at the start of every block of vol.
+	write := func(p int) {
+		var cmds []string
+		for i := range 4 {
+			cmds = append(cmds, fmt.Sprintf("write -P %d %d 64k", p, i*4*mib))
+			want["vol"].fill(i*4*mib, 64<<10, byte(p))
+		}
+		qemu(t, a, "vol", append(cmds, "flush")...)
+	}
+	write(1)
+	pid := peer.ReadPidfile(b.Cfg.PidFile("mapperd")).PID
+	t.Cleanup(func() { syscall.Kill(pid, syscall.SIGCONT) })
+	frozen, lastClone := 0, ""
+	for r := 0; frozen < rounds && r < 4*rounds; r++ {
+		// The snapshot's blocks are its alone once vol is rewritten.
+		s := fmt.Sprintf("vol-s%d", r)
+		a.Must("vlmc", "snapshot", "vol", s)
+		want[s] = slices.Clone(want["vol"])
+		write(r + 2)
+
+		stopped := make(chan volclient.GCProgress, 1)
+		var once sync.Once
+		var rep *volclient.GCReport
+		var gcErr error
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			rep, gcErr = vb.GC(ctx, volclient.GCOptions{
+				PollInterval: 200 * time.Microsecond,
+				PollTimeout:  time.Second,
+				Progress: func(p volclient.GCProgress) {
+					if p.Phase == "marking" && p.Volumes >= 1 && p.Volumes < fillers/2 {
+						once.Do(func() {
+							syscall.Kill(pid, syscall.SIGSTOP)
+							stopped <- p
+						})
+					}
+				},
+			})
+		}()
+		var at volclient.GCProgress
+		select {
+		case at = <-stopped:
+		case <-done:
+			t.Logf("round %d: host-b's collection ended before it could be frozen while marking (%v)", r, gcErr)
+			continue
+		}
+		// B is frozen after walking at.Volumes of the volumes it listed.
+		c := fmt.Sprintf("clone%d", r)
+		a.Must("vlmc", "create", c, "--snap", s)
+		want[c] = want[s]
+		a.Must("vlmc", "remove", s)
+		delete(want, s)
+		if lastClone != "" {
+			a.Must("vlmc", "rename", lastClone, lastClone+"-renamed")
+			want[lastClone+"-renamed"] = want[lastClone]
+			delete(want, lastClone)
+		}
+		lastClone = c
+		syscall.Kill(pid, syscall.SIGCONT)
+		<-done
+		if gcErr != nil {
+			t.Fatalf("round %d: host-b's gc, frozen after %d volumes walked: %v", r, at.Volumes, gcErr)
+		}
+		frozen++
+		t.Logf("round %d: host-b's collection frozen after %d volumes walked; then: %+v", r, at.Volumes, *rep)
+		checkVols(t, a, fmt.Sprintf("round %d", r), want)
+	}
+	if frozen == 0 {
+		t.Fatal("host-b's collection was never frozen while marking")
+	}
+	if err := volume.Check(ctx, pool.openMaps(t)); err != nil {
+		t.Fatal(err)
+	}
+}
