@@ -151,7 +151,6 @@ func (e *Engine) checkVolumes(ctx context.Context, names []string, progress func
 			return nil, fmt.Errorf("check: %w", err)
 		}
 	}
-	start := time.Now()
 	first, err := e.checkPass(ctx, names, explicit, progress, o)
 	if err != nil {
 		return nil, err
@@ -161,11 +160,11 @@ func (e *Engine) checkVolumes(ctx context.Context, names []string, progress func
 		return rep, nil
 	}
 	// The second look: the volumes involved, walked again from their
-	// headers read anew, after a pause.
+	// headers read anew, a pause after the last problem was found.
 	if o.firstLook != nil {
 		o.firstLook(first.all())
 	}
-	if err := sleep(ctx, o.settle-time.Since(start)); err != nil {
+	if err := sleep(ctx, o.settle-time.Since(first.lastFound)); err != nil {
 		return nil, err
 	}
 	again := make(map[string]bool)
@@ -323,6 +322,8 @@ type checkPassResult struct {
 	kinds    map[[2]string]int // (volume, kind) -> problems found
 	omitted  map[[2]string]int // beyond the listed
 	omittedN int
+	// lastFound: when the last problem was found.
+	lastFound time.Time
 	// current: data objects named with their volume's allocation
 	// identity (a first write may be writing them now).
 	current map[string]bool
@@ -339,6 +340,7 @@ func (r *checkPassResult) add(p Problem, involved []string) {
 	}
 	r.seen[k] = true
 	r.involved[k] = involved
+	r.lastFound = time.Now()
 	vk := [2]string{p.Volume, p.Kind}
 	r.kinds[vk]++
 	if r.kinds[vk] > maxListedProblems {
