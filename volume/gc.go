@@ -19,7 +19,8 @@ type GCOptions struct {
 
 	// hook, for tests, is called between the steps with the step done
 	// ("listed", "records", "volumes", "walked <name>", "marked",
-	// "markers", "settled", "swept", "unmarking <name>").
+	// "markers", "settled", "swept", "unmarking <name>"), and with
+	// "walking <name>" between the read of a header and its walk.
 	hook func(step string)
 }
 
@@ -399,8 +400,9 @@ func (g *gcRun) walkOne(ctx context.Context, name string) (*header, error) {
 			// Nothing tells what an unreadable header reaches.
 			return nil, fmt.Errorf("%w: nothing deleted (repair or remove the volume)", err)
 		}
+		g.hook("walking " + name)
 		local := make(map[string]bool)
-		werr := e.reach(ctx, name, h, func(o reached) error {
+		werr := e.reachPrivate(ctx, name, h, func(o reached) error {
 			if o.page && !o.owned && g.marked[o.name] {
 				return errSkip // a shared page's subtree, walked whole already
 			}

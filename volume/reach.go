@@ -27,10 +27,20 @@ type reached struct {
 // return errSkip to leave the subtree below a page out (it is the error
 // of neither). The first other error fn returns ends the walk.
 func (e *Engine) reach(ctx context.Context, name string, h *header, fn func(o reached) error) error {
+	return e.reachVia(ctx, name, h, false, fn)
+}
+
+// reachPrivate is reach reading every page from storage, without the
+// engine's cache of shared pages (see pager.private).
+func (e *Engine) reachPrivate(ctx context.Context, name string, h *header, fn func(o reached) error) error {
+	return e.reachVia(ctx, name, h, true, fn)
+}
+
+func (e *Engine) reachVia(ctx context.Context, name string, h *header, private bool, fn func(o reached) error) error {
 	if !h.root.present {
 		return nil
 	}
-	pg := &pager{e: e, h: h, memo: make(map[pageKey]*page)}
+	pg := &pager{e: e, h: h, memo: make(map[pageKey]*page), private: private}
 	var rec func(key pageKey, r ref, parent string) error
 	rec = func(key pageKey, r ref, parent string) error {
 		pn, err := pageName(h, r, key)

@@ -16,6 +16,11 @@ type pager struct {
 	h    *header
 	v    *vol
 	memo map[pageKey]*page
+	// private: without v, read every page from storage, and neither use
+	// nor fill the engine's cache of shared pages (the collector's walks:
+	// a page that looks shared to a header read a moment before may be
+	// one a newer session of the volume owns and changes in place).
+	private bool
 }
 
 func (pg *pager) get(ctx context.Context, key pageKey, r ref) (*page, error) {
@@ -30,7 +35,7 @@ func (pg *pager) get(ctx context.Context, key pageKey, r ref) (*page, error) {
 	// they are shared with a snapshot (or were left by an earlier epoch),
 	// and nothing writes them in place, nor reuses their names.
 	var sharedName string
-	if pg.v == nil && !pg.h.owned(r) {
+	if pg.v == nil && !pg.private && !pg.h.owned(r) {
 		if name, err := pageName(pg.h, r, key); err == nil {
 			sharedName = name
 			if p := pg.e.shared.get(name); p != nil && p.pageKey == key {
