@@ -19,6 +19,7 @@ func TestGCSharedRADOSPool(t *testing.T)             { runGCBasic(t, radosPool(t
 func TestGCWhileWritingSharedRADOSPool(t *testing.T) { runGCWhileWriting(t, radosPool(t, "gcw"), 8) }
 func TestGCKilledSharedRADOSPool(t *testing.T)       { runGCKilled(t, radosPool(t, "gck"), 2) }
 func TestGCPeriodicSharedRADOSPool(t *testing.T)     { runGCPeriodic(t, radosPool(t, "gcp")) }
+func TestGCRootMarkersSharedRADOSPool(t *testing.T)  { runGCRootMarkers(t, radosPool(t, "gcm"), 1) }
 
 // radosPool is a namespace pair of the micro cluster's pool (data in
 // "<ns>-b", maps in "<ns>-m", as e2etest names them), listed with
