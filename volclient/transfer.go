@@ -38,7 +38,8 @@ type ImportOptions struct {
 	// `qemu-img convert -n` does. The volume must be at least as large
 	// as the input.
 	Existing bool
-	// Source names the input in messages ("-" or "" for stdin).
+	// Source names the input in messages: a file's name, "-" for stdin,
+	// "" for "the input".
 	Source string
 	// Workers is the number of requests in flight (default 8).
 	Workers int
@@ -159,10 +160,10 @@ func shellQuote(s string) string {
 
 // notRaw is the error for an input in another image format: it shows the
 // commands that convert it.
-func notRaw(src, name, format string, size uint64) error {
+func notRaw(src, what, name, format string, size uint64) error {
 	if src == "" || src == "-" {
-		return fmt.Errorf("import into volume %q: stdin is a %s image, not raw: convert it to raw first (qemu-img convert -O raw FILE FILE.raw): %w",
-			name, format, errs.ErrInvalid)
+		return fmt.Errorf("import into volume %q: %s is a %s image, not raw: convert it to raw first (qemu-img convert -O raw FILE FILE.raw): %w",
+			name, what, format, errs.ErrInvalid)
 	}
 	q, n := shellQuote(src), shellQuote(name)
 	sz := "SIZE"
@@ -376,13 +377,12 @@ func reqCtx(ctx context.Context, timeout time.Duration) (context.Context, contex
 func (c *Client) Import(ctx context.Context, r io.Reader, name string, o ImportOptions) (ImportStats, error) {
 	start := time.Now()
 	st := ImportStats{Volume: name}
-	src := o.Source
-	if src == "" {
-		src = "-"
-	}
-	what := "stdin"
-	if src != "-" {
-		what = fmt.Sprintf("%q", src)
+	what := fmt.Sprintf("%q", o.Source)
+	switch o.Source {
+	case "":
+		what = "the input"
+	case "-":
+		what = "stdin"
 	}
 	in, err := openInput(r)
 	if err != nil {
@@ -405,7 +405,7 @@ func (c *Client) Import(ctx context.Context, r io.Reader, name string, o ImportO
 		in.prefix = hdr
 	}
 	if f, size := imageFormat(hdr); f != "" {
-		return st, notRaw(o.Source, name, f, size)
+		return st, notRaw(o.Source, what, name, f, size)
 	}
 	if in.size == -1 && len(in.prefix) < sector {
 		in.size = int64(len(in.prefix)) // the whole stream is read already
@@ -708,58 +708,120 @@ func (im *importer) fileChunk(ctx context.Context, buf []byte, off uint64) error
 	return im.chunk(ctx, buf, off)
 }
 
-// chunk writes the input's bytes buf at off into the volume, leaving out
-// the zero ranges at its ends.
+// Kinds of the units (blocks, or parts of a block larger than a chunk)
+// of a chunk.
+const (
+	unitData      = iota // holds data: written
+	unitZero             // zeros where the volume has none: skipped
+	unitZeroAlloc        // zeros where the volume has data: zeroed
+)
+
+// chunk writes the input's bytes buf at off into the volume: the runs of
+// its blocks that hold data (less the zeros at a run's ends, in
+// zeroGrain units, where the volume holds no data), so that a block of
+// zeros is never written; where an existing volume has data and the input
+// zeros, the volume is zeroed.
 func (im *importer) chunk(ctx context.Context, buf []byte, off uint64) error {
 	n := uint64(len(buf))
 	im.inputBytes.Add(n)
 	defer im.prog.add(n)
-	lo, hi := dataBounds(buf)
-	if lo == hi {
-		return im.zeroChunk(ctx, buf, off)
+	u := min(uint64(max(im.v.BlockSize, 1)), uint64(im.cs)) // chunks are whole units
+	type run struct {
+		lo, hi uint64 // within buf
+		kind   int
 	}
-	if len(within(im.alloc, off, n)) > 0 {
-		// The volume has data here: its zero ranges must become zeros.
-		im.trimmed.Add(n - uint64(hi-lo))
-		lo, hi = 0, len(buf)
-	} else {
-		im.skipped.Add(n - uint64(hi-lo))
+	var runs []run
+	for p := uint64(0); p < n; {
+		end := min(n, (off+p)/u*u+u-off)
+		k := unitData
+		if isZero(buf[p:end]) {
+			k = unitZero
+			if len(within(im.alloc, off+p, end-p)) > 0 {
+				k = unitZeroAlloc
+			}
+		}
+		if l := len(runs) - 1; l >= 0 && runs[l].kind == k {
+			runs[l].hi = end
+		} else {
+			runs = append(runs, run{p, end, k})
+		}
+		p = end
 	}
-	if lo > 0 {
-		copy(buf, buf[lo:hi]) // a lent buffer is sent from its start
+	for _, r := range runs {
+		switch r.kind {
+		case unitZero:
+			im.skipped.Add(r.hi - r.lo)
+		case unitZeroAlloc:
+			if err := im.zeroRange(ctx, off+r.lo, r.hi-r.lo); err != nil {
+				return err
+			}
+		case unitData:
+			lo, hi := r.lo, r.hi
+			l, h := dataBounds(buf[lo:hi])
+			firstEnd := min(hi, (off+lo)/u*u+u-off)
+			if len(within(im.alloc, off+lo, firstEnd-lo)) == 0 {
+				lo += uint64(l)
+			}
+			lastStart := max(r.lo, (off+hi-1)/u*u-off)
+			if len(within(im.alloc, off+lastStart, hi-lastStart)) == 0 {
+				hi = r.lo + uint64(h)
+			}
+			im.skipped.Add((lo - r.lo) + (r.hi - hi))
+			// A lent buffer is sent from its start: move the run there
+			// (the runs after it lie past its end, untouched).
+			if lo > 0 {
+				copy(buf, buf[lo:hi])
+			}
+			rctx, cancel := reqCtx(ctx, im.o.Timeout)
+			err := im.v.WriteAt(rctx, buf[:hi-lo], off+lo, false)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("import into volume %q: writing %d bytes at %d: %w", im.v.Name, hi-lo, off+lo, err)
+			}
+			im.written.Add(hi - lo)
+		}
 	}
-	rctx, cancel := reqCtx(ctx, im.o.Timeout)
-	defer cancel()
-	if err := im.v.WriteAt(rctx, buf[:hi-lo], off+uint64(lo), false); err != nil {
-		return fmt.Errorf("import into volume %q: writing %d bytes at %d: %w", im.v.Name, hi-lo, off+uint64(lo), err)
-	}
-	im.written.Add(uint64(hi - lo))
 	return nil
 }
 
-// zeroChunk handles a chunk of zeros at off: nothing to do unless the
-// volume has data there (an existing volume), which then becomes zero:
-// whole blocks are trimmed, the rest written as zeros.
+// zeroChunk handles a chunk of zeros (a hole of the input) at off.
 func (im *importer) zeroChunk(ctx context.Context, buf []byte, off uint64) error {
-	n := uint64(len(buf))
-	if len(within(im.alloc, off, n)) == 0 {
-		im.skipped.Add(n)
-		return nil
-	}
-	rctx, cancel := reqCtx(ctx, im.o.Timeout)
-	defer cancel()
-	bs := uint64(im.v.BlockSize)
-	if bs > 0 && off%bs == 0 && (n%bs == 0 || off+n == im.v.Size) {
-		if err := im.v.Trim(rctx, off, n); err != nil {
-			return fmt.Errorf("import into volume %q: trimming %d bytes at %d: %w", im.v.Name, n, off, err)
+	return im.zeroRange(ctx, off, uint64(len(buf)))
+}
+
+var (
+	zeroIOOnce sync.Once
+	zeroIO     []byte // MaxIO zeros, for zeroing parts of blocks
+)
+
+// zeroRange makes [off, off+n) of an existing volume zero where it has
+// data: its whole blocks are trimmed, the rest written as zeros.
+func (im *importer) zeroRange(ctx context.Context, off, n uint64) error {
+	bs := uint64(max(im.v.BlockSize, 1))
+	for p, end := off, off+n; p < end; {
+		e := min(end, p/bs*bs+bs)
+		if len(within(im.alloc, p, e-p)) == 0 {
+			im.skipped.Add(e - p)
+			p = e
+			continue
 		}
-	} else {
-		clear(buf)
-		if err := im.v.WriteAt(rctx, buf, off, false); err != nil {
-			return fmt.Errorf("import into volume %q: writing %d zero bytes at %d: %w", im.v.Name, n, off, err)
+		rctx, cancel := reqCtx(ctx, im.o.Timeout)
+		var err error
+		if p%bs == 0 && e-p == bs {
+			err = im.v.Trim(rctx, p, bs)
+		} else {
+			zeroIOOnce.Do(func() { zeroIO = make([]byte, MaxIO) })
+			for q := p; q < e && err == nil; q += MaxIO {
+				err = im.v.WriteAt(rctx, zeroIO[:min(MaxIO, e-q)], q, false)
+			}
 		}
+		cancel()
+		if err != nil {
+			return fmt.Errorf("import into volume %q: zeroing %d bytes at %d: %w", im.v.Name, e-p, p, err)
+		}
+		im.trimmed.Add(e - p)
+		p = e
 	}
-	im.trimmed.Add(n)
 	return nil
 }
 
