@@ -307,6 +307,18 @@ func (g *gcRun) list(ctx context.Context) error {
 			return nil
 		}
 	}
+	if e.data == e.maps { // one store: one listing
+		err := e.maps.List(ctx, "", func(obj string) error {
+			if on, ok := parseObjectName(obj); ok {
+				return take(on.page)(obj)
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("list the store: %w", err)
+		}
+		return nil
+	}
 	if err := e.data.List(ctx, "", take(false)); err != nil {
 		return fmt.Errorf("list the data store: %w", err)
 	}

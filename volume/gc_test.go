@@ -670,3 +670,28 @@ func TestGCCollectsNewestEpochOfIdleName(t *testing.T) {
 	}
 	checkOracle(t, v.e, f.vols)
 }
+
+// TestGCOneStore: maps and data in one store (one directory): pages and
+// data objects are both collected from it, nothing else.
+func TestGCOneStore(t *testing.T) {
+	st := newEnv(t, modelBS).maps
+	e, err := New(st, st, Options{Owner: "host-a", BlockSize: modelBS})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &gcFixture{t: t, e: e, vols: map[string]*mvol{}}
+	f.create("vm", 8)
+	f.write("vm", 0, 4, 'a')
+	f.snapshot("vm", "s")
+	f.write("vm", 0, 4, 'b')
+	f.remove("s")
+	garbage := gcGarbage(t, e)
+	rep := runGC(t, e, GCOptions{})
+	if len(garbage) != 5 || rep.Deleted != 5 || rep.DeletedData != 4 || rep.DeletedPages != 1 {
+		t.Fatalf("garbage %q, report %+v: want 4 data objects and a page deleted", garbage, rep)
+	}
+	if g := gcGarbage(t, e); len(g) != 0 {
+		t.Fatalf("left: %q", g)
+	}
+	checkOracle(t, e, f.vols)
+}
