@@ -111,17 +111,17 @@ func (f ckFiles) remove(t *testing.T, store, name string) {
 	}
 }
 
-// ckObject finds the one object of store whose name matches re.
-func ckObject(t *testing.T, h ckHand, store, re string) string {
+// ckObject finds the one object of names whose name matches re.
+func ckObject(t *testing.T, names []string, re string) string {
 	t.Helper()
 	var found []string
-	for _, n := range h.list(t, store) {
+	for _, n := range names {
 		if regexp.MustCompile(re).MatchString(n) {
 			found = append(found, n)
 		}
 	}
 	if len(found) != 1 {
-		t.Fatalf("%s objects matching %s: %q", store, re, found)
+		t.Fatalf("objects matching %s: %q", re, found)
 	}
 	return found[0]
 }
@@ -204,10 +204,11 @@ func checkNamesDamage(t *testing.T, e *e2etest.Env, h ckHand) {
 	}
 
 	// 64 MiB of 4 MiB blocks: one map page per volume, the root.
-	leaf := func(v string) string { return ckObject(t, h, "maps", "^"+v+"_[0-9a-f]{16}_m0_0{16}$") }
+	mapsObjects := h.list(t, "maps")
+	leaf := func(v string) string { return ckObject(t, mapsObjects, "^"+v+"_[0-9a-f]{16}_m0_0{16}$") }
 	otherLeaf, thirdLeaf := leaf("other"), leaf("third")
 	// Block 10 (at 40 MiB), written before the snapshot: shared.
-	shared := ckObject(t, h, "data", "^vol_[0-9a-f]{16}_0{15}a$")
+	shared := ckObject(t, h.list(t, "data"), "^vol_[0-9a-f]{16}_0{15}a$")
 	const slot, page, head = 8192, 4160, 20 // a header's and a page's slot, a slot's head
 	ckFlip(t, h, "vol", slot+head+30)       // one copy of vol's header
 	h.remove(t, "maps", otherLeaf)          // other's only page
