@@ -41,6 +41,9 @@ was done (to stderr when the image goes to stdout).`,
 			out, report := os.Stdout, cmd.OutOrStdout()
 			created := false
 			if dst == "-" {
+				if progress.IsTerminal(os.Stdout) {
+					return fmt.Errorf("export of volume %q: stdout is a terminal: redirect it, or give a FILE: %w", name, errs.ErrInvalid)
+				}
 				report = os.Stderr
 			} else {
 				fl := os.O_WRONLY | os.O_CREATE | os.O_EXCL

@@ -9,6 +9,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/internal/progress"
 	"github.com/archipelago-go/archipelago/internal/sizes"
 	"github.com/archipelago-go/archipelago/volclient"
@@ -57,6 +58,9 @@ skipped, seconds, MiB/s).`,
 				o.Size = n
 			}
 			in := os.Stdin
+			if src == "-" && progress.IsTerminal(os.Stdin) {
+				return fmt.Errorf("import into volume %q: stdin is a terminal: pipe an image in, or give a FILE: %w", name, errs.ErrInvalid)
+			}
 			if src != "-" {
 				f, err := os.Open(src)
 				if err != nil {
