@@ -82,6 +82,50 @@ func allZero(p []byte) bool {
 	return true
 }
 
+// run is a range [lo, hi) of a buffer, all zeros or not.
+type run struct {
+	lo, hi int
+	zero   bool
+}
+
+// zeroGrainDiff is the unit in which data read for a diff is looked at
+// for zeros, and minZeroRun the shortest zero range kept apart from the
+// data around it (a shorter one costs more as a record than as data).
+const (
+	zeroGrainDiff = 4096
+	minZeroRun    = 64 << 10
+)
+
+// zeroRuns splits p into runs of data and zeros: a diff carries a
+// changed block's zero ranges as zero records, as rbd export-diff (which
+// knows the written extents) carries only what was written.
+func zeroRuns(p []byte) []run {
+	var rs []run
+	for lo := 0; lo < len(p); {
+		hi := min(lo+zeroGrainDiff, len(p))
+		z := allZero(p[lo:hi])
+		if k := len(rs) - 1; k >= 0 && rs[k].zero == z {
+			rs[k].hi = hi
+		} else {
+			rs = append(rs, run{lo, hi, z})
+		}
+		lo = hi
+	}
+	// Short zero runs between data go with the data.
+	out := rs[:0]
+	for i, r := range rs {
+		if r.zero && r.hi-r.lo < minZeroRun && i > 0 && i < len(rs)-1 {
+			r.zero = false
+		}
+		if k := len(out) - 1; k >= 0 && out[k].zero == r.zero {
+			out[k].hi = r.hi
+		} else {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
 func diffReqCtx(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
 	if timeout <= 0 {
 		return ctx, func() {}
@@ -94,8 +138,9 @@ func diffReqCtx(ctx context.Context, timeout time.Duration) (context.Context, co
 // a full image): an 'f' record naming from (if given), a 't' record
 // naming name if it is a snapshot, its size ('s'), then a 'w' record with
 // the data of every changed range (read through a session of name, in
-// pieces of at most MaxIO bytes; a piece that reads as zeros becomes a
-// 'z' record, as `rbd export-diff` does) and a 'z' record for every range
+// pieces of at most MaxIO bytes; the ranges of 64 KiB or more inside them
+// that read as zeros become 'z' records: the maps know whole blocks,
+// `rbd export-diff` the extents written) and a 'z' record for every range
 // that became zero, and the end record. The changed ranges come from the
 // maps (Diff). Export a snapshot: a volume written meanwhile gives a diff
 // of no single moment (one resized meanwhile fails with errs.ErrBusy).
@@ -166,18 +211,20 @@ func (c *Client) ExportDiff(ctx context.Context, name, from string, w io.Writer,
 			if err := call(func(ctx context.Context) error { return v.ReadAt(ctx, p, pos) }); err != nil {
 				return st, fmt.Errorf("export-diff of volume %q: %w", name, err)
 			}
-			if allZero(p) {
-				if err := dw.Zero(pos, n); err != nil {
+			for _, r := range zeroRuns(p) {
+				q := p[r.lo:r.hi]
+				if r.zero {
+					err = dw.Zero(pos+uint64(r.lo), uint64(len(q)))
+					st.Zeros++
+					st.ZeroBytes += uint64(len(q))
+				} else {
+					err = dw.Write(pos+uint64(r.lo), q)
+					st.Writes++
+					st.DataBytes += uint64(len(q))
+				}
+				if err != nil {
 					return st, err
 				}
-				st.Zeros++
-				st.ZeroBytes += n
-			} else {
-				if err := dw.Write(pos, p); err != nil {
-					return st, err
-				}
-				st.Writes++
-				st.DataBytes += n
 			}
 			pos += n
 			done += n
@@ -298,7 +345,8 @@ func (c *Client) ImportDiff(ctx context.Context, r io.Reader, name string, o Dif
 	if v.Size != st.Size {
 		return st, fmt.Errorf("import-diff: volume %q is %d bytes, not the %d of the diff (resized meanwhile): %w", name, v.Size, st.Size, errs.ErrBusy)
 	}
-	ap := &applier{v: v, call: call, zeros: make([]byte, min(uint64(v.BlockSize), MaxIO))}
+	zn := min(uint64(v.BlockSize), 1<<20)
+	ap := &applier{v: v, call: call, zeros: make([]byte, zn), buf: make([]byte, zn)}
 	applied := 0
 	partly := func(err error) error {
 		if applied > 0 {
@@ -435,7 +483,8 @@ func (c *Client) checkDiffBase(ctx context.Context, call func(func(context.Conte
 type applier struct {
 	v     *Volume
 	call  func(func(context.Context) error) error
-	zeros []byte
+	zeros []byte // zeros to write
+	buf   []byte // as large, to read into
 }
 
 // zero makes [off, off+n) read as zeros: whole blocks trimmed (the last
@@ -477,12 +526,21 @@ func (a *applier) writeZeros(ctx context.Context, from, to uint64) error {
 		if err != nil {
 			return err
 		}
+		// In a block that holds data, the pieces that read as zeros
+		// already are left alone: a read costs less than a write (which
+		// may copy the block first).
 		for len(ext) > 0 && pos < end {
-			p := a.zeros[:min(end-pos, uint64(len(a.zeros)))]
-			if err := a.call(func(ctx context.Context) error { return a.v.WriteAt(ctx, p, pos, false) }); err != nil {
+			n := min(end-pos, uint64(len(a.zeros)))
+			p := a.buf[:n]
+			if err := a.call(func(ctx context.Context) error { return a.v.ReadAt(ctx, p, pos) }); err != nil {
 				return err
 			}
-			pos += uint64(len(p))
+			if !allZero(p) {
+				if err := a.call(func(ctx context.Context) error { return a.v.WriteAt(ctx, a.zeros[:n], pos, false) }); err != nil {
+					return err
+				}
+			}
+			pos += n
 		}
 		pos = end
 	}
