@@ -12,7 +12,8 @@ import (
 	"github.com/archipelago-go/archipelago/volclient"
 )
 
-// Snapshot tree operations through vlmc on a directory: list --tree,
+// Snapshot tree operations through vlmc on a directory (a RADOS pool in
+// tree_ceph_test.go): list --tree,
 // children, info's children, flatten while a client writes (then the
 // parent removed and collected: nothing of it is left in the directory),
 // rollback refused while an NBD client is connected, and on two hosts
@@ -25,9 +26,12 @@ func qemuMust(t *testing.T, e *e2etest.Env, vol string, cmds ...string) {
 	}
 }
 
-func TestTreeFlattenRollback(t *testing.T) {
+func TestTreeFlattenRollback(t *testing.T) { runTreeFlattenRollback(t, dirPool(t)) }
+
+func TestRollbackTwoHosts(t *testing.T) { runRollbackTwoHosts(t, e2etest.Options{}) }
+
+func runTreeFlattenRollback(t *testing.T, pool gcPool) {
 	testutil.NeedBinaries(t, "qemu-io")
-	pool := dirPool(t)
 	o := pool.opts
 	o.HostID = "host-a"
 	a := e2etest.NewWith(t, o)
@@ -101,9 +105,12 @@ func TestTreeFlattenRollback(t *testing.T) {
 	a.Must("vlmc", "remove", "base-s")
 	a.Must("vlmc", "remove", "base")
 	a.Must("vlmc", "gc")
-	for n := range pool.objects(t).data {
-		if strings.HasPrefix(n, "base_") {
-			t.Errorf("object %s of the flattened clone's parent left after gc", n)
+	objs := pool.objects(t)
+	for _, set := range []map[string]int64{objs.data, objs.pages} {
+		for n := range set {
+			if strings.HasPrefix(n, "base_") {
+				t.Errorf("object %s of the flattened clone's parent left after gc", n)
+			}
 		}
 	}
 	qemuMust(t, a, "fl", "read -P 4 0 4M", "read -P 7 4M 4K", "read -P 5 4100K 4092K",
@@ -121,25 +128,36 @@ func TestTreeFlattenRollback(t *testing.T) {
 		t.Fatalf("rollback with a client connected: %v\n%s", err, out)
 	}
 	vm.Close()
+	rollback(t, a, "vm", "vm-s1")
 	if out, err := a.Run("vlmc", "rollback", "vm", "c1-s"); err == nil || !strings.Contains(out, "history") {
 		t.Fatalf("rollback to a snapshot of a clone: %v\n%s", err, out)
 	}
-	// The session ends when the mapper hears of the closed connection.
-	testutil.WaitForErr(t, 30*time.Second, "rollback of vm once its client is gone", func() error {
-		_, err := a.Run("vlmc", "rollback", "vm", "vm-s1")
-		return err
-	})
 	qemuMust(t, a, "vm", "read -P 1 0 4M", "read -P 2 8M 1M")
-	a.Must("vlmc", "rollback", "vm", "vm-s2")
+	rollback(t, a, "vm", "vm-s2")
 	qemuMust(t, a, "vm", "read -P 9 0 4M")
-	a.Must("vlmc", "rollback", "c2", "vm-s1") // c2's history: c1-s, then vm-s1
+	rollback(t, a, "c2", "vm-s1") // c2's history: c1-s, then vm-s1
 	qemuMust(t, a, "c2", "read -P 1 0 4M", "read -P 0 4M 64K")
 	a.Must("vlmc", "check")
 }
 
-func TestRollbackTwoHosts(t *testing.T) {
+// rollback runs vlmc rollback vol snap on e once the sessions of the
+// NBD clients that used vol before have ended: a client's connection ends
+// as it exits, and the mapper hears of it a moment later (until then the
+// rollback is refused as busy). Any other failure fails the test.
+func rollback(t *testing.T, e *e2etest.Env, vol, snap string) {
+	t.Helper()
+	testutil.WaitForErr(t, 30*time.Second, "rollback of "+vol+" once its clients are gone", func() error {
+		out, err := e.Run("vlmc", "rollback", vol, snap)
+		if err != nil && !strings.Contains(out, "is in use by") {
+			t.Fatalf("vlmc rollback %s %s: %v\n%s", vol, snap, err, out)
+		}
+		return err
+	})
+}
+
+func runRollbackTwoHosts(t *testing.T, o e2etest.Options) {
 	testutil.NeedBinaries(t, "qemu-io")
-	a, b := e2etest.TwoHosts(t, e2etest.Options{})
+	a, b := e2etest.TwoHosts(t, o)
 	a.Start()
 	b.Start()
 	a.Must("vlmc", "create", "vm", "--size", "8M")
@@ -159,7 +177,7 @@ func TestRollbackTwoHosts(t *testing.T) {
 	}
 	qemuMust(t, b, "vm", "read -P 2 0 1M")
 	a.Must("vlmc", "close", "vm")
-	b.Must("vlmc", "rollback", "vm", "vm-s")
+	rollback(t, b, "vm", "vm-s") // B's qemu-io read just before
 	qemuMust(t, a, "vm", "read -P 1 0 1M")
 	if out := a.Must("vlmc", "info", "vm"); !strings.Contains(out, "locked by:  -") {
 		t.Fatalf("vm stays locked after B's rollback:\n%s", out)

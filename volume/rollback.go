@@ -145,11 +145,11 @@ func busy(v *vol) error {
 	pinned := v.pinned
 	v.mu.Unlock()
 	switch {
+	case pinned:
+		return fmt.Errorf("volume %q is open on this host (vlmc open or lock): vlmc close it first: %w", v.name, errs.ErrBusy)
 	case users > 0:
 		return fmt.Errorf("volume %q is in use by %d connection(s) on this host (mapped devices, NBD clients): rolling back under them would corrupt what they see; close them first: %w",
 			v.name, users, errs.ErrBusy)
-	case pinned:
-		return fmt.Errorf("volume %q is open on this host (vlmc open or lock): vlmc close it first: %w", v.name, errs.ErrBusy)
 	}
 	return nil
 }
