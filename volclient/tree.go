@@ -3,6 +3,7 @@ package volclient
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/xseg"
@@ -19,6 +20,10 @@ type FlattenOptions struct {
 	// Progress, if set, is called after each range with the bytes of the
 	// volume gone through so far and the volume's size.
 	Progress func(done, total uint64)
+	// RequestTimeout, if set, bounds each request (a range waits for the
+	// volume's lock as a write does, for as long as another host holds
+	// it); the whole flatten is bound only by ctx.
+	RequestTimeout time.Duration
 }
 
 // FlattenResult is what a Flatten did. Its JSON form is what `vlmc
@@ -67,10 +72,19 @@ func (c *Client) Flatten(ctx context.Context, name string, o FlattenOptions) (Fl
 		step = 256 * bs
 	}
 	step = max(step/bs, 1) * bs
+	call := func(q flattenRequest, rep *flattenReply) error {
+		cctx := ctx
+		if o.RequestTimeout > 0 {
+			var cancel context.CancelFunc
+			cctx, cancel = context.WithTimeout(ctx, o.RequestTimeout)
+			defer cancel()
+		}
+		return c.docCall(cctx, xseg.OpFlatten, name, 0, false, q, rep)
+	}
 	for off := uint64(0); off < in.Size; off += step {
 		n := min(step, in.Size-off)
 		var rep flattenReply
-		if err := c.docCall(ctx, xseg.OpFlatten, name, 0, false, flattenRequest{Offset: off, Length: n}, &rep); err != nil {
+		if err := call(flattenRequest{Offset: off, Length: n}, &rep); err != nil {
 			return res, err
 		}
 		res.Copied += rep.Copied
@@ -78,7 +92,7 @@ func (c *Client) Flatten(ctx context.Context, name string, o FlattenOptions) (Fl
 			o.Progress(off+n, in.Size)
 		}
 	}
-	if err := c.docCall(ctx, xseg.OpFlatten, name, 0, false, flattenRequest{Done: true}, nil); err != nil {
+	if err := call(flattenRequest{Done: true}, nil); err != nil {
 		return res, err
 	}
 	return res, nil

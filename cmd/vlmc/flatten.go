@@ -33,6 +33,7 @@ snapshots: flatten makes them its own (the snapshots keep theirs).`,
 			name := args[0]
 			var bar *progress.Bar // drawn once the size is known
 			res, err := c.vc.Flatten(context.Background(), name, volclient.FlattenOptions{
+				RequestTimeout: c.timeout, // each range; the whole is bound by none
 				Progress: func(done, total uint64) {
 					if bar == nil {
 						bar = progress.New(cmd.ErrOrStderr(), int64(total), "flatten "+name, progress.Options{Bytes: true, Quiet: asJSON})
