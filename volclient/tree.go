@@ -92,7 +92,7 @@ func (c *Client) Flatten(ctx context.Context, name string, o FlattenOptions) (Fl
 			o.Progress(off+n, in.Size)
 		}
 	}
-	if err := call(flattenRequest{Done: true}, nil); err != nil {
+	if err := call(flattenRequest{Done: true}, new(flattenReply)); err != nil {
 		return res, err
 	}
 	return res, nil
