@@ -35,7 +35,7 @@ func (pg *pager) get(ctx context.Context, key pageKey, r ref) (*page, error) {
 	// they are shared with a snapshot (or were left by an earlier epoch),
 	// and nothing writes them in place, nor reuses their names.
 	var sharedName string
-	if pg.v == nil && !pg.private && !pg.h.owned(r) {
+	if pg.v == nil && !pg.private && !pg.h.owned(r) && settled(pg.h, r) {
 		if name, err := pageName(pg.h, r, key); err == nil {
 			sharedName = name
 			if p := pg.e.shared.get(name); p != nil && p.pageKey == key {
@@ -65,6 +65,24 @@ func (pg *pager) get(ctx context.Context, key pageKey, r ref) (*page, error) {
 	}
 	cache[key] = p
 	return p, nil
+}
+
+// settled tells whether object r, which header h does not own, is one
+// that nobody writes in place any more: an epoch of its prefix at or
+// below the highest h allocates under (older epochs are shared with a
+// snapshot or left by a fence), or of a prefix h allocates nothing under
+// (a clone's parent's). A page of a higher epoch was made by a session
+// newer than h (h is a moment old: a reader without the lock): that
+// session owns it and changes it in place, so it must not be kept as a
+// shared page.
+func settled(h *header, r ref) bool {
+	top, any := uint64(0), false
+	for _, s := range h.spans {
+		if s.prefix == r.prefix {
+			top, any = max(top, s.to), true
+		}
+	}
+	return !any || r.epoch <= top
 }
 
 // leafKey is the leaf page holding block's entry.
