@@ -367,8 +367,8 @@ func reqCtx(ctx context.Context, timeout time.Duration) (context.Context, contex
 // with SEEK_DATA/SEEK_HOLE and not read) or has a Size method (a
 // bytes.Reader, an io.SectionReader), else read in order (a pipe; if
 // ctx ends while a read of it blocks, Import returns and leaves that read
-// behind). Zero
-// ranges of the input are not written: the volume stays thin. An input
+// behind). Zero ranges of the input are not written: the volume stays
+// thin. An input
 // that starts with the magic of another image format (qcow2, qed, vmdk,
 // vdi, vhdx, vpc) is refused with errs.ErrInvalid and a message showing
 // the qemu-img command that converts it. Everything written is flushed
@@ -387,6 +387,9 @@ func (c *Client) Import(ctx context.Context, r io.Reader, name string, o ImportO
 	in, err := openInput(r)
 	if err != nil {
 		return st, fmt.Errorf("import into volume %q: %s: %w", name, what, err)
+	}
+	if in.stream != nil {
+		in.stream = &ctxReader{ctx: ctx, r: in.stream, buf: make([]byte, 256<<10), res: make(chan readResult, 1)}
 	}
 	// The first sector: another image format?
 	var hdr []byte
@@ -602,6 +605,9 @@ func (im *importer) run(ctx context.Context) error {
 			free <- b
 		}
 		jobs := make(chan job)
+		if cr, ok := im.in.stream.(*ctxReader); ok {
+			cr.ctx = ctx // a failed write ends a blocked read too
+		}
 		for range im.workers {
 			wg.Go(func() {
 				for j := range jobs {
@@ -632,7 +638,6 @@ func (im *importer) run(ctx context.Context) error {
 func (im *importer) readStream(ctx context.Context, free chan []byte, jobs chan<- job) error {
 	limit := im.v.Size
 	prefix := im.in.prefix
-	stream := &ctxReader{ctx: ctx, r: im.in.stream, buf: make([]byte, 256<<10), res: make(chan readResult, 1)}
 	var off uint64
 	for {
 		var buf []byte
@@ -645,7 +650,7 @@ func (im *importer) readStream(ctx context.Context, free chan []byte, jobs chan<
 		prefix = prefix[n:]
 		eof := false
 		if len(prefix) == 0 && n < len(buf) {
-			m, err := io.ReadFull(stream, buf[n:])
+			m, err := io.ReadFull(im.in.stream, buf[n:])
 			n += m
 			if err == io.EOF || err == io.ErrUnexpectedEOF {
 				eof = true
