@@ -5,11 +5,9 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"strings"
 	"time"
 
 	"github.com/archipelago-go/archipelago/errs"
-	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/wire"
 	"github.com/archipelago-go/archipelago/xseg"
 )
@@ -154,25 +152,10 @@ func (c *Client) CheckProgress(ctx context.Context, names []string, progress fun
 		err = <-done
 	}
 	if err != nil {
-		return nil, checkError(err)
+		return nil, poolError("CHECK", "check", err)
 	}
 	if rep.Problems == nil {
 		rep.Problems = []CheckProblem{}
 	}
 	return &rep, nil
-}
-
-// checkError says "check: <why>" without the empty target that the
-// mapper's message names (`CHECK "": `), keeping the error's chain.
-func checkError(err error) error {
-	msg := err.Error()
-	var re *peer.RemoteError
-	if errors.As(err, &re) {
-		msg = re.Msg
-	}
-	msg = strings.TrimPrefix(strings.TrimPrefix(msg, `CHECK "": `), `volume "": `)
-	if !strings.HasPrefix(msg, "check") {
-		msg = "check: " + msg
-	}
-	return &peer.RemoteError{Msg: msg, Err: err}
 }

@@ -2,11 +2,8 @@ package volclient
 
 import (
 	"context"
-	"errors"
-	"strings"
 	"time"
 
-	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/wire"
 	"github.com/archipelago-go/archipelago/xseg"
 )
@@ -161,7 +158,7 @@ func (c *Client) GC(ctx context.Context, o GCOptions) (*GCReport, error) {
 		err = <-done
 	}
 	if err != nil {
-		return nil, gcError(err)
+		return nil, poolError("GC", "garbage collection", err)
 	}
 	return &rep, nil
 }
@@ -173,7 +170,7 @@ func (c *Client) GCStatus(ctx context.Context) (GCProgress, error) {
 	var p GCProgress
 	err := c.docCall(ctx, xseg.OpGC, "", 0, true, gcRequest{Status: true}, &p)
 	if err != nil {
-		return GCProgress{}, gcError(err)
+		return GCProgress{}, poolError("GC", "garbage collection", err)
 	}
 	return p, nil
 }
@@ -185,20 +182,4 @@ func (c *Client) gcStatus(ctx context.Context, timeout time.Duration) (GCProgres
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	return c.GCStatus(ctx)
-}
-
-// gcError says "garbage collection: <why>" without the empty target that
-// the mapper's and the client's messages name (`GC "": `, `volume "": `),
-// keeping the error's chain.
-func gcError(err error) error {
-	msg := err.Error()
-	var re *peer.RemoteError
-	if errors.As(err, &re) {
-		msg = re.Msg
-	}
-	msg = strings.TrimPrefix(strings.TrimPrefix(msg, `GC "": `), `volume "": `)
-	if !strings.HasPrefix(msg, "garbage collection") {
-		msg = "garbage collection: " + msg
-	}
-	return &peer.RemoteError{Msg: msg, Err: err}
 }

@@ -3,8 +3,10 @@ package volclient
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"github.com/archipelago-go/archipelago/errs"
+	"github.com/archipelago-go/archipelago/peer"
 	"github.com/archipelago-go/archipelago/wire"
 	"github.com/archipelago-go/archipelago/xseg"
 )
@@ -44,4 +46,20 @@ func (c *Client) docCall(ctx context.Context, op xseg.Op, target string, fl xseg
 		}
 		return err
 	}
+}
+
+// poolError says "<what>: <why>" for an op about the whole pool, without
+// the empty target that the mapper's and the client's messages name
+// (`OP "": `, `volume "": `), keeping the error's chain.
+func poolError(op, what string, err error) error {
+	msg := err.Error()
+	var re *peer.RemoteError
+	if errors.As(err, &re) {
+		msg = re.Msg
+	}
+	msg = strings.TrimPrefix(strings.TrimPrefix(msg, op+` "": `), `volume "": `)
+	if !strings.HasPrefix(msg, what) {
+		msg = what + ": " + msg
+	}
+	return &peer.RemoteError{Msg: msg, Err: err}
 }

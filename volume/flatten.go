@@ -75,10 +75,7 @@ func (e *Engine) flatten(ctx context.Context, name string, off, n uint64) (copie
 			if len(todo) > 0 {
 				err := e.makeWritable(ctx, v, todo)
 				v.mu.Lock()
-				for _, p := range todo {
-					close(v.inflight[p.block])
-					delete(v.inflight, p.block)
-				}
+				v.endInflight(todo)
 				v.mu.Unlock()
 				if err != nil {
 					return copied, err
@@ -124,10 +121,7 @@ func (e *Engine) classifyShared(ctx context.Context, v *vol, b0, b1 uint64) (tod
 		return nil
 	})
 	if err != nil {
-		for _, p := range todo {
-			close(v.inflight[p.block])
-			delete(v.inflight, p.block)
-		}
+		v.endInflight(todo)
 		return nil, nil, err
 	}
 	return todo, waits, nil

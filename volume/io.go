@@ -218,10 +218,7 @@ func (e *Engine) mapWrite(ctx context.Context, ref string, off, n uint64) ([]Pie
 		if len(todo) > 0 {
 			err := e.makeWritable(ctx, v, todo)
 			v.mu.Lock()
-			for _, p := range todo {
-				close(v.inflight[p.block])
-				delete(v.inflight, p.block)
-			}
+			v.endInflight(todo)
 			v.mu.Unlock()
 			if err != nil {
 				return nil, err
@@ -256,6 +253,15 @@ func (e *Engine) mapWrite(ctx context.Context, ref string, off, n uint64) ([]Pie
 	return pieces(ctx, &pager{e: e, h: h, v: v}, off, n)
 }
 
+// endInflight ends the inflight entries of todo's blocks (registered by
+// classify), waking whoever waits for them. Caller holds v.mu.
+func (v *vol) endInflight(todo []pending) {
+	for _, p := range todo {
+		close(v.inflight[p.block])
+		delete(v.inflight, p.block)
+	}
+}
+
 // classify finds the blocks of [b0, b1) that are not writable: those it
 // registers in v.inflight (todo), and the channels of those another caller
 // is already working on (waits).
@@ -270,10 +276,7 @@ func (e *Engine) classify(ctx context.Context, v *vol, b0, b1 uint64) (todo []pe
 	for b := b0; b < b1; b++ {
 		ent, err := pg.lookup(ctx, b)
 		if err != nil {
-			for _, p := range todo {
-				close(v.inflight[p.block])
-				delete(v.inflight, p.block)
-			}
+			v.endInflight(todo)
 			return nil, nil, err
 		}
 		if ent.present && h.owned(ent.ref) {

@@ -57,22 +57,14 @@ skipped, seconds, MiB/s).`,
 				}
 				o.Size = n
 			}
-			in := os.Stdin
 			if src == "-" && progress.IsTerminal(os.Stdin) {
 				return fmt.Errorf("import into volume %q: stdin is a terminal: pipe an image in, or give a FILE: %w", name, errs.ErrInvalid)
 			}
-			if src != "-" {
-				f, err := os.Open(src)
-				if err != nil {
-					return fmt.Errorf("import into volume %q: %w", name, err)
-				}
-				defer f.Close()
-				in = f
+			in, total, err := openInput("import", name, src)
+			if err != nil {
+				return err
 			}
-			total := int64(-1)
-			if st, err := in.Stat(); err == nil && st.Mode().IsRegular() {
-				total = st.Size()
-			}
+			defer in.Close()
 			bar := progress.New(os.Stderr, total, "import "+name, progress.Options{Bytes: true, Quiet: asJSON})
 			o.Progress = func(done, _ uint64) { bar.Set(int64(done)) }
 			ctx, stop := interruptible()

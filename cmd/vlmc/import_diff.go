@@ -45,19 +45,11 @@ what was applied.`,
 		Args: cobra.ExactArgs(2),
 		RunE: g.withConn(func(cmd *cobra.Command, args []string, c *conn) error {
 			src, name := args[0], args[1]
-			in := os.Stdin
-			if src != "-" {
-				f, err := os.Open(src)
-				if err != nil {
-					return fmt.Errorf("import-diff into volume %q: %w", name, err)
-				}
-				defer f.Close()
-				in = f
+			in, total, err := openInput("import-diff", name, src)
+			if err != nil {
+				return err
 			}
-			total := int64(-1)
-			if st, err := in.Stat(); err == nil && st.Mode().IsRegular() {
-				total = st.Size()
-			}
+			defer in.Close()
 			bar := progress.New(os.Stderr, total, "import-diff "+name, progress.Options{Bytes: true, Quiet: asJSON})
 			o := volclient.DiffTransferOptions{Force: force, Source: src, Timeout: c.timeout,
 				Progress: func(done, _ uint64) { bar.Set(int64(done)) }}
