@@ -6,6 +6,8 @@
 //	storetest.RunLocker(t, open) // the Locker contract, if implemented
 //	storetest.RunCrash(t, open)  // durability, if the backend can crash
 //	storetest.RunShared(t, open) // two clients of one storage (two hosts)
+//	storetest.RunAsync(t, open)  // ReadAsync and WriteAsync (AsyncStore), if implemented
+//	storetest.RunAsyncCrash(t, open) // a write is durable when its callback runs
 //
 // where open returns a new, empty store for each sub-test. The suite closes
 // the stores it opens; open may register its own cleanup too (Close may be
