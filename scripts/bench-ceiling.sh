@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# The ceiling: fio (ioengine=nbd) against Archipelago's block endpoint with
+# every object on tmpfs, and against `nbdkit memory` (one process, one hop,
+# no storage: what the NBD client and the kernel allow on this machine),
+# over Unix sockets, in the same run; prints each ratio and the CPU time per
+# I/O of each side (scripts/bench-lib.sh).
+#
+#   scripts/bench-ceiling.sh [--short] [SECONDS]
+#
+# SECONDS (default 10) is the length of each fio job; each figure is the
+# median of ROUNDS (default 3) rounds, ours and nbdkit's alternating.
+# --short: one round of 2 s jobs on 256 MiB (under a minute; a smoke test).
+# Needs fio, nbdcopy and nbdkit (apt-get install nbdkit). The whole work
+# directory (programs, segment, data, maps) is under /dev/shm.
+#
+# Before issue 13 (2 vCPUs shared with other jobs; 10 s jobs, medians of 3
+# rounds, 2026-12-01):
+#   BEFORE-FIGURES
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
+short=0
+args=()
+for a; do case $a in --short) short=1 ;; *) args+=("$a") ;; esac; done
+secs=${args[0]:-10}
+size=512M
+if [ $short = 1 ]; then secs=2 size=256M; export ROUNDS=1; fi
+command -v nbdkit >/dev/null || { echo "bench-ceiling: needs nbdkit (apt-get install nbdkit)" >&2; exit 1; }
+work=$(mktemp -d /dev/shm/archip-ceiling.XXXXXX)
+kpid=
+cleanup() {
+  [ -n "$kpid" ] && kill "$kpid" 2>/dev/null || true
+  stack_stop
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+stack_start "$work"
+"$bin/vlmc" --config "$conf" create benchvol --size $size
+# This host keeps the lock (as after a VM's first write): cached mappings.
+"$bin/vlmc" --config "$conf" open benchvol
+ours="nbd+unix:///benchvol?socket=$work/run/nbd.sock"
+nbdkit -f -U "$work/nbdkit.sock" memory size=$size &
+kpid=$!
+theirs="nbd+unix:///?socket=$work/nbdkit.sock"
+for _ in $(seq 50); do [ -S "$work/nbdkit.sock" ] && break; sleep 0.1; done
+
+# Fill both so that reads find data, not holes.
+head -c $size /dev/urandom > "$work/fill.img"
+nbdcopy --threads=4 --connections=4 "$work/fill.img" "$ours"
+nbdcopy --threads=4 --connections=4 "$work/fill.img" "$theirs"
+rm -f "$work/fill.img"
+
+ourprocs=$(peers "$work/run")
+side_ours() {
+  measure "$ourprocs" "$work" --name="$1" --ioengine=nbd --uri="$ours" --rw="$1" --bs="$2" --iodepth="$3" \
+    --size=$size --time_based --runtime="$secs"
+}
+side_nbdkit() {
+  measure "nbdkit=$kpid" "$work" --name="$1" --ioengine=nbd --uri="$theirs" --rw="$1" --bs="$2" --iodepth="$3" \
+    --size=$size --time_based --runtime="$secs"
+}
+
+echo "load average: $(load)"
+compare_header "ours nbdkit"
+for spec in "randread 4k 1" "randwrite 4k 1" "randread 4k 32" "randwrite 4k 32"; do
+  compare "ours nbdkit" $spec
+done
+echo "load average: $(load)"

@@ -1,0 +1,169 @@
+# bench-lib.sh: what the bench scripts share (sourced, not run): fio runs
+# that report IOPS, MiB/s, the number of I/Os and fio's own CPU; the CPU
+# time of a set of processes per I/O; medians and ratios.
+#
+# CPU per I/O: a process's utime+stime (/proc/PID/stat, every thread) read
+# before and after a fio run, the difference divided by the I/Os that run
+# did (fio runs without ramp_time, so that its count covers the whole time
+# the processes were measured, connection set-up included). fio's own CPU
+# comes from its report (usr_cpu+sys_cpu over the job's runtime). Work the
+# kernel does in its own threads (loop devices' workers, softirqs charged
+# to whichever process was running) is in neither figure.
+
+hz=$(getconf CLK_TCK)
+
+# ticks PID -> the clock ticks (user+system) PID used so far (0 if gone).
+ticks() { awk '{print $14+$15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# cpu_begin "name=pid ..." snapshots the CPU of these processes.
+declare -A _cpu0
+cpu_begin() {
+  local np
+  _cpu0=()
+  for np in $1; do _cpu0[${np%%=*}]=$(ticks "${np#*=}"); done
+}
+
+# cpu_end OPS "name=pid ..." ["name=pid ..."] -> "TOTAL name=us ...":
+# microseconds of CPU per I/O since cpu_begin, of the first list together
+# and of each process; those of the second list are shown, not summed.
+cpu_end() {
+  local ops=$1 np args="" k=0
+  for np in $2; do args="$args ${np%%=*} ${_cpu0[${np%%=*}]} $(ticks "${np#*=}")"; k=$((k+1)); done
+  for np in ${3:-}; do args="$args ${np%%=*} ${_cpu0[${np%%=*}]} $(ticks "${np#*=}")"; done
+  python3 - "$ops" "$hz" "$k" $args <<'PY'
+import sys
+ops, hz, k, a = max(int(sys.argv[1]), 1), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4:]
+per = [(a[i], (int(float(a[i+2])) - int(float(a[i+1]))) * 1e6 / hz / ops) for i in range(0, len(a), 3)]
+print("%.1f" % sum(v for _, v in per[:k]), " ".join("%s=%.1f" % (n, v) for n, v in per))
+PY
+}
+
+# fio_json FILE -> "IOPS MiB/s IOS FIO_CPU_US_PER_IO" of the first job
+# (read or write, whichever moved data).
+fio_json() {
+  python3 - "$1" <<'PY'
+import json, sys
+s = open(sys.argv[1]).read()
+j = json.loads(s[s.index("{"):])["jobs"][0]
+d = j["read"] if j["read"]["io_bytes"] else j["write"]
+ios = j["read"]["total_ios"] + j["write"]["total_ios"]
+cpu = (j["usr_cpu"] + j["sys_cpu"]) / 100 * j["job_runtime"] / 1000
+print("%.0f %.1f %d %.1f" % (d["iops"], d["bw"] / 1024, ios, cpu * 1e6 / max(ios, 1)))
+PY
+}
+
+# median: of the numbers on stdin (space or newline separated).
+median() { tr ' ' '\n' | grep . | sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+
+# ratio A B -> A/B with two decimals ("--" if B is 0 or missing).
+ratio() { python3 -c "import sys; a,b=sys.argv[1:]; print('%.2f' % (float(a)/float(b)) if b not in ('','--') and float(b) else '--')" "$1" "$2"; }
+
+# permedian "t1 a=1 b=2|t2 a=3 b=4|..." -> "a=.. b=..": the median of each
+# process's figure over the rounds.
+permedian() {
+  python3 - "$1" <<'PY'
+import sys, statistics
+rounds = [r.split()[1:] for r in sys.argv[1].split("|") if r.strip()]
+names = [kv.split("=")[0] for kv in rounds[0]] if rounds else []
+out = []
+for n in names:
+    vs = sorted(float(kv.split("=")[1]) for r in rounds for kv in r if kv.split("=")[0] == n)
+    out.append("%s=%.1f" % (n, vs[(len(vs) - 1) // 2]))
+print(" ".join(out))
+PY
+}
+
+# load: the load average now (the machine is shared: say how loaded).
+load() { cut -d' ' -f1-3 /proc/loadavg; }
+
+# peers RUN_DIR -> "name=pid ..." of the peers whose pidfiles are there.
+peers() {
+  local f out=""
+  for f in "$1"/*.pid; do [ -e "$f" ] && out="$out $(basename "$f" .pid)=$(cat "$f")"; done
+  echo "$out"
+}
+
+# stack_start WORK [DATA]: builds the programs into WORK/bin, writes
+# WORK/archipelago.conf (file blockers, data and maps under DATA, default
+# WORK) and starts the peers. Sets bin and conf; stack_stop stops them.
+stack_start() {
+  local w=$1 data=${2:-$1}
+  bin=$w/bin
+  conf=$w/archipelago.conf
+  go build -o "$bin/" ./cmd/...
+  cat > "$conf" <<CONF
+[ARCHIPELAGO]
+HOST_ID = bench
+RUN_DIR = $w/run
+LOG_DIR = $w/log
+[XSEG]
+SEGMENT_NAME = bench-$$
+SEGMENT_SIZE = 512
+[blockerb]
+archip_dir = $data/data
+nr_threads = 16
+[blockerm]
+archip_dir = $data/maps
+CONF
+  "$bin/archipelago" --config "$conf" start >/dev/null
+}
+stack_stop() { [ -z "${conf:-}" ] || "$bin/archipelago" --config "$conf" stop -f >/dev/null 2>&1 || true; }
+
+# measure PROCS DIR FIO-ARGS...: one fio job (its JSON in DIR/fio.json);
+# sets R ("IOPS MiB/s IOS FIO_US") and C ("TOTAL_US name=us ...", the CPU
+# per I/O of PROCS, "name=pid ..."). The processes of $extra ("name=pid
+# ...", e.g. a Ceph OSD both sides use) are listed in C too, after the
+# total and not in it.
+extra=""
+measure() {
+  local procs=$1 dir=$2 r
+  shift 2
+  cpu_begin "$procs $extra"
+  if ! fio "$@" --output-format=json >"$dir/fio.json" 2>"$dir/fio.err"; then
+    echo "fio $* failed:" >&2; cat "$dir/fio.err" >&2; return 1
+  fi
+  R=$(fio_json "$dir/fio.json")
+  r=($R)
+  C=$(cpu_end "${r[2]}" "$procs" "$extra")
+}
+
+# compare "A B ..." RW BS DEPTH: ROUNDS (default 3) rounds of one job per
+# side in turn, each run by the function the script defines as side_A,
+# side_B, ... (called with RW BS DEPTH; it calls measure). Prints the
+# medians: IOPS (MiB/s for blocks other than 4k) of each side and A's
+# ratio to each other; CPU us per I/O of each side's processes (all
+# together) and fio's own; then each side's processes one by one.
+compare() {
+  local sides=($1) rw=$2 bs=$3 qd=$4 v s line cpu fios
+  local -A val cpus fio per
+  for _ in $(seq "${ROUNDS:-3}"); do
+    for s in "${sides[@]}"; do
+      "side_$s" "$rw" "$bs" "$qd"
+      r=($R); c=($C)
+      case $bs in 4k|4K) v=${r[0]} ;; *) v=${r[1]} ;; esac
+      val[$s]="${val[$s]:-} $v"; fio[$s]="${fio[$s]:-} ${r[3]}"; cpus[$s]="${cpus[$s]:-} ${c[0]}"; per[$s]="${per[$s]:-}|$C"
+    done
+  done
+  local unit=IOPS; case $bs in 4k|4K) ;; *) unit=MiB/s ;; esac
+  local a=${sides[0]} am
+  am=$(echo "${val[$a]}" | median)
+  line=$(printf "%-24s %9s" "$rw $bs qd$qd ($unit)" "$am")
+  cpu=" $(echo "${cpus[$a]}" | median)"; fios=" $(echo "${fio[$a]}" | median)"
+  for s in "${sides[@]:1}"; do
+    v=$(echo "${val[$s]}" | median)
+    line="$line $(printf "%9s %5s" "$v" "$(ratio "$am" "$v")")"
+    cpu="$cpu $(echo "${cpus[$s]}" | median)"; fios="$fios $(echo "${fio[$s]}" | median)"
+  done
+  echo "$line  | CPU:$cpu | fio:$fios"
+  for s in "${sides[@]}"; do
+    printf "%-24s %s: %s (rounds:%s)\n" "" "$s" "$(permedian "${per[$s]}")" "${val[$s]}"
+  done
+}
+
+# compare_header "A B ...": the column names of compare's lines.
+compare_header() {
+  local sides=($1) s line
+  line=$(printf "%-24s %9s" "job" "${sides[0]}")
+  for s in "${sides[@]:1}"; do line="$line $(printf "%9s %5s" "$s" "ratio")"; done
+  echo "$line  | CPU us/I/O: $1 (our processes / the server) | fio's own us/I/O: $1"
+}

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# The mapped device: fio (ioengine=libaio, or ENGINE=io_uring) with direct
+# I/O on the /dev/loopN of `vlmc map` (a loop device with direct I/O over a
+# FUSE file served by the map daemon, which sends volume requests to vlmcd,
+# mapdev/doc.go) against a loop device over a plain file on the same
+# filesystem (`losetup -f --show FILE`: the limit of a loop device here),
+# in the same run; prints each ratio and the CPU time per I/O of each side
+# (scripts/bench-lib.sh: the map daemon and the peers on ours; on the plain
+# loop device the work is the kernel's, in no process of ours, so that side
+# counts none).
+#
+#   scripts/bench-map.sh [--short] [DIR] [SECONDS]
+#
+# DIR (default /var/tmp) holds both devices' data; SECONDS (default 10) is
+# the length of each fio job; each figure is the median of ROUNDS (default
+# 3) rounds, ours and the plain loop device's alternating. --short: one
+# round of 1 s jobs on 128 MiB (under a minute; a smoke test). Needs root,
+# /dev/fuse, loop devices and fio. Unmaps and detaches what it made on exit,
+# also on error.
+#
+# Before issue 13 (2 vCPUs shared with other jobs; 10 s jobs, medians of 3
+# rounds, 2026-12-01):
+#   BEFORE-FIGURES
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/bench-lib.sh
+short=0
+args=()
+for a; do case $a in --short) short=1 ;; *) args+=("$a") ;; esac; done
+base=${args[0]:-/var/tmp}
+secs=${args[1]:-10}
+engine=${ENGINE:-libaio}
+size=1G
+if [ $short = 1 ]; then secs=1 size=128M; export ROUNDS=1; fi
+work=$(mktemp -d "$base/archip-bmap.XXXXXX")
+dev="" plain=""
+cleanup() {
+  set +e
+  [ -n "$dev" ] && "$bin/vlmc" --config "$conf" unmap "$dev" >/dev/null
+  [ -n "$plain" ] && losetup -d "$plain"
+  stack_stop
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+stack_start "$work"
+"$bin/vlmc" --config "$conf" create benchvol --size $size
+# This host keeps the lock (as after the first write): cached mappings.
+"$bin/vlmc" --config "$conf" open benchvol
+dev=$("$bin/vlmc" --config "$conf" map benchvol)
+truncate -s $size "$work/plain.img"
+plain=$(losetup -f --show "$work/plain.img")
+
+# Fill both so that reads find data, not holes.
+for d in "$dev" "$plain"; do
+  fio --name=fill --filename="$d" --ioengine="$engine" --direct=1 --rw=write --bs=1M --iodepth=8 \
+    --size=$size >/dev/null 2>"$work/fio.err" || { cat "$work/fio.err" >&2; exit 1; }
+done
+
+ourprocs="$(peers "$work/run") map=$(python3 -c 'import glob,json,sys; print(json.load(open(glob.glob(sys.argv[1]+"/run/mapped/*.json")[0]))["pid"])' "$work")"
+job() { # PROCS DEVICE RW BS DEPTH
+  measure "$1" "$work" --name="$3" --filename="$2" --ioengine="$engine" --direct=1 --rw="$3" --bs="$4" \
+    --iodepth="$5" --size=$size --time_based --runtime="$secs"
+}
+side_map() { job "$ourprocs" "$dev" "$@"; }
+side_loop() { job "" "$plain" "$@"; }
+
+echo "load average: $(load); ours $dev (vlmc map), plain $plain ($work/plain.img), fio $engine"
+compare_header "map loop"
+for spec in "randread 4k 1" "randwrite 4k 1" "randread 4k 32" "randwrite 4k 32" "read 1M 8" "write 1M 8"; do
+  compare "map loop" $spec
+done
+echo "load average: $(load)"
