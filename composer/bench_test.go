@@ -2,6 +2,7 @@ package composer_test
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"sync/atomic"
@@ -14,9 +15,9 @@ import (
 )
 
 // BenchmarkVlmcdVsFiled measures 4 KiB random reads and writes at queue
-// depth 32 through vlmcd (volume requests: mapper, cache, parts) and, in
-// the same run, straight to filed on the same objects, and reports both
-// rates and their ratio. Run with -benchtime 20000x. The volume's I/O goes
+// depths 1 and 32 through vlmcd (volume requests: mapper, cache, parts)
+// and, in the same run, straight to filed on the same objects, and reports
+// both rates and their ratio. Run with -benchtime 20000x. The volume's I/O goes
 // through a session of the typed API; filed's has no typed API (objects,
 // not volumes): it is sent as raw requests.
 func BenchmarkVlmcdVsFiled(b *testing.B) {
@@ -30,13 +31,17 @@ func BenchmarkVlmcdVsFiled(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	for _, op := range []xseg.Op{xseg.OpRead, xseg.OpWrite} {
-		b.Run(op.String(), func(b *testing.B) {
+	for _, c := range []struct {
+		op    xseg.Op
+		depth int
+	}{{xseg.OpRead, 1}, {xseg.OpWrite, 1}, {xseg.OpRead, 32}, {xseg.OpWrite, 32}} {
+		op := c.op
+		b.Run(fmt.Sprintf("%s/depth%d", op, c.depth), func(b *testing.B) {
 			run := func(do func(off uint64, buf []byte) error) float64 {
 				var n atomic.Int64
 				var wg sync.WaitGroup
 				start := time.Now()
-				for g := 0; g < 32; g++ {
+				for g := 0; g < c.depth; g++ {
 					wg.Add(1)
 					go func(seed uint64) {
 						defer wg.Done()

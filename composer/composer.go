@@ -117,18 +117,11 @@ func (c *Composer) Serve(ctx context.Context, p *peer.Peer, r *xseg.Request) (pe
 		name := r.Target()
 		v := c.get(name)
 		defer c.put(name, v)
-		op := metrics.Read
 		if r.Op() == xseg.OpWrite {
-			op = metrics.Write
 			v.gate.RLock()
 			defer v.gate.RUnlock()
 		}
-		err := c.io(ctx, p, r)
-		v.io.Done(op, r.Size(), time.Since(start), err)
-		if err != nil {
-			return peer.Served, fmt.Errorf("%s volume %q [%d,+%d): %w", r.Op(), name, r.Offset(), r.Size(), err)
-		}
-		return peer.Served, nil
+		return peer.Served, ioDone(v, r, start, c.io(ctx, p, r))
 	case xseg.OpFlush, xseg.OpSync:
 		return peer.Served, c.flush(ctx, p, r)
 	case xseg.OpSnapshot:
@@ -208,8 +201,11 @@ func (c *Composer) mapRange(ctx context.Context, p *peer.Peer, op xseg.Op, name 
 	return nil, fmt.Errorf("map reply for %d bytes does not fit: %w", n, errs.ErrNoSpace)
 }
 
-// io serves a READ or WRITE. The parts borrow the caller's buffer, so io
-// waits for every part it submitted, even when one fails or ctx ends.
+// io serves a READ or WRITE: it finds the pieces of the range (in the
+// mapping cache, or from the mapper, whose cacheable answer it keeps)
+// and sends them through startIO, the path ServeAsync takes too. The
+// parts borrow the caller's buffer, so io waits for every part it sent,
+// even when one fails or ctx ends.
 func (c *Composer) io(ctx context.Context, p *peer.Peer, r *xseg.Request) error {
 	n := r.Size()
 	if n > uint64(len(r.Buffer())) {
@@ -218,11 +214,11 @@ func (c *Composer) io(ctx context.Context, p *peer.Peer, r *xseg.Request) error 
 	if n == 0 {
 		return nil
 	}
-	op, mapOp := xseg.OpRead, xseg.OpMapR
+	mapOp := xseg.OpMapR
 	if r.Op() == xseg.OpWrite {
-		op, mapOp = xseg.OpWrite, xseg.OpMapW
+		mapOp = xseg.OpMapW
 	}
-	segs, gen, bs := c.cache.lookup(r.Target(), r.Offset(), n, op == xseg.OpWrite)
+	segs, gen, bs := c.cache.lookup(r.Target(), r.Offset(), n, r.Op() == xseg.OpWrite)
 	if segs == nil {
 		if bs == 0 {
 			bs = c.blockSize(ctx, p, r.Target())
@@ -237,77 +233,11 @@ func (c *Composer) io(ctx context.Context, p *peer.Peer, r *xseg.Request) error 
 		}
 		c.cache.store(r.Target(), gen, bs, r.Offset(), segs, asked)
 	}
-	buf := r.Buffer()
-	type part struct {
-		ch  <-chan *xseg.Request
-		off uint64 // in the caller's buffer
-		n   uint64
+	done := make(chan error, 1)
+	if err := c.startIO(p, r, segs, func(err error) { done <- err }); err != nil {
+		return err
 	}
-	parts := make([]part, 0, len(segs))
-	var first error
-	var at uint64
-	for _, s := range segs {
-		pos := at
-		at += s.Size
-		if s.Flags&wire.PieceZero != 0 {
-			if op == xseg.OpRead {
-				clear(buf[pos : pos+s.Size])
-				continue
-			}
-			first = fmt.Errorf("mapper answered a zero block for a write at %d: %w", r.Offset()+pos, errs.ErrCorrupt)
-			break
-		}
-		if op == xseg.OpWrite && s.Flags&wire.PieceReadOnly != 0 {
-			// An object the volume does not own (shared with a snapshot or
-			// another holder's): writing it in place would change them.
-			first = fmt.Errorf("mapper answered object %q, not writable, for a write at %d: %w", s.Object, r.Offset()+pos, errs.ErrCorrupt)
-			c.cache.invalidate(r.Target())
-			break
-		}
-		sub, err := p.Alloc(0)
-		if err == nil {
-			err = sub.Borrow(r, pos, s.Size)
-			if err == nil {
-				err = sub.SetTarget(s.Object)
-			}
-			if err != nil {
-				p.Put(sub)
-			}
-		}
-		if err != nil {
-			first = err
-			break
-		}
-		sub.SetOp(op)
-		sub.SetOffset(s.Offset)
-		sub.SetSize(s.Size)
-		sub.SetFlags(r.Flags() & xseg.FlagFUA)
-		ch, err := p.Submit(sub, c.blocker)
-		if err != nil {
-			first = err
-			break
-		}
-		parts = append(parts, part{ch, pos, s.Size})
-	}
-	for _, pt := range parts {
-		rep := <-pt.ch
-		err := rep.Err()
-		switch {
-		case err == nil && op == xseg.OpRead && rep.Serviced() < pt.n:
-			// The blocker zero-filled past the object's end.
-		case errors.Is(err, errs.ErrNotFound) && op == xseg.OpRead:
-			// Mapped but never written: zeros.
-			clear(buf[pt.off : pt.off+pt.n])
-		case err != nil && first == nil:
-			first = fmt.Errorf("%s object %q: %w", op, rep.Target(), err)
-		}
-		p.Put(rep)
-	}
-	if first != nil {
-		return first
-	}
-	r.SetServiced(n)
-	return nil
+	return <-done
 }
 
 // flush waits for the volume's writes in flight, then syncs the data
