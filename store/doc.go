@@ -40,6 +40,9 @@
 // Four packages implement Store and Locker:
 //
 //   - memstore keeps objects in memory and simulates crashes, for tests;
+//     its Async also starts reads and writes asynchronously and ends them
+//     in shuffled order, so that the blocker's asynchronous path (what
+//     radosstore serves with librados aio) is tested without Ceph;
 //   - filestore keeps one file per object, for the filed blocker;
 //   - radosstore keeps one RADOS object per object in a Ceph pool, for the
 //     radosd blocker (built only with the tag "ceph");
@@ -47,7 +50,8 @@
 //     blocker peer (filed or radosd): the mapper reaches its map and data
 //     blockers through it.
 //
-// radosstore and xsegstore are also LockWatchers. Every implementation must
+// radosstore and xsegstore are also LockWatchers; radosstore and
+// memstore.Async pass storetest.RunAsync (storetest.AsyncStore). Every implementation must
 // pass the suites of package storetest; run through xsegstore against real
 // filed and radosd processes, they check those blockers too. The faultstore
 // package wraps any store for tests: it counts calls and injects failures,
