@@ -2,7 +2,10 @@
 // and WRITE by asking the mapper which objects cover the range (MAPR or
 // MAPW) and sending one request per object to the data blocker, all in
 // parallel, each pointing into the caller's buffer (no copy). It answers
-// when every part is done; the first failing part fails the request.
+// when every part is done; the first failing part fails the request. A
+// request whose mappings are cached is served in the port's loop
+// (ServeAsync), any other by a worker (Serve); both split and collect
+// through the same code (startIO in split.go).
 //
 // FLUSH (and SYNC) is a barrier for the volume: it waits for the writes in
 // flight on it, then makes everything written durable at the data blocker

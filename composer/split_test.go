@@ -139,7 +139,7 @@ func (l *lockedBuffer) String() string {
 }
 
 type splitRig struct {
-	t      *testing.T
+	t      testing.TB
 	async  bool
 	mem    *memstore.Store
 	plan   *faultstore.Plan
@@ -152,7 +152,7 @@ type splitRig struct {
 // newSplitRig starts the scripted mapper (port 2), a blocker over an
 // in-memory store (port 3) and the composer (port 4), served through
 // ServeAsync too if async.
-func newSplitRig(t *testing.T, async bool, blocks []mblock) *splitRig {
+func newSplitRig(t testing.TB, async bool, blocks []mblock) *splitRig {
 	s := testbin.Segment(t, "split", 32)
 	g := &splitRig{t: t, async: async, mem: memstore.New(), plan: faultstore.NewPlan(1), log: &lockedBuffer{}}
 	g.m = &mapScript{mem: g.mem, blocks: blocks, cacheable: true}
@@ -210,9 +210,7 @@ func (g *splitRig) do(op xseg.Op, off uint64, n int, data []byte, flags xseg.Fla
 		}
 	}
 	before := g.served.n.Load()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	rep, err := g.client.Call(ctx, r, 4)
+	rep, err := g.call(r)
 	if err != nil {
 		g.t.Fatal(err)
 	}
@@ -231,6 +229,13 @@ func (g *splitRig) do(op xseg.Op, off uint64, n int, data []byte, flags xseg.Fla
 		g.t.Fatalf("%s [%d,+%d): %d bytes serviced", op, off, n, rep.Serviced())
 	}
 	return append([]byte(nil), rep.Buffer()[:n]...), nil
+}
+
+// call sends r to the composer and waits for its reply.
+func (g *splitRig) call(r *xseg.Request) (*xseg.Request, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	return g.client.Call(ctx, r, 4)
 }
 
 func (g *splitRig) object(name string, n int) []byte {
@@ -374,4 +379,68 @@ func TestSplitPartFailureNamesVolumeAndRange(t *testing.T) {
 			t.Errorf("%d map requests, want 1", n)
 		}
 	})
+}
+
+// BenchmarkSplitPaths measures READs and WRITEs of 8 KiB across a block
+// boundary (two parts) whose mappings are cached, served by a worker
+// (Serve) and in the port's loop (ServeAsync), at depths 1 and 32, all
+// in this process over an in-memory store: the composer's own cost per
+// request, plus the segment's round trips. Run with -benchtime 2000x.
+func BenchmarkSplitPaths(b *testing.B) {
+	const nblocks, n = 64, 8 << 10
+	for _, async := range []bool{false, true} {
+		blocks := make([]mblock, nblocks)
+		for i := range blocks {
+			blocks[i].object = fmt.Sprintf("obj-%d", i)
+		}
+		g := newSplitRig(b, async, blocks)
+		if _, err := g.do(xseg.OpWrite, 0, nblocks*splitBS, make([]byte, nblocks*splitBS), 0, false); err != nil {
+			b.Fatal(err)
+		}
+		path := map[bool]string{false: "worker", true: "fast"}[async]
+		for _, op := range []xseg.Op{xseg.OpRead, xseg.OpWrite} {
+			for _, depth := range []int{1, 32} {
+				b.Run(fmt.Sprintf("%s/%s/depth%d", path, op, depth), func(b *testing.B) {
+					before := g.served.n.Load()
+					var next atomic.Int64
+					var wg sync.WaitGroup
+					start := time.Now()
+					for range depth {
+						wg.Add(1)
+						go func() {
+							defer wg.Done()
+							for i := next.Add(1); i <= int64(b.N); i = next.Add(1) {
+								r, err := g.client.Alloc(n)
+								if err != nil {
+									b.Error(err)
+									return
+								}
+								r.SetOp(op)
+								if err := r.SetTarget("vol"); err != nil {
+									b.Error(err)
+									return
+								}
+								r.SetOffset(uint64(i%(nblocks-1)+1)*splitBS - n/2)
+								r.SetSize(n)
+								rep, err := g.call(r)
+								if err == nil {
+									err = rep.Err()
+									g.client.Put(rep)
+								}
+								if err != nil {
+									b.Error(err)
+									return
+								}
+							}
+						}()
+					}
+					wg.Wait()
+					b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "IOPS")
+					if w := g.served.n.Load() - before; async && w != 0 || !async && w != int32(b.N) {
+						b.Fatalf("%d of %d requests reached a worker", w, b.N)
+					}
+				})
+			}
+		}
+	}
 }
