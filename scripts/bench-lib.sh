@@ -6,7 +6,9 @@
 # before and after a fio run, the difference divided by the I/Os that run
 # did (fio runs without ramp_time, so that its count covers the whole time
 # the processes were measured, connection set-up included). fio's own CPU
-# comes from its report (usr_cpu+sys_cpu over the job's runtime). Work the
+# is its user+system time with its job processes and all their threads
+# (bash's time: fio's own report counts only the job's thread, not, with
+# the rbd engine, librbd's and librados's threads). Work the
 # kernel does in its own threads (loop devices' workers, softirqs charged
 # to whichever process was running) is in neither figure.
 
@@ -38,17 +40,16 @@ print("%.1f" % sum(v for _, v in per[:k]), " ".join("%s=%.1f" % (n, v) for n, v 
 PY
 }
 
-# fio_json FILE -> "IOPS MiB/s IOS FIO_CPU_US_PER_IO" of the first job
-# (read or write, whichever moved data).
+# fio_json FILE CPU_SECONDS -> "IOPS MiB/s IOS FIO_US_PER_IO" of the
+# first job (read or write, whichever moved data); CPU_SECONDS is fio's.
 fio_json() {
-  python3 - "$1" <<'PY'
+  python3 - "$1" "$2" <<'PY'
 import json, sys
 s = open(sys.argv[1]).read()
 j = json.loads(s[s.index("{"):])["jobs"][0]
 d = j["read"] if j["read"]["io_bytes"] else j["write"]
 ios = j["read"]["total_ios"] + j["write"]["total_ios"]
-cpu = (j["usr_cpu"] + j["sys_cpu"]) / 100 * j["job_runtime"] / 1000
-print("%.0f %.1f %d %.1f" % (d["iops"], d["bw"] / 1024, ios, cpu * 1e6 / max(ios, 1)))
+print("%.0f %.1f %d %.1f" % (d["iops"], d["bw"] / 1024, ios, float(sys.argv[2]) * 1e6 / max(ios, 1)))
 PY
 }
 
@@ -118,11 +119,14 @@ extra=""
 measure() {
   local procs=$1 dir=$2 r
   shift 2
+  local TIMEFORMAT='%3U %3S' st=0 t
   cpu_begin "$procs $extra"
-  if ! fio "$@" --output-format=json >"$dir/fio.json" 2>"$dir/fio.err"; then
+  { time { fio "$@" --output-format=json >"$dir/fio.json" 2>"$dir/fio.err" || st=$?; }; } 2>"$dir/fio.time"
+  if [ $st != 0 ]; then
     echo "fio $* failed:" >&2; cat "$dir/fio.err" >&2; return 1
   fi
-  R=$(fio_json "$dir/fio.json")
+  t=($(cat "$dir/fio.time"))
+  R=$(fio_json "$dir/fio.json" "$(python3 -c "print(${t[0]}+${t[1]})")")
   r=($R)
   C=$(cpu_end "${r[2]}" "$procs" "$extra")
 }
