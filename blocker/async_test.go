@@ -286,8 +286,8 @@ func TestAsyncFlushFlagIsNotServedAsynchronously(t *testing.T) {
 
 // TestAsyncLockWaitsBesideIO: an ACQUIRE waiting for a lock held by
 // another owner and a LOCKWAIT hold no worker and do not hold up the
-// READs and WRITEs served asynchronously meanwhile, even with every
-// worker busy; both are answered at the release.
+// READs and WRITEs served asynchronously meanwhile; both are answered at
+// the release.
 func TestAsyncLockWaitsBesideIO(t *testing.T) {
 	st := newAsyncStore(t, 100*time.Microsecond)
 	f := startAsyncBlocker(t, st)
