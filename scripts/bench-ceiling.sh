@@ -9,7 +9,7 @@
 #
 # SECONDS (default 10) is the length of each fio job; each figure is the
 # median of ROUNDS (default 3) rounds, ours and nbdkit's alternating.
-# --short: one round of 2 s jobs on 256 MiB (under a minute; a smoke test).
+# --short: one round of 1 s jobs on 128 MiB (under a minute; a smoke test).
 # Needs fio, nbdcopy and nbdkit (apt-get install nbdkit). The whole work
 # directory (programs, segment, data, maps) is under /dev/shm.
 #
@@ -24,7 +24,7 @@ args=()
 for a; do case $a in --short) short=1 ;; *) args+=("$a") ;; esac; done
 secs=${args[0]:-10}
 size=512M
-if [ $short = 1 ]; then secs=2 size=256M; export ROUNDS=1; fi
+if [ $short = 1 ]; then secs=1 size=128M; export ROUNDS=1; fi
 command -v nbdkit >/dev/null || { echo "bench-ceiling: needs nbdkit (apt-get install nbdkit)" >&2; exit 1; }
 work=$(mktemp -d /dev/shm/archip-ceiling.XXXXXX)
 kpid=

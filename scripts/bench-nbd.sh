@@ -9,7 +9,7 @@
 # DIR (default /var/tmp) holds both backends' data; SECONDS (default 10) is
 # the length of each fio job; each figure is the median of ROUNDS (default
 # 3) rounds, ours and qemu-nbd's alternating, so that a slow spell of the
-# shared machine hits both. --short: one round of 2 s jobs on 256 MiB (well
+# shared machine hits both. --short: one round of 1 s jobs on 128 MiB (well
 # under a minute; a smoke test of the script, not a measurement). Needs fio,
 # qemu-utils (qemu-nbd) and nbdcopy.
 #
@@ -28,7 +28,7 @@ for a; do case $a in --short) short=1 ;; *) args+=("$a") ;; esac; done
 base=${args[0]:-/var/tmp}
 secs=${args[1]:-10}
 size=1G
-if [ $short = 1 ]; then secs=2 size=256M; export ROUNDS=1; fi
+if [ $short = 1 ]; then secs=1 size=128M; export ROUNDS=1; fi
 work=$(mktemp -d "$base/archip-bench.XXXXXX")
 qpid=
 cleanup() {

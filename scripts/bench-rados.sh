@@ -14,7 +14,7 @@
 # run if needed; default /tmp/archip-bench-ceph); SECONDS (default 10) is
 # the length of each fio job; each figure is the median of ROUNDS
 # (default 3) rounds, the sides alternating, so that a slow spell of the
-# shared machine or of the OSD hits all. --short: one round of 2 s jobs
+# shared machine or of the OSD hits all. --short: one round of 1 s jobs
 # (under a minute once the cluster runs; a smoke test). Builds with
 # -tags ceph (needs librados-dev).
 #
@@ -35,7 +35,7 @@ args=()
 for a; do case $a in --short) short=1 ;; *) args+=("$a") ;; esac; done
 cephdir=${args[0]:-/tmp/archip-bench-ceph}
 secs=${args[1]:-10}
-if [ $short = 1 ]; then secs=2; export ROUNDS=1; fi
+if [ $short = 1 ]; then secs=1; export ROUNDS=1; fi
 conf=$(scripts/micro-ceph.sh start "$cephdir")
 cephconf=$conf
 pool=archipelago
