@@ -9,6 +9,11 @@
 // image: the smallest state a correct backend may show after a crash, so a
 // test that passes against it relies on nothing the Store contract does not
 // promise.
+//
+// Async is a Store that also starts reads and writes asynchronously
+// (ReadAsync, WriteAsync, as radosstore does with librados' aio) and ends
+// them on its own goroutines in shuffled order: the blocker's
+// asynchronous path runs on it without Ceph.
 package memstore
 
 import (
