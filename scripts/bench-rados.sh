@@ -26,7 +26,17 @@
 #
 # Before issue 13 (2 vCPUs shared with other jobs; 10 s jobs, medians of 3
 # rounds, 2026-12-01):
-#   BEFORE-FIGURES
+#   load average 6.7 -> 5.3, commit a97978b; ratio: ours / the other;
+#   CPU: us per I/O of our peers, or qemu-nbd; fio: fio's own (with rbd:
+#   librbd and librados); the OSD apart (ours / rbd / qemu):
+#   job                   ours    rbd ratio  qemu ratio   CPU ours qemu   fio ours rbd qemu   OSD
+#   4K randwrite qd1      1344   2247  0.60  1641  0.82    420   205        47  134   46    324/263/311
+#   4K randread  qd1      1578   3728  0.42  2299  0.69    435   237        48  116   42    155/124/144
+#   4K randwrite qd16     2909   4207  0.69  3664  0.79    186    85        25   63   20    226/198/200
+#   4K randread  qd16     6807  16929  0.40  3465  1.96    121   169        18   36   30     65/ 40/102
+#   4M write qd4 (MiB/s)   612    774  0.79   729  0.84   3249 2477      1064 2140 1046   4054/3869/3003
+#   4M read  qd4 (MiB/s)  1189   1573  0.76   708  1.68   2906 2967      1102 1675 1232   1537/1596/1665
+#   ours at 4K qd1 read: radosd 191, vlmcd 127, nbdd 112, mapperd+blockerm 6
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/bench-lib.sh
