@@ -18,7 +18,16 @@
 # qemu-nbd, per I/O of the run; fio's own apart; below each job the median
 # per process. docs/datapath.md shows where that time goes.
 #
-# BEFORE-FIGURES
+# Before issue 13 (commit a97978b; 2 vCPUs shared with other jobs, load
+# average 4.7 -> 8.4; 10 s jobs, medians of 3 rounds, 2026-12-01):
+# job                 ours   qemu ratio   CPU us/I/O ours qemu   fio ours qemu
+# 4K randread  qd1    5930   9995  0.59             132    63        23   26
+# 4K randwrite qd1    4388   9355  0.47             157    49        24   15
+# 4K randread  qd32  18367  21494  0.85              37    23        10   10
+# 4K randwrite qd32  11140  19667  0.57              63    35        13   11
+# 1M read  qd8 MiB/s  1108    613  1.81             541   728       237  292
+# 1M write qd8 MiB/s  1060    645  1.64             602   729       214  293
+# ours at 4K qd1 read: nbdd 64, vlmcd 36, blockerb 30, mapperd+blockerm 1
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/bench-lib.sh
