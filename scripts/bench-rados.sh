@@ -15,7 +15,7 @@
 # the length of each fio job; each figure is the median of ROUNDS
 # (default 3) rounds, the sides alternating, so that a slow spell of the
 # shared machine or of the OSD hits all. --short: one round of 1 s jobs
-# (under a minute once the cluster runs; a smoke test). Builds with
+# on 128 MiB (under a minute once the cluster runs; a smoke test). Builds with
 # -tags ceph (needs librados-dev).
 #
 # librbd runs with rbd_cache=false (RBD_CACHE=true to change): with its
@@ -45,11 +45,11 @@ args=()
 for a; do case $a in --short) short=1 ;; *) args+=("$a") ;; esac; done
 cephdir=${args[0]:-/tmp/archip-bench-ceph}
 secs=${args[1]:-10}
-if [ $short = 1 ]; then secs=1; export ROUNDS=1; fi
+size=512M
+if [ $short = 1 ]; then secs=1 size=128M; export ROUNDS=1; fi
 conf=$(scripts/micro-ceph.sh start "$cephdir")
 cephconf=$conf
 pool=archipelago
-size=512M
 work=$(mktemp -d /var/tmp/archip-rbench.XXXXXX)
 bin=$work/bin
 go build -tags ceph -o "$bin/" ./cmd/...
