@@ -4,11 +4,8 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"time"
 
-	"github.com/archipelago-go/archipelago/errs"
-	"github.com/archipelago-go/archipelago/wire"
 	"github.com/archipelago-go/archipelago/xseg"
 )
 
@@ -108,39 +105,10 @@ func (c *Client) CheckProgress(ctx context.Context, names []string, progress fun
 	var id [8]byte
 	_, _ = rand.Read(id[:])
 	q := checkRequest{Names: names, ID: hex.EncodeToString(id[:])}
-	d, err := wire.NewDoc(q)
-	if err != nil {
-		return nil, err
-	}
 	var rep CheckReport
-	done := make(chan error, 1)
-	go func() {
-		for n := checkReplyBuf; ; n *= 4 {
-			err := c.Do(ctx, Call{Op: xseg.OpCheck, Payload: d, BufLen: n,
-				Got: func(r *xseg.Request) error {
-					var d wire.Doc
-					if err := d.Unmarshal(r.Data()); err != nil {
-						return err
-					}
-					return d.Decode(&rep)
-				}})
-			if errors.Is(err, errs.ErrNoSpace) && n < wire.MaxDocLen {
-				continue
-			}
-			done <- err
-			return
-		}
-	}()
+	var poll func()
 	if progress != nil {
-		t := time.NewTicker(250 * time.Millisecond)
-		defer t.Stop()
-	poll:
-		for {
-			select {
-			case err = <-done:
-				break poll
-			case <-t.C:
-			}
+		poll = func() {
 			var p CheckProgress
 			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			if c.docCall(pctx, xseg.OpCheck, "", 0, true, checkRequest{Status: q.ID}, &p) == nil && p.Total > 0 {
@@ -148,9 +116,10 @@ func (c *Client) CheckProgress(ctx context.Context, names []string, progress fun
 			}
 			cancel()
 		}
-	} else {
-		err = <-done
 	}
+	err := whilePolling(func() error {
+		return c.docCallFrom(ctx, xseg.OpCheck, "", 0, true, checkReplyBuf, q, &rep)
+	}, 250*time.Millisecond, poll)
 	if err != nil {
 		return nil, poolError("CHECK", "check", err)
 	}

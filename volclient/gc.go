@@ -125,38 +125,21 @@ func (c *Client) GC(ctx context.Context, o GCOptions) (*GCReport, error) {
 		return nil, err
 	}
 	var rep GCReport
-	done := make(chan error, 1)
-	go func() {
-		done <- c.Do(ctx, Call{Op: xseg.OpGC, Flags: fl, Payload: d, BufLen: gcReplyBuf,
-			Got: func(r *xseg.Request) error {
-				var d wire.Doc
-				if err := d.Unmarshal(r.Data()); err != nil {
-					return err
-				}
-				return d.Decode(&rep)
-			}})
-	}()
+	var poll func()
 	if o.Progress != nil {
-		every := o.PollInterval
-		if every <= 0 {
-			every = 250 * time.Millisecond
-		}
-		t := time.NewTicker(every)
-		defer t.Stop()
-	poll:
-		for {
-			select {
-			case err = <-done:
-				break poll
-			case <-t.C:
-			}
+		poll = func() {
 			if p, err := c.gcStatus(ctx, o.PollTimeout); err == nil && p.Phase != GCIdle {
 				o.Progress(p)
 			}
 		}
-	} else {
-		err = <-done
 	}
+	every := o.PollInterval
+	if every <= 0 {
+		every = 250 * time.Millisecond
+	}
+	err = whilePolling(func() error {
+		return c.Do(ctx, Call{Op: xseg.OpGC, Flags: fl, Payload: d, BufLen: gcReplyBuf, Got: docReply(&rep)})
+	}, every, poll)
 	if err != nil {
 		return nil, poolError("GC", "garbage collection", err)
 	}

@@ -126,13 +126,6 @@ func zeroRuns(p []byte) []run {
 	return out
 }
 
-func diffReqCtx(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
-	if timeout <= 0 {
-		return ctx, func() {}
-	}
-	return context.WithTimeout(ctx, timeout)
-}
-
 // ExportDiff writes to w, in RBD's diff format (package rbddiff), how
 // volume or snapshot name differs from snapshot from ("": from nothing,
 // a full image): an 'f' record naming from (if given), a 't' record
@@ -148,7 +141,7 @@ func (c *Client) ExportDiff(ctx context.Context, name, from string, w io.Writer,
 	start := time.Now()
 	st := DiffTransfer{Volume: name, From: from}
 	call := func(fn func(ctx context.Context) error) error {
-		cctx, cancel := diffReqCtx(ctx, o.Timeout)
+		cctx, cancel := reqCtx(ctx, o.Timeout)
 		defer cancel()
 		return fn(cctx)
 	}
@@ -275,7 +268,7 @@ func (c *Client) ImportDiff(ctx context.Context, r io.Reader, name string, o Dif
 		src = "stdin"
 	}
 	call := func(fn func(ctx context.Context) error) error {
-		cctx, cancel := diffReqCtx(ctx, o.Timeout)
+		cctx, cancel := reqCtx(ctx, o.Timeout)
 		defer cancel()
 		return fn(cctx)
 	}

@@ -72,7 +72,7 @@ type ImportStats struct {
 	ZeroBytesSkipped uint64 `json:"zero_bytes_skipped"`
 	// BytesTrimmed were zeroed in an existing volume (trimmed or written
 	// as zeros) because the input has zeros where the volume had data.
-	BytesTrimmed uint64 `json:"bytes_trimmed,omitempty"`
+	BytesTrimmed uint64  `json:"bytes_trimmed,omitempty"`
 	Seconds      float64 `json:"seconds"`
 	// MiBPerSecond is InputBytes per second, in MiB.
 	MiBPerSecond float64 `json:"mib_per_s"`
@@ -350,14 +350,6 @@ func (p *progress) add(n uint64) {
 	p.done += n
 	p.fn(p.done, p.total)
 	p.mu.Unlock()
-}
-
-// reqCtx bounds one request by timeout, if set.
-func reqCtx(ctx context.Context, timeout time.Duration) (context.Context, context.CancelFunc) {
-	if timeout <= 0 {
-		return ctx, func() {}
-	}
-	return context.WithTimeout(ctx, timeout)
 }
 
 // Import copies a raw image from r into volume name: a new volume

@@ -73,12 +73,8 @@ func (c *Client) Flatten(ctx context.Context, name string, o FlattenOptions) (Fl
 	}
 	step = max(step/bs, 1) * bs
 	call := func(q flattenRequest, rep *flattenReply) error {
-		cctx := ctx
-		if o.RequestTimeout > 0 {
-			var cancel context.CancelFunc
-			cctx, cancel = context.WithTimeout(ctx, o.RequestTimeout)
-			defer cancel()
-		}
+		cctx, cancel := reqCtx(ctx, o.RequestTimeout)
+		defer cancel()
 		return c.docCall(cctx, xseg.OpFlatten, name, 0, false, q, rep)
 	}
 	for off := uint64(0); off < in.Size; off += step {
