@@ -64,34 +64,15 @@ func (e *Engine) flatten(ctx context.Context, name string, off, n uint64) (copie
 	end := (off+n-1)/bs + 1
 	for b0 := off / bs; b0 < end; b0 += flattenBatch {
 		b1 := min(b0+flattenBatch, end)
-		for {
-			if err := ctx.Err(); err != nil {
-				return copied, fmt.Errorf("volume %q: %w", name, err)
-			}
-			todo, waits, err := e.classifyShared(ctx, v, b0, b1)
-			if err != nil {
-				return copied, err
-			}
-			if len(todo) > 0 {
-				err := e.makeWritable(ctx, v, todo)
-				v.mu.Lock()
-				v.endInflight(todo)
-				v.mu.Unlock()
-				if err != nil {
-					return copied, err
-				}
-				copied += uint64(len(todo)) * bs
-			}
-			if len(todo) == 0 && len(waits) == 0 {
-				break
-			}
-			for _, ch := range waits {
-				select {
-				case <-ch:
-				case <-ctx.Done():
-					return copied, fmt.Errorf("volume %q: %w", name, ctx.Err())
-				}
-			}
+		if err := ctx.Err(); err != nil {
+			return copied, fmt.Errorf("volume %q: %w", name, err)
+		}
+		k, err := e.makeAllWritable(ctx, v, func() ([]pending, []chan struct{}, error) {
+			return e.classifyShared(ctx, v, b0, b1)
+		})
+		copied += uint64(k) * bs
+		if err != nil {
+			return copied, err
 		}
 	}
 	return copied, nil

@@ -210,30 +210,10 @@ func (e *Engine) mapWrite(ctx context.Context, ref string, off, n uint64) ([]Pie
 	}
 	bs := uint64(h.blockSize)
 	b0, b1 := off/bs, (off+n-1)/bs+1
-	for {
-		todo, waits, err := e.classify(ctx, v, b0, b1)
-		if err != nil {
-			return nil, err
-		}
-		if len(todo) > 0 {
-			err := e.makeWritable(ctx, v, todo)
-			v.mu.Lock()
-			v.endInflight(todo)
-			v.mu.Unlock()
-			if err != nil {
-				return nil, err
-			}
-		}
-		if len(todo) == 0 && len(waits) == 0 {
-			break
-		}
-		for _, ch := range waits {
-			select {
-			case <-ch:
-			case <-ctx.Done():
-				return nil, fmt.Errorf("volume %q: %w", name, ctx.Err())
-			}
-		}
+	if _, err := e.makeAllWritable(ctx, v, func() ([]pending, []chan struct{}, error) {
+		return e.classify(ctx, v, b0, b1)
+	}); err != nil {
+		return nil, err
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -251,6 +231,40 @@ func (e *Engine) mapWrite(ctx context.Context, ref string, off, n uint64) ([]Pie
 		return nil, err
 	}
 	return pieces(ctx, &pager{e: e, h: h, v: v}, off, n)
+}
+
+// makeAllWritable makes writable the blocks that classify (classify, or
+// flatten's classifyShared) finds, until it finds none left, waiting for
+// the blocks another caller is working on; it returns how many blocks it
+// made writable itself.
+func (e *Engine) makeAllWritable(ctx context.Context, v *vol, classify func() (todo []pending, waits []chan struct{}, err error)) (int, error) {
+	done := 0
+	for {
+		todo, waits, err := classify()
+		if err != nil {
+			return done, err
+		}
+		if len(todo) > 0 {
+			err := e.makeWritable(ctx, v, todo)
+			v.mu.Lock()
+			v.endInflight(todo)
+			v.mu.Unlock()
+			if err != nil {
+				return done, err
+			}
+			done += len(todo)
+		}
+		if len(todo) == 0 && len(waits) == 0 {
+			return done, nil
+		}
+		for _, ch := range waits {
+			select {
+			case <-ch:
+			case <-ctx.Done():
+				return done, fmt.Errorf("volume %q: %w", v.name, ctx.Err())
+			}
+		}
+	}
 }
 
 // endInflight ends the inflight entries of todo's blocks (registered by
