@@ -7,7 +7,6 @@ import (
 	"maps"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/archipelago-go/archipelago/errs"
@@ -727,42 +726,18 @@ func (c *checker) data(ctx context.Context, vol string, ds []dataRef) error {
 		return nil
 	}
 	missing := make([]bool, len(ds))
-	var (
-		mu    sync.Mutex
-		first error
-		next  int
-		wg    sync.WaitGroup
-	)
-	for range min(statWorkers, len(ds)) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				mu.Lock()
-				i := next
-				next++
-				stop := first != nil
-				mu.Unlock()
-				if stop || i >= len(ds) {
-					return
-				}
-				_, err := c.e.data.Stat(ctx, ds[i].name)
-				switch {
-				case errors.Is(err, errs.ErrNotFound):
-					missing[i] = true
-				case err != nil:
-					mu.Lock()
-					if first == nil {
-						first = fmt.Errorf("check: volume %q: data object %q: %w", vol, ds[i].name, err)
-					}
-					mu.Unlock()
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	if first != nil {
-		return first
+	err := inParallel(ctx, len(ds), statWorkers, func(i int) error {
+		_, err := c.e.data.Stat(ctx, ds[i].name)
+		switch {
+		case errors.Is(err, errs.ErrNotFound):
+			missing[i] = true
+		case err != nil:
+			return fmt.Errorf("check: volume %q: data object %q: %w", vol, ds[i].name, err)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
 	}
 	for i, d := range ds {
 		if !missing[i] {

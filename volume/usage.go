@@ -249,7 +249,7 @@ func (e *Engine) usage(ctx context.Context, names []string, opts UsageOptions) (
 	hs = live
 
 	// One Stat per distinct object.
-	err := usageStatAll(ctx, len(objs), func(i int) error {
+	err := inParallel(ctx, len(objs), usageWorkers, func(i int) error {
 		st := e.data
 		if objs[i].page {
 			st = e.maps
@@ -377,7 +377,7 @@ func (e *Engine) held(ctx context.Context, ids map[string]int32, objs []usageObj
 			return nil, fmt.Errorf("list the %s: %w", st.what, err)
 		}
 	}
-	err := usageStatAll(ctx, len(items), func(i int) error {
+	err := inParallel(ctx, len(items), usageWorkers, func(i int) error {
 		it := &items[i]
 		if it.size >= 0 {
 			return nil
@@ -423,14 +423,15 @@ func (e *Engine) held(ctx context.Context, ids map[string]int32, objs []usageObj
 	return h, nil
 }
 
-// usageStatAll calls fn(i) for i in [0, n) from usageWorkers goroutines and
-// returns the first error (the others stop early).
-func usageStatAll(ctx context.Context, n int, fn func(i int) error) error {
+// inParallel calls fn(i) for i in [0, n) from (at most) workers
+// goroutines and returns the first error (the others stop early): the
+// Stat calls of Usage and of a check.
+func inParallel(ctx context.Context, n, workers int, fn func(i int) error) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	var wg sync.WaitGroup
 	next := make(chan int)
-	for range min(usageWorkers, n) {
+	for range min(workers, n) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
