@@ -42,6 +42,10 @@ type Options struct {
 	// Run serves (config.ClientsFile names it for a role): `archipelago
 	// stop` refuses to stop the endpoint under them.
 	ClientsFile string
+	// Ready, if set, is called once Run serves: its sockets listen, its
+	// ports are bound and its pidfile is written (a host process running
+	// several roles starts the next one then).
+	Ready func()
 }
 
 // TLSOptions are the TLS policy of the TCP address.
@@ -125,6 +129,9 @@ func Run(ctx context.Context, o Options) error {
 	if o.ClientsFile != "" {
 		go keepCount(sctx, srv, o.ClientsFile)
 		defer os.Remove(o.ClientsFile)
+	}
+	if o.Ready != nil {
+		o.Ready()
 	}
 	got := 0
 	select {
