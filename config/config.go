@@ -41,6 +41,18 @@ const (
 // Types lists the role types in the order they usually start.
 var Types = []string{TypeFileBlocker, TypeRadosBlocker, TypeMapperd, TypeVlmcd, TypeNBDEndpoint}
 
+// HostProgram is the program that runs the roles of [PEERS] HOSTED
+// together, as goroutines of one process (cmd/archipelagod).
+const HostProgram = "archipelagod"
+
+// HostableTypes are the role types HostProgram can run. A role of
+// another type in HOSTED is an error of the configuration.
+var HostableTypes = []string{TypeFileBlocker, TypeRadosBlocker, TypeMapperd, TypeVlmcd, TypeNBDEndpoint}
+
+// HostedAll, alone as the value of [PEERS] HOSTED, stands for every role
+// of ROLES.
+const HostedAll = "all"
+
 // Config is an effective configuration: the built-in default with a file
 // merged over it, resolved (derived defaults filled in) and validated.
 type Config struct {
@@ -82,6 +94,9 @@ type XSEG struct {
 type Role struct {
 	Name string // section name, also the pidfile and log name
 	Type string // one of the Type constants
+	// Hosted: [PEERS] HOSTED lists it; archipelago start runs it in
+	// HostProgram with the other hosted roles, not in its own program.
+	Hosted bool
 
 	// Common to every type.
 	PortStart int // portno_start: first port bound
@@ -181,8 +196,29 @@ func (c *Config) MappedDir() string { return filepath.Join(c.RunDir, "mapped") }
 // MountDir holds the FUSE mounts of the mapped volumes: <RUN_DIR>/mnt.
 func (c *Config) MountDir() string { return filepath.Join(c.RunDir, "mnt") }
 
-// LogFile is the log of role name: <LOG_DIR>/<name>.log.
-func (c *Config) LogFile(name string) string { return filepath.Join(c.LogDir, name+".log") }
+// LogFile is the log of role name: <LOG_DIR>/<name>.log, or HostLogFile
+// for a role of [PEERS] HOSTED (its process's output goes there).
+func (c *Config) LogFile(name string) string {
+	if r, ok := c.Role(name); ok && r.Hosted {
+		return c.HostLogFile()
+	}
+	return filepath.Join(c.LogDir, name+".log")
+}
+
+// HostLogFile is the log of the HostProgram process that runs the roles
+// of [PEERS] HOSTED: <LOG_DIR>/archipelagod.log.
+func (c *Config) HostLogFile() string { return filepath.Join(c.LogDir, HostProgram+".log") }
+
+// HostedRoles returns the roles of [PEERS] HOSTED, in ORDER.
+func (c *Config) HostedRoles() []*Role {
+	var out []*Role
+	for i := range c.Roles {
+		if c.Roles[i].Hosted {
+			out = append(out, &c.Roles[i])
+		}
+	}
+	return out
+}
 
 // Load reads the configuration. path "" means the file named by EnvVar if
 // set, else DefaultPath if it exists, else the built-in default alone. A
@@ -291,6 +327,11 @@ func (c *Config) Format() string {
 	b.WriteString("\n[PEERS]\n")
 	kv("ROLES", strings.Join(names, " "))
 	kv("ORDER", strings.Join(names, " "))
+	var hosted []string
+	for _, r := range c.HostedRoles() {
+		hosted = append(hosted, r.Name)
+	}
+	kv("HOSTED", strings.Join(hosted, " "))
 	for _, r := range c.Roles {
 		fmt.Fprintf(&b, "\n[%s]\n", r.Name)
 		kv("type", r.Type)

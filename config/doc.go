@@ -34,7 +34,8 @@
 //	[XSEG]         SEGMENT_NAME, SEGMENT_PORTS, SEGMENT_DYNPORTS,
 //	               SEGMENT_SIZE (MiB), XSEGBD_START, XSEGBD_END,
 //	               VTOOL_START, VTOOL_END (see below)
-//	[PEERS]        ROLES, ORDER (names separated by spaces or commas)
+//	[PEERS]        ROLES, ORDER, HOSTED (names separated by spaces or
+//	               commas; HOSTED may be `all`: every role)
 //	[<role>]       type, portno_start, portno_end, log_level (0-3),
 //	               nr_ops, nr_threads, and per type:
 //	  file_blocker   archip_dir, lock_dir, fdcache, direct
@@ -47,6 +48,11 @@
 //	                 tls_dir, tls_verify_clients
 //
 // Section and role names are case-sensitive, keys are not.
+//
+// HOSTED names the roles that `archipelago start` runs together in one
+// archipelagod process (HostProgram), as goroutines sharing the segment;
+// each other role runs in its own program. Their output goes to one log,
+// HostLogFile, which LogFile returns for each of them.
 //
 // VTOOL_START and VTOOL_END are the ports the original reserved for its
 // vlmc tool. They are accepted, so that its files load, and checked like
@@ -62,7 +68,8 @@
 // checks: syntax, duplicate sections and keys, unknown sections and keys
 // (per type), values (numbers, ranges, booleans true/false/yes/no/1/0,
 // log levels, absolute paths, addresses, durations), ROLES against the sections and
-// ORDER as a permutation of ROLES, port ranges inside the segment and
+// ORDER as a permutation of ROLES, HOSTED as roles of ROLES of a type
+// archipelagod hosts (HostableTypes), port ranges inside the segment and
 // below SEGMENT_DYNPORTS, no overlap between roles, with XSEGBD (where the
 // block endpoints, and only they, bind) or with VTOOL, the *_port keys
 // pointing at a role of the right type, sockets and listen addresses (metrics_listen

@@ -24,7 +24,7 @@ var globalKeys = map[string][]string{
 	secArchipelago: {"HOST_ID", "RUN_DIR", "LOG_DIR", "GC_INTERVAL"},
 	secXSEG: {"SEGMENT_NAME", "SEGMENT_PORTS", "SEGMENT_DYNPORTS", "SEGMENT_SIZE",
 		"XSEGBD_START", "XSEGBD_END", "VTOOL_START", "VTOOL_END"},
-	secPeers: {"ROLES", "ORDER"},
+	secPeers: {"ROLES", "ORDER", "HOSTED"},
 }
 
 // Role keys: the common ones, then per type.
@@ -343,6 +343,7 @@ func resolve(f, def *iniFile) (*Config, error) {
 			states = append(states, rs)
 		}
 	}
+	r.hosted(g(secPeers, "HOSTED"), roles, states)
 
 	// Ports: given ones first, then the others assigned around them.
 	if xok {
@@ -443,6 +444,41 @@ func (r *resolver) orderList(v val, roles []string) []string {
 		return roles
 	}
 	return out
+}
+
+// hosted parses HOSTED: names of ROLES (or the word HostedAll for every
+// role), each of a type archipelagod hosts; it sets their Hosted.
+func (r *resolver) hosted(v val, roles []string, states []*roleState) {
+	names := splitList(v.value)
+	if len(names) == 1 && names[0] == HostedAll {
+		names = roles
+	}
+	var seen []string
+	for _, n := range names {
+		switch {
+		case n == HostedAll:
+			r.fail(v, "%q stands alone (every role) or not at all", HostedAll)
+			continue
+		case !slices.Contains(roles, n):
+			r.fail(v, "role %q is not in [PEERS] ROLES", n)
+			continue
+		case slices.Contains(seen, n):
+			r.fail(v, "role %q listed twice", n)
+			continue
+		}
+		seen = append(seen, n)
+		for _, rs := range states {
+			if rs.Name != n {
+				continue
+			}
+			if !slices.Contains(HostableTypes, rs.Type) {
+				r.fail(v, "role %q is of type %s, which %s cannot host (it hosts %s): run it in its own program (leave it out of HOSTED)",
+					n, rs.Type, HostProgram, strings.Join(HostableTypes, ", "))
+				continue
+			}
+			rs.Hosted = true
+		}
+	}
 }
 
 // role resolves the keys of one role that depend on its section only.
