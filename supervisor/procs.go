@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -19,17 +20,34 @@ import (
 // segProc is a process that maps the configured segment.
 type segProc struct {
 	pid     int
-	prog    string // program name
-	role    string // its --role, "" if none
-	deleted bool   // it maps a segment file that was removed or replaced
+	prog    string   // program name
+	roles   []string // its --role (archipelagod: each of them), none if none
+	deleted bool     // it maps a segment file that was removed or replaced
 }
 
-// segmentPeers lists the peer programs (those of programs, and nulld)
-// that map the segment's file, whether that file is still in place or was
-// deleted: the processes a lost segment leaves behind, found by what they
-// map rather than by their pidfiles.
+// role names its roles in messages: "" if none, else them, space-separated.
+func (sp segProc) role() string { return strings.Join(sp.roles, " ") }
+
+// what names the process in messages: `nbdd of role "nbd"`,
+// `archipelagod of roles "mapperd vlmcd"`.
+func (sp segProc) what() string {
+	if len(sp.roles) > 1 {
+		return fmt.Sprintf("%s of roles %q", sp.prog, sp.role())
+	}
+	return fmt.Sprintf("%s of role %q", sp.prog, sp.role())
+}
+
+// hasRole reports whether the process serves one of names.
+func (sp segProc) hasRole(names []string) bool {
+	return slices.ContainsFunc(sp.roles, func(n string) bool { return slices.Contains(names, n) })
+}
+
+// segmentPeers lists the peer programs (those of programs, archipelagod
+// and nulld) that map the segment's file, whether that file is still in
+// place or was deleted: the processes a lost segment leaves behind, found
+// by what they map rather than by their pidfiles.
 func segmentPeers(name string) []segProc {
-	progs := map[string]bool{"nulld": true}
+	progs := map[string]bool{"nulld": true, config.HostProgram: true}
 	for _, p := range programs {
 		progs[p] = true
 	}
@@ -71,7 +89,10 @@ func segmentPeers(name string) []segProc {
 		}
 		sp := segProc{pid: pid, prog: prog, deleted: deleted}
 		if cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil {
-			sp.role = roleArg(strings.Split(strings.TrimRight(string(cmd), "\x00"), "\x00"))
+			sp.roles = roleArgs(strings.Split(strings.TrimRight(string(cmd), "\x00"), "\x00"))
+			if prog != config.HostProgram && len(sp.roles) > 1 {
+				sp.roles = sp.roles[len(sp.roles)-1:] // the last one counts
+			}
 		}
 		if xseg.ProcessAlive(pid) {
 			out = append(out, sp)
@@ -80,18 +101,27 @@ func segmentPeers(name string) []segProc {
 	return out
 }
 
-// roleArg returns the value of the last --role in a command line ("" if
-// none), given as "--role NAME" or "--role=NAME".
-func roleArg(args []string) string {
-	role := ""
+// roleArgs returns the values of the --role flags of a command line, in
+// order, given as "--role NAME" or "--role=NAME".
+func roleArgs(args []string) []string {
+	var roles []string
 	for i, a := range args {
 		if a == "--role" && i+1 < len(args) {
-			role = args[i+1]
+			roles = append(roles, args[i+1])
 		} else if strings.HasPrefix(a, "--role=") {
-			role = strings.TrimPrefix(a, "--role=")
+			roles = append(roles, strings.TrimPrefix(a, "--role="))
 		}
 	}
-	return role
+	return roles
+}
+
+// progOf is the program that process pid runs ("" if it cannot be read).
+func progOf(pid int) string {
+	exe, err := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	if err != nil {
+		return ""
+	}
+	return filepath.Base(strings.TrimSuffix(exe, " (deleted)"))
 }
 
 // mapsDeleted reports whether the live process pid maps the segment's
@@ -123,7 +153,7 @@ func (s *Supervisor) lostSegment() []string {
 	}
 	for _, sp := range segmentPeers(name) {
 		if sp.deleted && !named[sp.pid] {
-			lost = append(lost, fmt.Sprintf("%s of role %q (pid %d, no pidfile names it)", sp.prog, sp.role, sp.pid))
+			lost = append(lost, fmt.Sprintf("%s (pid %d, no pidfile names it)", sp.what(), sp.pid))
 		}
 	}
 	return lost

@@ -4,6 +4,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -149,20 +150,22 @@ func TestTailFrom(t *testing.T) {
 	}
 }
 
-// TestRoleArg: --role as one argument or two; the last one counts.
-func TestRoleArg(t *testing.T) {
+// TestRoleArgs: --role as one argument or two, each in order (a single
+// role's program takes the last, archipelagod each).
+func TestRoleArgs(t *testing.T) {
 	for _, tc := range []struct {
 		args []string
-		want string
+		want []string
 	}{
-		{[]string{"/usr/bin/filed", "--role", "blockerb", "--config", "/etc/a.conf"}, "blockerb"},
-		{[]string{"filed", "--role=blockerm"}, "blockerm"},
-		{[]string{"nulld", "--port", "7"}, ""},
-		{[]string{"filed", "--role"}, ""},
-		{[]string{"filed", "--role", "a", "--role=b"}, "b"},
+		{[]string{"/usr/bin/filed", "--role", "blockerb", "--config", "/etc/a.conf"}, []string{"blockerb"}},
+		{[]string{"filed", "--role=blockerm"}, []string{"blockerm"}},
+		{[]string{"nulld", "--port", "7"}, nil},
+		{[]string{"filed", "--role"}, nil},
+		{[]string{"filed", "--role", "a", "--role=b"}, []string{"a", "b"}},
+		{[]string{"archipelagod", "--config", "/c", "--role", "mapperd", "--role", "vlmcd", "--role=nbd"}, []string{"mapperd", "vlmcd", "nbd"}},
 	} {
-		if got := roleArg(tc.args); got != tc.want {
-			t.Errorf("roleArg(%q) = %q, want %q", tc.args, got, tc.want)
+		if got := roleArgs(tc.args); !slices.Equal(got, tc.want) {
+			t.Errorf("roleArgs(%q) = %q, want %q", tc.args, got, tc.want)
 		}
 	}
 }

@@ -196,7 +196,7 @@ func (s *Supervisor) Run(ctx context.Context, out io.Writer, o RunOptions) error
 			if ctx.Err() != nil {
 				break
 			}
-			if s.check(ctx, out, o, w, children) {
+			if s.check(ctx, out, o, w, ws, children) {
 				changed = true
 			}
 		}
@@ -220,7 +220,7 @@ func (s *Supervisor) Run(ctx context.Context, out io.Writer, o RunOptions) error
 // else, notices a death (stopped on purpose, or a crash: restart
 // pending, or failed), and makes a pending restart that is due. It
 // reports whether w changed.
-func (s *Supervisor) check(ctx context.Context, out io.Writer, o RunOptions, w *watched, children map[string]*child) bool {
+func (s *Supervisor) check(ctx context.Context, out io.Writer, o RunOptions, w *watched, ws []*watched, children map[string]*child) bool {
 	pi := s.proc(w.r)
 	if pi.Running() && pi.PID != 0 {
 		if w.State == RunRunning && pi.PID == w.PID {
@@ -256,7 +256,18 @@ func (s *Supervisor) check(ctx context.Context, out io.Writer, o RunOptions, w *
 		if w.State == RunFailed || time.Now().Before(w.due) {
 			return false
 		}
-		return s.restart(ctx, out, o, w, children)
+		// A hosted role restarts with every other hosted role that
+		// waits for its restart: one archipelagod for them all (they
+		// died together, with their host).
+		group := []*watched{w}
+		if w.r.Hosted {
+			for _, x := range ws {
+				if x != w && x.r.Hosted && x.State == RunRestarting {
+					group = append(group, x)
+				}
+			}
+		}
+		return s.restart(ctx, out, o, group, children)
 	}
 	// It was running and is gone. Decide under the run lock, so that a
 	// stop that is stopping it has finished (and left its marker).
@@ -309,32 +320,46 @@ func (s *Supervisor) crashed(out io.Writer, o RunOptions, w *watched, how string
 		w.Role, how, n, o.RestartLimit, o.RestartWindow, delay)
 }
 
-// restart starts w's role again (under the run lock, unless a stop asked
-// for it to stay down meanwhile). A failed start counts as a crash.
-func (s *Supervisor) restart(ctx context.Context, out io.Writer, o RunOptions, w *watched, children map[string]*child) bool {
+// restart starts the roles of group again, in one start (hosted roles:
+// in one archipelagod), under the run lock, unless a stop asked for one
+// to stay down meanwhile. A failed start counts as a crash of each.
+func (s *Supervisor) restart(ctx context.Context, out io.Writer, o RunOptions, group []*watched, children map[string]*child) bool {
 	unlock, err := s.runLock(ctx, io.Discard, "run")
 	if err != nil {
 		return false
 	}
 	defer unlock()
-	if s.stoppedOnPurpose(w.Role) {
-		fmt.Fprintf(out, "%s: stopped by archipelago stop; restart cancelled\n", w.Role)
-		w.State = RunStopped
+	var todo []*watched
+	var names []string
+	for _, w := range group {
+		if s.stoppedOnPurpose(w.Role) {
+			fmt.Fprintf(out, "%s: stopped by archipelago stop; restart cancelled\n", w.Role)
+			w.State = RunStopped
+			continue
+		}
+		todo = append(todo, w)
+		names = append(names, w.Role)
+	}
+	if len(todo) == 0 {
 		return true
 	}
-	if err := s.start(ctx, out, []string{w.Role}); err != nil {
+	if err := s.start(ctx, out, names); err != nil {
 		if ctx.Err() != nil {
 			return false
 		}
-		s.crashed(out, o, w, "restart failed: "+strings.ReplaceAll(err.Error(), "\n", " | "))
+		for _, w := range todo {
+			s.crashed(out, o, w, "restart failed: "+strings.ReplaceAll(err.Error(), "\n", " | "))
+		}
 		return true
 	}
-	w.Restarts++
-	w.State, w.PID, w.child = RunRunning, s.pid(w.r), nil
-	if c := children[w.Role]; c != nil && c.pid == w.PID {
-		w.child = c
+	for _, w := range todo {
+		w.Restarts++
+		w.State, w.PID, w.child = RunRunning, s.pid(w.r), nil
+		if c := children[w.Role]; c != nil && c.pid == w.PID {
+			w.child = c
+		}
+		fmt.Fprintf(out, "%s: restarted (pid %d%s), restart %d since run started\n", w.Role, w.PID, hostedIn(w.PID, ", "), w.Restarts)
 	}
-	fmt.Fprintf(out, "%s: restarted (pid %d), restart %d since run started\n", w.Role, w.PID, w.Restarts)
 	return true
 }
 

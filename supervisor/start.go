@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -38,15 +39,47 @@ func (s *Supervisor) start(ctx context.Context, out io.Writer, names []string) e
 		return err
 	}
 	defer seg.Close()
+	failed := func(err error) error {
+		if created && !segmentInUse(seg) {
+			if xseg.Destroy(s.cfg.XSEG.Name) == nil {
+				err = fmt.Errorf("%w\nsegment %s: removed (no peer runs on it)", err, s.cfg.XSEG.Name)
+			}
+		}
+		return err
+	}
+	// The hosted roles to start: those that no process serves. They
+	// start together, in one archipelagod, where the first of them is.
+	var hosted []*config.Role
+	for _, r := range roles {
+		if r.Hosted && !s.settled(ctx, r).Running() {
+			hosted = append(hosted, r)
+		}
+	}
 	for _, r := range roles {
 		// The role is meant to run from now on: archipelago run restarts
 		// it if it dies (see stopMarker).
 		os.Remove(s.stopMarker(r.Name))
+		if slices.Contains(hosted, r) {
+			if r != hosted[0] {
+				continue // started with the first
+			}
+			c, err := s.launch(ctx, seg, hosted)
+			if err != nil {
+				return failed(err)
+			}
+			for _, h := range hosted {
+				if s.launched != nil {
+					s.launched(h, c)
+				}
+				fmt.Fprintf(out, "%s: started (pid %d, ports %d..%d, hosted in %s)\n", h.Name, c.pid, h.PortStart, h.PortEnd, config.HostProgram)
+			}
+			continue
+		}
 		if pi := s.settled(ctx, r); pi.Running() {
 			// Its process lives: never a second one, whatever the
 			// segment says.
 			if owner, alive := seg.Owner(r.PortStart); alive && owner == pi.PID {
-				fmt.Fprintf(out, "%s: already running (pid %d)\n", r.Name, pi.PID)
+				fmt.Fprintf(out, "%s: already running (pid %d%s)\n", r.Name, pi.PID, hostedIn(pi.PID, ", "))
 				continue
 			}
 			if pi.PID == 0 {
@@ -55,14 +88,9 @@ func (s *Supervisor) start(ctx context.Context, out io.Writer, names []string) e
 			return fmt.Errorf("%s: runs as pid %d (%s) but does not own port %d of segment %s: %w",
 				r.Name, pi.PID, s.cfg.PidFile(r.Name), r.PortStart, s.cfg.XSEG.Name, errs.ErrBusy)
 		}
-		c, err := s.launch(ctx, seg, r)
+		c, err := s.launch(ctx, seg, []*config.Role{r})
 		if err != nil {
-			if created && !segmentInUse(seg) {
-				if xseg.Destroy(s.cfg.XSEG.Name) == nil {
-					err = fmt.Errorf("%w\nsegment %s: removed (no peer runs on it)", err, s.cfg.XSEG.Name)
-				}
-			}
-			return err
+			return failed(err)
 		}
 		if s.launched != nil {
 			s.launched(r, c)
@@ -70,6 +98,15 @@ func (s *Supervisor) start(ctx context.Context, out io.Writer, names []string) e
 		fmt.Fprintf(out, "%s: started (pid %d, ports %d..%d)\n", r.Name, c.pid, r.PortStart, r.PortEnd)
 	}
 	return nil
+}
+
+// hostedIn says "<sep>hosted in archipelagod" if process pid is the host
+// program, else "".
+func hostedIn(pid int, sep string) string {
+	if pid != 0 && progOf(pid) == config.HostProgram {
+		return sep + "hosted in " + config.HostProgram
+	}
+	return ""
 }
 
 // segment joins the configured segment, creating it if missing and
@@ -150,17 +187,22 @@ func program(typ string) (string, error) {
 	if !ok {
 		return "", fmt.Errorf("no program serves role type %q: %w", typ, errs.ErrNotSupported)
 	}
+	p, err := findProgram(name)
+	if err != nil {
+		return "", fmt.Errorf("program %s for role type %s: %w", name, typ, err)
+	}
+	return p, nil
+}
+
+// findProgram finds program name next to this program, else on PATH.
+func findProgram(name string) (string, error) {
 	if self, err := os.Executable(); err == nil {
 		p := filepath.Join(filepath.Dir(self), name)
 		if _, err := os.Stat(p); err == nil {
 			return p, nil
 		}
 	}
-	p, err := exec.LookPath(name)
-	if err != nil {
-		return "", fmt.Errorf("program %s for role type %s: %w", name, typ, err)
-	}
-	return p, nil
+	return exec.LookPath(name)
 }
 
 // child is a peer this process started: its pid, and how it ended once
@@ -171,15 +213,34 @@ type child struct {
 	err  error
 }
 
-// launch starts a role's daemon and waits until it has bound its ports and
-// written its pidfile (the last thing a peer does when it starts: status
-// reads it).
-func (s *Supervisor) launch(ctx context.Context, seg *xseg.Segment, r *config.Role) (*child, error) {
-	bin, err := program(r.Type)
+// launch starts the program of roles, its log appended to their log:
+// the role's own program for one role that is not hosted, else
+// archipelagod with a --role for each (in the order given). It waits
+// until every one of them has bound its first port and written its
+// pidfile with the process's pid (the last thing a peer does when it
+// starts: status reads it), allowing launchWait for each.
+func (s *Supervisor) launch(ctx context.Context, seg *xseg.Segment, roles []*config.Role) (*child, error) {
+	var bin string
+	var err error
+	names := roleNames(roles)
+	what := strings.Join(names, ", ")
+	logPath := s.cfg.LogFile(roles[0].Name)
+	argv := []string{}
+	if len(roles) == 1 && !roles[0].Hosted {
+		bin, err = program(roles[0].Type)
+		argv = append(argv, "--role", roles[0].Name)
+	} else {
+		if bin, err = findProgram(config.HostProgram); err != nil {
+			err = fmt.Errorf("program %s for the roles of [PEERS] HOSTED (%s): %w", config.HostProgram, what, err)
+		}
+		logPath = s.cfg.HostLogFile()
+		for _, r := range roles {
+			argv = append(argv, "--role", r.Name)
+		}
+	}
 	if err != nil {
 		return nil, err
 	}
-	logPath := s.cfg.LogFile(r.Name)
 	logf, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
 	if err != nil {
 		return nil, err
@@ -190,7 +251,6 @@ func (s *Supervisor) launch(ctx context.Context, seg *xseg.Segment, r *config.Ro
 	if fi, err := logf.Stat(); err == nil {
 		from = fi.Size()
 	}
-	argv := []string{"--role", r.Name}
 	if s.opts.ConfigPath != "" {
 		abs, _ := filepath.Abs(s.opts.ConfigPath)
 		argv = append(argv, "--config", abs)
@@ -199,26 +259,34 @@ func (s *Supervisor) launch(ctx context.Context, seg *xseg.Segment, r *config.Ro
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("%s: %w", r.Name, err)
+		return nil, fmt.Errorf("%s: %w", what, err)
 	}
 	pid := cmd.Process.Pid
 	c := &child{pid: pid, done: make(chan struct{})}
 	go func() { c.err = cmd.Wait(); close(c.done) }()
-	deadline := time.After(launchWait)
-	for {
+	// Each role gets launchWait from the one before it (a host starts
+	// them one after the other).
+	deadline := time.Now().Add(launchWait)
+	for i := 0; i < len(roles); {
+		r := roles[i]
 		if owner, alive := seg.Owner(r.PortStart); alive && owner == pid && s.pid(r) == pid {
-			return c, nil
+			i++
+			deadline = time.Now().Add(launchWait)
+			continue
+		}
+		wait := time.Until(deadline)
+		if wait <= 0 {
+			return nil, fmt.Errorf("%s: did not bind port %d within %v (%s runs as pid %d); see %s", r.Name, r.PortStart, launchWait, filepath.Base(bin), pid, logPath)
 		}
 		select {
 		case <-c.done:
-			return nil, fmt.Errorf("%s: %s exited (%v) before binding its ports; %s says:\n%s", r.Name, filepath.Base(bin), c.err, logPath, tailFrom(logPath, from, 5))
-		case <-deadline:
-			return nil, fmt.Errorf("%s: did not bind port %d within 15 s; see %s", r.Name, r.PortStart, logPath)
+			return nil, fmt.Errorf("%s: %s exited (%v) before binding its ports; %s says:\n%s", strings.Join(names[i:], ", "), filepath.Base(bin), c.err, logPath, tailFrom(logPath, from, 5))
 		case <-ctx.Done():
 			return nil, fmt.Errorf("%s: started as pid %d, stopped waiting for it to bind port %d (it may still start; see %s): %w", r.Name, pid, r.PortStart, logPath, ctx.Err())
-		case <-time.After(10 * time.Millisecond):
+		case <-time.After(min(wait, 10*time.Millisecond)):
 		}
 	}
+	return c, nil
 }
 
 // tailFrom returns the last n lines a file got from offset from on,

@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
 
+	"github.com/archipelago-go/archipelago/config"
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/xseg"
 )
@@ -59,6 +61,12 @@ type RoleReport struct {
 	Crashes  int    `json:"crashes"`
 	Failed   bool   `json:"failed"`
 	LastExit string `json:"last_exit,omitempty"`
+	// Program runs the role: the process of PID's, else the one start
+	// would run (its own, or archipelagod for a role of [PEERS] HOSTED).
+	Program string `json:"program"`
+	// Hosted: Program is archipelagod, which runs other roles too (those
+	// with the same PID).
+	Hosted bool `json:"hosted"`
 }
 
 // OtherPeer is a peer on the segment that no pidfile names.
@@ -105,20 +113,24 @@ func (s *Supervisor) Status(out io.Writer) error {
 		fmt.Fprintln(out, line)
 	}
 	tw := tabwriter.NewWriter(out, 2, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ROLE\tTYPE\tPID\tPORTS\tSTATE\tINFLIGHT\tQUEUED")
+	fmt.Fprintln(tw, "ROLE\tTYPE\tPID\tPORTS\tSTATE\tINFLIGHT\tQUEUED\tPROGRAM")
 	for _, r := range rep.Roles {
 		pidS := "-"
 		if r.PID != 0 {
 			pidS = strconv.Itoa(r.PID)
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d..%d\t%s\t%d\t%d\n", r.Role, r.Type, pidS, r.PortStart, r.PortEnd, r.State, r.InFlight, r.Queued)
+		prog := r.Program
+		if r.Hosted && r.PID != 0 {
+			prog = fmt.Sprintf("hosted in %s pid %d", r.Program, r.PID)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d..%d\t%s\t%d\t%d\t%s\n", r.Role, r.Type, pidS, r.PortStart, r.PortEnd, r.State, r.InFlight, r.Queued, prog)
 	}
 	for _, o := range rep.Others {
 		role := o.Role
 		if role == "" {
 			role = "-"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t-\t%s\t-\t-\n", role, o.Program, o.PID, o.State)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t-\t%s\t-\t-\t%s\n", role, o.Program, o.PID, o.State, o.Program)
 	}
 	tw.Flush()
 	if len(rep.Problems) > 0 {
@@ -169,7 +181,10 @@ func (s *Supervisor) Report() *Report {
 	for i := range s.cfg.Roles {
 		r := &s.cfg.Roles[i]
 		pi := s.proc(r)
-		rr := RoleReport{Role: r.Name, Type: r.Type, PortStart: r.PortStart, PortEnd: r.PortEnd, State: "stopped"}
+		rr := RoleReport{Role: r.Name, Type: r.Type, PortStart: r.PortStart, PortEnd: r.PortEnd, State: "stopped", Program: programs[r.Type]}
+		if r.Hosted {
+			rr.Program = config.HostProgram
+		}
 		if pi.Running() {
 			rr.PID = pi.PID
 			named[rr.PID] = true
@@ -177,7 +192,11 @@ func (s *Supervisor) Report() *Report {
 			if rr.PID != 0 && mapsDeleted(rr.PID, x.Name) {
 				rr.State = "on a deleted segment"
 			}
+			if p := progOf(rr.PID); p != "" {
+				rr.Program = p
+			}
 		}
+		rr.Hosted = rr.Program == config.HostProgram
 		if seg != nil {
 			owner, alive := seg.Owner(r.PortStart)
 			switch {
@@ -215,7 +234,7 @@ func (s *Supervisor) Report() *Report {
 		if named[sp.pid] {
 			continue
 		}
-		_, configured := s.cfg.Role(sp.role)
+		configured := slices.ContainsFunc(sp.roles, func(n string) bool { _, ok := s.cfg.Role(n); return ok })
 		state := "extra (not a role of the configuration)"
 		switch {
 		case sp.deleted:
@@ -223,9 +242,9 @@ func (s *Supervisor) Report() *Report {
 		case configured:
 			state = "orphan (its pidfile does not name it)"
 		}
-		rep.Others = append(rep.Others, OtherPeer{Role: sp.role, Program: sp.prog, PID: sp.pid, State: state})
+		rep.Others = append(rep.Others, OtherPeer{Role: sp.role(), Program: sp.prog, PID: sp.pid, State: state})
 		if sp.deleted || configured {
-			rep.Problems = append(rep.Problems, fmt.Sprintf("%s (pid %d) of role %q runs with no pidfile naming it", sp.prog, sp.pid, sp.role))
+			rep.Problems = append(rep.Problems, fmt.Sprintf("%s (pid %d) runs with no pidfile naming it", sp.what(), sp.pid))
 		}
 	}
 	rep.Problems = append(rep.Problems, failed...)

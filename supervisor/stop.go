@@ -22,6 +22,9 @@ func (s *Supervisor) stop(ctx context.Context, out io.Writer, force bool, names 
 	if err != nil {
 		return err
 	}
+	if err := s.stopsWhole(roles); err != nil {
+		return err
+	}
 	if !force {
 		// No new client between the count and the stop: the endpoints'
 		// sockets are moved aside first (a connect then fails at once),
@@ -31,11 +34,28 @@ func (s *Supervisor) stop(ctx context.Context, out io.Writer, force bool, names 
 			return fmt.Errorf("refusing to stop: %s; use -f to stop anyway: %w", strings.Join(why, ", "), errs.ErrBusy)
 		}
 	}
+	stopped := map[int]bool{} // the processes stopped so far
 	for i := len(roles) - 1; i >= 0; i-- {
 		r := roles[i]
-		// Stopped on purpose: archipelago run does not restart it.
-		s.markStopped(r)
 		pi := s.proc(r)
+		if pi.PID != 0 && stopped[pi.PID] {
+			// Hosted with a role stopped before it: gone with it.
+			s.markStopped(r)
+			s.removeStale(r)
+			fmt.Fprintf(out, "%s: stopped (pid %d, hosted in %s)\n", r.Name, pi.PID, config.HostProgram)
+			continue
+		}
+		// Stopped on purpose: archipelago run does not restart it, nor
+		// the roles hosted with it (stopsWhole: all of them are in
+		// roles), marked before the one signal that stops them all.
+		s.markStopped(r)
+		if pi.PID != 0 {
+			for _, o := range roles {
+				if o != r && s.pid(o) == pi.PID {
+					s.markStopped(o)
+				}
+			}
+		}
 		if pi.Running() && pi.PID == 0 {
 			// Locked, pid not written yet: a peer starting.
 			deadline := time.Now().Add(pidSettle)
@@ -51,32 +71,70 @@ func (s *Supervisor) stop(ctx context.Context, out io.Writer, force bool, names 
 			s.removeStale(r)
 			continue
 		}
+		host := hostedIn(pi.PID, ", ")
 		if err := stopPid(ctx, pi.PID, force); err != nil {
 			return fmt.Errorf("%s: %w", r.Name, err)
 		}
+		stopped[pi.PID] = true
 		s.removeStale(r)
-		fmt.Fprintf(out, "%s: stopped (pid %d)\n", r.Name, pi.PID)
+		fmt.Fprintf(out, "%s: stopped (pid %d%s)\n", r.Name, pi.PID, host)
 	}
 	// Peers no pidfile names that still map the segment, deleted or not
 	// (left by a segment that was removed under them, or by a pidfile
 	// that was removed).
 	for _, sp := range segmentPeers(s.cfg.XSEG.Name) {
-		if (len(names) > 0 && !slices.Contains(names, sp.role)) || (s.opts.StorageOnly && len(names) == 0 && s.isEndpoint(sp.role)) {
+		if (len(names) > 0 && !sp.hasRole(names)) || (s.opts.StorageOnly && len(names) == 0 && slices.ContainsFunc(sp.roles, s.isEndpoint)) {
 			continue
 		}
 		if err := stopPid(ctx, sp.pid, force); err != nil {
-			return fmt.Errorf("%s of role %q, on segment %s but named by no pidfile: %w", sp.prog, sp.role, s.cfg.XSEG.Name, err)
+			return fmt.Errorf("%s, on segment %s but named by no pidfile: %w", sp.what(), s.cfg.XSEG.Name, err)
 		}
 		on := "on"
 		if sp.deleted {
 			on = "on the deleted"
 		}
-		fmt.Fprintf(out, "%s: stopped %s (pid %d) %s segment %s, which no pidfile named\n", sp.role, sp.prog, sp.pid, on, s.cfg.XSEG.Name)
+		fmt.Fprintf(out, "%s: stopped %s (pid %d) %s segment %s, which no pidfile named\n", sp.role(), sp.prog, sp.pid, on, s.cfg.XSEG.Name)
 	}
 	if len(names) == 0 && !s.opts.StorageOnly {
 		if err := xseg.Destroy(s.cfg.XSEG.Name); err == nil {
 			fmt.Fprintf(out, "segment %s: removed\n", s.cfg.XSEG.Name)
 		}
+	}
+	return nil
+}
+
+// stopsWhole checks that stopping roles stops no other role: a process
+// that serves one of them (archipelagod, hosting several) serves only
+// roles of roles. If not, it fails (errs.ErrBusy) naming the others.
+func (s *Supervisor) stopsWhole(roles []*config.Role) error {
+	for _, r := range roles {
+		pid := s.pid(r)
+		if pid == 0 {
+			continue
+		}
+		var with, others []string
+		for i := range s.cfg.Roles {
+			o := &s.cfg.Roles[i]
+			if s.pid(o) != pid {
+				continue
+			}
+			with = append(with, o.Name)
+			if !slices.Contains(roles, o) {
+				others = append(others, o.Name)
+			}
+		}
+		if len(others) == 0 {
+			continue
+		}
+		var asked []string
+		for _, x := range roles {
+			if slices.Contains(with, x.Name) {
+				asked = append(asked, x.Name)
+			}
+		}
+		return fmt.Errorf("refusing to stop %s alone: %s (pid %d) hosts %s with %s, which would stop too; stop them together ('archipelago stop %s'), or, to stop %s alone, take %s out of [PEERS] HOSTED of %s and restart every role (%s then runs in its own program): %w",
+			strings.Join(asked, ", "), config.HostProgram, pid, strings.Join(asked, ", "), strings.Join(others, ", "),
+			strings.Join(with, " "), strings.Join(asked, ", "), strings.Join(asked, ", "), s.cfgName(), strings.Join(asked, ", "), errs.ErrBusy)
 	}
 	return nil
 }

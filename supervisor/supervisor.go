@@ -15,6 +15,20 @@
 // they map (/proc/<pid>/maps), so that status shows them and stop stops
 // them.
 //
+// # Hosted roles
+//
+// The roles of [PEERS] HOSTED run together in one process instead:
+// archipelagod, with a --role for each (in ORDER) and --config, its output
+// appended to config.HostLogFile. Each of them still holds its own pidfile
+// (all naming the host's pid) and binds its own ports, so everything
+// above holds per role. Start launches one archipelagod for the hosted
+// roles it starts that are not running, where the first of them is in
+// ORDER, and waits for each of them. Stop stops them with one SIGTERM to
+// the host where the last of them is in ORDER; stopping some of the roles
+// of a host without the others is refused (errs.ErrBusy), naming them.
+// Run restarts a host that died with all its roles. Status shows the
+// host's pid for each and that it is hosted.
+//
 // # Operations
 //
 //   - Start creates the segment if needed (replacing one no live peer

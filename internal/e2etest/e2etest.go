@@ -48,6 +48,47 @@ type Options struct {
 	// CephConf, data and maps in namespaces "<Namespace>-data" and
 	// "<Namespace>-maps" (DataDir and MapDir are then unused).
 	CephConf, Pool, Namespace string
+	// Hosted is the value of [PEERS] HOSTED ("all", or role names):
+	// the process layout. "" takes it from $ARCHIPELAGO_TEST_HOSTED
+	// (HostedEnv), and with that unset too the configuration's own (no
+	// role hosted); Split runs every role in its own program whatever
+	// the environment says (for a test of one role's process).
+	Hosted string
+}
+
+// HostedEnv names the environment variable that sets the process layout
+// of every test's configuration (Options.Hosted): "all" runs every role
+// of it in one archipelagod (both hosts' of TwoHosts); unset or empty,
+// each role runs in its own program.
+const HostedEnv = "ARCHIPELAGO_TEST_HOSTED"
+
+// Split is the Options.Hosted of a test that needs every role in its own
+// program.
+const Split = "-"
+
+// hostedLine is the [PEERS] HOSTED line of o's configuration, "" for none.
+func hostedLine(o Options) string {
+	h := o.Hosted
+	if h == "" {
+		h = os.Getenv(HostedEnv)
+	}
+	if h == "" || h == Split {
+		return ""
+	}
+	return "HOSTED = " + h + "\n"
+}
+
+// withHosted adds line to the [PEERS] section of extra, or a [PEERS]
+// section with it if extra has none.
+func withHosted(extra, line string) string {
+	if line == "" {
+		return extra
+	}
+	if i := strings.Index(extra, "[PEERS]\n"); i >= 0 {
+		i += len("[PEERS]\n")
+		return extra[:i] + line + extra[i:]
+	}
+	return extra + "\n[PEERS]\n" + line
 }
 
 // NewWith is New with storage directories of the caller's: two Envs with
@@ -62,7 +103,7 @@ func NewWith(t testing.TB, o Options) *Env {
 	if o.MapDir == "" {
 		o.MapDir = dir + "/maps"
 	}
-	hostID, extra := o.HostID, o.Extra
+	hostID, extra := o.HostID, withHosted(o.Extra, hostedLine(o))
 	seg := fmt.Sprintf("clitest-%d-%d", os.Getpid(), serial.Add(1))
 	text := fmt.Sprintf(`[ARCHIPELAGO]
 HOST_ID = %s
@@ -91,9 +132,13 @@ SEGMENT_SIZE = 256
 				t.Logf("archipelago stop -f: %v\n%s", err, out)
 			}
 			if t.Failed() {
+				logged := map[string]bool{}
 				for _, r := range cfg.Roles {
-					b, _ := os.ReadFile(cfg.LogFile(r.Name))
-					t.Logf("log of %s:\n%s", r.Name, b)
+					if p := cfg.LogFile(r.Name); !logged[p] {
+						logged[p] = true
+						b, _ := os.ReadFile(p)
+						t.Logf("log of %s (%s):\n%s", r.Name, p, b)
+					}
 				}
 			}
 		}
