@@ -50,7 +50,9 @@ func startAsyncStack(t *testing.T, data *memstore.Async, maps store.Store, block
 	}
 	start("blockerb", stackBlockerB, blocker.New(data, "host-a"))
 	start("blockerm", stackBlockerM, blocker.New(maps, "host-a"))
-	start("mapperd", stackMapper, mapper.New(volume.Options{Owner: "host-a", BlockSize: blockSize}, stackBlockerM, stackBlockerB))
+	m := mapper.New(volume.Options{Owner: "host-a", BlockSize: blockSize}, stackBlockerM, stackBlockerB)
+	start("mapperd", stackMapper, m)
+	t.Cleanup(m.Close) // its reaper, before its peer stops (cleanups run last first)
 	start("vlmcd", stackVlmcd, composer.New(stackMapper, stackBlockerB))
 	c, err := peer.NewClient(seg)
 	if err != nil {
@@ -61,9 +63,7 @@ func startAsyncStack(t *testing.T, data *memstore.Async, maps store.Store, block
 }
 
 // The I/O goes to the composer without a session (as `vlmc` tools that
-// open none do): the mapper starts its reaper of dead sessions with the
-// first session and never stops it, which in one process would outlive
-// the peer and its segment.
+// open none do).
 
 // volIO reads (read) or writes [off, off+len(p)) of volume or snapshot
 // name through the composer, in requests of at most volclient.MaxIO.

@@ -39,9 +39,10 @@
 // port, the process bound to it then, and the endpoint's handle. Once a
 // second the mapper drops the sessions whose process no longer owns that
 // port (it died, with SIGKILL too, or was restarted), as if they had been
-// closed. Before the engine gives a lock back on its own it sends DRAIN to
-// every port that MAPR/MAPW came from (vlmcd), which waits for the
-// volume's writes in flight and forgets its cached mappings.
+// closed (Close stops that, before the peer stops). Before the engine
+// gives a lock back on its own it sends DRAIN to every port that MAPR/MAPW
+// came from (vlmcd), which waits for the volume's writes in flight and
+// forgets its cached mappings.
 package mapper
 
 import (
@@ -69,15 +70,22 @@ type Mapper struct {
 	err  error
 	p    *peer.Peer
 
-	reapOnce sync.Once
-	mu       sync.Mutex
-	holders  map[int]int // port -> pid that sent MAPR/MAPW (vlmcd): DRAIN goes there
+	mu      sync.Mutex
+	holders map[int]int // port -> pid that sent MAPR/MAPW (vlmcd): DRAIN goes there
+
+	// The mapper's own work beside the requests (the reaper, the
+	// recovery of interrupted operations' locks) runs under life until
+	// Close; bg counts it.
+	life context.Context
+	end  context.CancelFunc
+	bg   sync.WaitGroup
 
 	gc gcRun // the garbage collection running here (gc.go)
 }
 
-// reapEvery is how often the sessions of dead processes are looked for.
-const reapEvery = time.Second
+// reapEvery is how often the sessions of dead processes are looked for
+// (and the locks whose release failed given back again).
+var reapEvery = time.Second
 
 // drainTimeout bounds a DRAIN: past it the lock is given back anyway.
 const drainTimeout = 30 * time.Second
@@ -86,12 +94,44 @@ var _ peer.Handler = (*Mapper)(nil)
 
 // New returns a mapper whose maps live behind the blocker at blockerM and
 // data behind the blocker at blockerB.
+// Call Close before its peer stops.
 func New(opts volume.Options, blockerM, blockerB int) *Mapper {
-	return &Mapper{opts: opts, blockerMPort: blockerM, blockerBPort: blockerB}
+	life, end := context.WithCancel(context.Background())
+	return &Mapper{opts: opts, blockerMPort: blockerM, blockerBPort: blockerB, life: life, end: end}
+}
+
+// Close stops the mapper's work of its own beside the requests — the
+// reaper of dead sessions, which also gives back the locks whose release
+// failed, and the retries of the recovery of interrupted operations'
+// locks — and waits for it to end. Call it before the mapper's peer stops
+// (mapperd does at SIGTERM): in a process that goes on after the peer (a
+// host process, a test) that work would otherwise use the segment the
+// peer unmapped.
+func (m *Mapper) Close() {
+	m.mu.Lock()
+	m.end()
+	m.mu.Unlock()
+	m.bg.Wait()
+}
+
+// background runs f in a goroutine until Close, unless closed already.
+func (m *Mapper) background(f func(ctx context.Context)) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.life.Err() != nil {
+		return
+	}
+	m.bg.Add(1)
+	go func() {
+		defer m.bg.Done()
+		f(m.life)
+	}()
 }
 
 // engine builds the engine on the first request, once the peer that
-// reaches the blockers exists.
+// reaches the blockers exists, and starts the reaper with it: a release
+// that failed must be tried again even if no session was ever opened
+// here (a vlmc open/close, or a writer without a session).
 func (m *Mapper) engine(p *peer.Peer) (*volume.Engine, error) {
 	m.once.Do(func() {
 		m.p = p
@@ -105,18 +145,24 @@ func (m *Mapper) engine(p *peer.Peer) (*volume.Engine, error) {
 			// while the maps blocker cannot answer, every second.
 			if err := m.e.RecoverIntents(context.Background()); err != nil {
 				p.Logger().Warn("giving back the locks of interrupted operations; will try again", "err", err)
-				go m.recoverIntents()
+				m.background(m.recoverIntents)
 			}
+			m.background(m.reaper)
 		}
 	})
 	return m.e, m.err
 }
 
-// recoverIntents calls RecoverIntents every second until it succeeds.
-func (m *Mapper) recoverIntents() {
+// recoverIntents calls RecoverIntents every second until it succeeds or
+// ctx ends.
+func (m *Mapper) recoverIntents(ctx context.Context) {
 	for {
-		time.Sleep(time.Second)
-		if err := m.e.RecoverIntents(context.Background()); err == nil {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+		if err := m.e.RecoverIntents(ctx); err == nil {
 			return
 		}
 	}
@@ -283,7 +329,6 @@ func (m *Mapper) openSession(ctx context.Context, e *volume.Engine, r *xseg.Requ
 	if key.PID == 0 {
 		return fmt.Errorf("session of port %d, which nobody binds: %w", r.Src(), errs.ErrNoPeer)
 	}
-	m.reapOnce.Do(func() { go m.reaper() })
 	id, err := e.OpenSession(ctx, r.Target(), key, s.Flags&wire.SessionWrite != 0)
 	if err != nil {
 		return err
@@ -305,12 +350,17 @@ func (m *Mapper) closeSession(ctx context.Context, e *volume.Engine, r *xseg.Req
 }
 
 // reaper drops the sessions of dead processes, for good, and gives back
-// the locks whose release failed.
-func (m *Mapper) reaper() {
+// the locks whose release failed, every reapEvery until ctx ends.
+func (m *Mapper) reaper(ctx context.Context) {
 	t := time.NewTicker(reapEvery)
 	defer t.Stop()
-	for range t.C {
-		m.reap(context.Background())
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		m.reap(ctx)
 	}
 }
 
