@@ -4,10 +4,13 @@
 // type file_blocker.
 package main
 
-import "github.com/archipelago-go/archipelago/internal/daemon"
+import (
+	"github.com/archipelago-go/archipelago/internal/daemon"
+	"github.com/archipelago-go/archipelago/internal/roles"
+)
 
 func main() {
-	if err := filedCommand().Execute(); err != nil {
+	if err := roles.Filed().Execute(); err != nil {
 		daemon.Fatal(err)
 	}
 }

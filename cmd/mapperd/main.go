@@ -5,10 +5,13 @@
 // start runs it for the role of type mapperd.
 package main
 
-import "github.com/archipelago-go/archipelago/internal/daemon"
+import (
+	"github.com/archipelago-go/archipelago/internal/daemon"
+	"github.com/archipelago-go/archipelago/internal/roles"
+)
 
 func main() {
-	if err := mapperdCommand().Execute(); err != nil {
+	if err := roles.Mapperd().Execute(); err != nil {
 		daemon.Fatal(err)
 	}
 }

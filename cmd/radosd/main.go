@@ -7,10 +7,13 @@
 // of type rados_blocker.
 package main
 
-import "github.com/archipelago-go/archipelago/internal/daemon"
+import (
+	"github.com/archipelago-go/archipelago/internal/daemon"
+	"github.com/archipelago-go/archipelago/internal/roles"
+)
 
 func main() {
-	if err := radosdCommand().Execute(); err != nil {
+	if err := roles.Radosd().Execute(); err != nil {
 		daemon.Fatal(err)
 	}
 }

@@ -4,10 +4,13 @@
 // the role of type vlmcd.
 package main
 
-import "github.com/archipelago-go/archipelago/internal/daemon"
+import (
+	"github.com/archipelago-go/archipelago/internal/daemon"
+	"github.com/archipelago-go/archipelago/internal/roles"
+)
 
 func main() {
-	if err := vlmcdCommand().Execute(); err != nil {
+	if err := roles.Vlmcd().Execute(); err != nil {
 		daemon.Fatal(err)
 	}
 }

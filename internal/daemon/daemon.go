@@ -1,18 +1,18 @@
 // Package daemon is what every program of the project shares around the
 // peer runtime: the common flags and their defaults from a role of the
 // configuration, the logger at the seed's log levels, running a peer until
-// SIGTERM, and the one-line fatal error.
+// SIGTERM or until a context ends (a role hosted with others in one
+// process, WithHosted), and the one-line fatal error.
 package daemon
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"runtime"
 	"runtime/pprof"
-	"syscall"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/pflag"
@@ -57,8 +57,11 @@ type CommonFlags struct {
 
 	// Started, if set, is called once the peer serves, for work of the
 	// program's own beside the requests (mapperd's periodic garbage
-	// collection); the function it returns, if not nil, is called at
-	// SIGTERM before the peer stops, to end that work.
+	// collection, its reaper of dead sessions); the function it returns,
+	// if not nil, is called when the peer is to stop (SIGTERM, or Run's
+	// context ended) and before it stops, to end that work: in a host
+	// process nothing of a role may touch the segment after its peer
+	// unmapped it.
 	Started func(p *peer.Peer) (stop func())
 }
 
@@ -69,14 +72,15 @@ func (c *CommonFlags) RegisterMetrics(fs *pflag.FlagSet) {
 }
 
 // Setup applies the process-wide settings of the flags: GOMAXPROCS, unless
-// the GOMAXPROCS environment variable sets it. A peer's work is a loop per
+// the GOMAXPROCS environment variable sets it or the role runs hosted
+// (ctx, WithHosted: the host sets it, once). A peer's work is a loop per
 // port with requests handed over through the segment; one processor per
 // peer avoids Go's own thread hand-offs on top of the peers' (measured on
 // 2 cores with four peers and fio: 4K IOPS up by a third). It also takes
 // the tuning of the port loops from the environment (Options.Wait,
 // WaitFromEnv).
-func (c *CommonFlags) Setup() {
-	if _, set := os.LookupEnv("GOMAXPROCS"); !set && c.GoMaxProcs > 0 {
+func (c *CommonFlags) Setup(ctx context.Context) {
+	if _, set := os.LookupEnv("GOMAXPROCS"); !set && c.GoMaxProcs > 0 && HostedOf(ctx) == nil {
 		runtime.GOMAXPROCS(c.GoMaxProcs)
 	}
 	c.Wait = WaitFromEnv()
@@ -139,13 +143,40 @@ func (c *CommonFlags) Register(fs *pflag.FlagSet, role string) {
 // RunUntilSignal starts a peer with the flags' options and serves until
 // SIGTERM or SIGINT, then stops it gracefully. Logs go to stderr.
 func (c *CommonFlags) RunUntilSignal(h peer.Handler) error {
-	c.Setup()
+	ctx, stop := SignalContext(context.Background(), c.Logger(context.Background()))
+	defer stop()
+	return c.Run(ctx, h)
+}
+
+// Serve runs the peer of a role's program whose command runs under ctx
+// (cobra's cmd.Context()): until ctx ends if the role is hosted
+// (WithHosted: the host owns the signals), else also until SIGTERM or
+// SIGINT.
+func (c *CommonFlags) Serve(ctx context.Context, h peer.Handler) error {
+	if HostedOf(ctx) == nil {
+		var stop func()
+		ctx, stop = SignalContext(ctx, c.Logger(ctx))
+		defer stop()
+	}
+	return c.Run(ctx, h)
+}
+
+// Run starts a peer with the flags' options and serves until ctx ends,
+// then stops it gracefully: Started's stop first, then the peer (drain,
+// unbind, remove the pidfile), then the metrics endpoint. Logs go to
+// stderr. Hosted (WithHosted), it tells the host once the peer serves,
+// leaves GOMAXPROCS alone and takes no CPU profile (the host's flags
+// do both).
+func (c *CommonFlags) Run(ctx context.Context, h peer.Handler) error {
+	c.Setup(ctx)
 	opts := c.Options
 	if opts.PortEnd < 0 {
 		opts.PortEnd = opts.PortStart
 	}
-	opts.Logger = NewLogger(c.LogLevel, os.Stderr)
-	if c.CPUProfile != "" {
+	opts.Logger = c.Logger(ctx)
+	if c.CPUProfile != "" && HostedOf(ctx) != nil {
+		opts.Logger.Warn("hosted: no CPU profile of its own (the host's --cpuprofile covers every role)", "cpuprofile", c.CPUProfile)
+	} else if c.CPUProfile != "" {
 		f, err := os.Create(c.CPUProfile)
 		if err != nil {
 			return err
@@ -155,8 +186,6 @@ func (c *CommonFlags) RunUntilSignal(h peer.Handler) error {
 		}
 		defer func() { pprof.StopCPUProfile(); f.Close() }()
 	}
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	var ms *metrics.Server
 	if c.MetricsListen != "" {
 		// Bound before the peer starts: a busy address fails the start.
@@ -184,8 +213,8 @@ func (c *CommonFlags) RunUntilSignal(h peer.Handler) error {
 	if c.Started != nil {
 		stop = c.Started(p)
 	}
-	s := <-sig
-	p.Logger().Info("signal", "signal", s.String())
+	Ready(ctx)
+	<-ctx.Done()
 	if stop != nil {
 		stop()
 	}

@@ -1,4 +1,4 @@
-package main
+package roles
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
@@ -11,8 +11,8 @@ import (
 	"github.com/archipelago-go/archipelago/peer"
 )
 
-// vlmcdCommand is the volume composer daemon.
-func vlmcdCommand() *cobra.Command {
+// Vlmcd is the volume composer daemon (vlmcd).
+func Vlmcd() *cobra.Command {
 	var c daemon.CommonFlags
 	var mp, bp int
 	cmd := &cobra.Command{
@@ -52,7 +52,7 @@ the segment's heap, request pool and ports (docs/metrics.md).`,
 			c.Metrics = func(p *peer.Peer) []prometheus.Collector {
 				return []prometheus.Collector{comp.Stats(), metrics.Segment{Seg: p.Segment()}}
 			}
-			return c.RunUntilSignal(comp)
+			return c.Serve(cmd.Context(), comp)
 		},
 	}
 	c.Register(cmd.Flags(), "vlmcd")

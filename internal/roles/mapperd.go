@@ -1,4 +1,4 @@
-package main
+package roles
 
 import (
 	"fmt"
@@ -18,8 +18,8 @@ import (
 	"github.com/archipelago-go/archipelago/volume"
 )
 
-// mapperdCommand is the mapper daemon: it owns the volume maps.
-func mapperdCommand() *cobra.Command {
+// Mapperd is the mapper daemon (mapperd): it owns the volume maps.
+func Mapperd() *cobra.Command {
 	var c daemon.CommonFlags
 	var o volume.Options
 	var bm, bb int
@@ -84,10 +84,16 @@ running on another host (the pool's collector lock) is skipped, at level info.`,
 				return fmt.Errorf("--gc-interval %v: negative: %w", gcEvery, errs.ErrInvalid)
 			}
 			m := mapper.New(o, bm, bb)
-			if gcEvery > 0 {
-				c.Started = func(p *peer.Peer) func() { return m.CollectEvery(p, gcEvery) }
+			c.Started = func(p *peer.Peer) func() {
+				stopGC := func() {}
+				if gcEvery > 0 {
+					stopGC = m.CollectEvery(p, gcEvery)
+				}
+				// Before the peer stops: the collector and the reaper
+				// must not reach the segment after it is unmapped.
+				return func() { stopGC(); m.Close() }
 			}
-			return c.RunUntilSignal(m)
+			return c.Serve(cmd.Context(), m)
 		},
 	}
 	c.Register(cmd.Flags(), "mapperd")

@@ -1,10 +1,8 @@
 //go:build ceph
 
-package main
+package roles
 
 import (
-	"os"
-
 	"github.com/spf13/cobra"
 
 	"github.com/archipelago-go/archipelago/blocker"
@@ -13,9 +11,11 @@ import (
 	"github.com/archipelago-go/archipelago/store/radosstore"
 )
 
-// radosdCommand is the RADOS blocker daemon: one RADOS object per object
-// of a pool.
-func radosdCommand() *cobra.Command {
+func init() { commands[config.TypeRadosBlocker] = program{"radosd", Radosd} }
+
+// Radosd is the RADOS blocker daemon (radosd): one RADOS object per
+// object of a pool. It needs librados: build with -tags ceph.
+func Radosd() *cobra.Command {
 	var c daemon.CommonFlags
 	var o radosstore.Options
 	var ident string
@@ -55,13 +55,13 @@ fails the request instead of hanging it. Stop it with SIGTERM.`,
 					return err
 				}
 			}
-			o.Logger = daemon.NewLogger(c.LogLevel, os.Stderr) // as the peer's: log_level applies
+			o.Logger = c.Logger(cmd.Context()) // as the peer's: log_level applies
 			st, err := radosstore.Open(o)
 			if err != nil {
 				return err
 			}
 			defer st.Close()
-			return c.RunUntilSignal(blocker.New(st, ident))
+			return c.Serve(cmd.Context(), blocker.New(st, ident))
 		},
 	}
 	c.Register(cmd.Flags(), "radosd")

@@ -1,4 +1,4 @@
-package main
+package roles
 
 import (
 	"go/ast"
@@ -45,7 +45,7 @@ func servedOps(t *testing.T, path, fn string) []string {
 // filed --help names every op the blocker serves (it omitted LIST,
 // LOCKOWNER, LOCKWAIT and PING).
 func TestHelpNamesServedOps(t *testing.T) {
-	help := filedCommand().Long
+	help := Filed().Long
 	for _, op := range servedOps(t, "../../blocker/blocker.go", "serve") {
 		if !regexp.MustCompile(`\b` + op + `\b`).MatchString(help) {
 			t.Errorf("filed --help does not name %s, which the blocker serves (blocker/blocker.go, func serve)", op)

@@ -1,10 +1,9 @@
-package main
+package roles
 
 import (
 	"context"
 	"os"
-	"os/signal"
-	"syscall"
+	"runtime/pprof"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -16,8 +15,8 @@ import (
 	"github.com/archipelago-go/archipelago/nbdexport"
 )
 
-// nbddCmd is the block endpoint daemon: every volume over NBD.
-func nbddCmd() *cobra.Command {
+// Nbdd is the block endpoint daemon (nbdd): every volume over NBD.
+func Nbdd() *cobra.Command {
 	var c daemon.CommonFlags
 	var o nbdexport.Options
 	cmd := &cobra.Command{
@@ -45,13 +44,32 @@ unwritten ranges as holes. QEMU reaches a volume at the URI that
 					return err
 				}
 			}
-			c.Setup()
+			ctx := cmd.Context()
+			c.Setup(ctx)
 			o.Peer = c.Options
-			o.Peer.Logger = daemon.NewLogger(c.LogLevel, os.Stderr)
+			o.Peer.Logger = c.Logger(ctx)
 			// nbdd's goroutines wait on sockets: its port loop must not
 			// hold the process's processor in a futex sleep.
 			o.Peer.Doorbell = true
-			return run(o)
+			if c.CPUProfile == "" {
+				// The bench scripts start nbdd through archipelago start.
+				c.CPUProfile = os.Getenv("ARCHIPELAGO_NBDD_CPUPROFILE")
+			}
+			if c.CPUProfile != "" && daemon.HostedOf(ctx) != nil {
+				// The profile is the process's: the host's --cpuprofile.
+				o.Peer.Logger.Warn("hosted: no CPU profile of its own (the host's --cpuprofile covers every role)", "cpuprofile", c.CPUProfile)
+			} else if c.CPUProfile != "" {
+				f, err := os.Create(c.CPUProfile)
+				if err != nil {
+					return err
+				}
+				if err := pprof.StartCPUProfile(f); err != nil {
+					return err
+				}
+				defer func() { pprof.StopCPUProfile(); f.Close() }()
+			}
+			o.Ready = func() { daemon.Ready(ctx) }
+			return run(ctx, o)
 		},
 	}
 	c.Register(cmd.Flags(), "nbdd")
@@ -81,20 +99,14 @@ func fromConfig(fs *pflag.FlagSet, o *nbdexport.Options, cfg *config.Config, r *
 	)
 }
 
-// run serves until SIGTERM or SIGINT (logged) or until the endpoint fails.
-func run(o nbdexport.Options) error {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sig)
-	go func() {
-		select {
-		case s := <-sig:
-			o.Peer.Logger.Info("signal", "signal", s.String())
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+// run serves until ctx ends or the endpoint fails; a role that is its own
+// program (not hosted, daemon.WithHosted) also until SIGTERM or SIGINT
+// (logged).
+func run(ctx context.Context, o nbdexport.Options) error {
+	if daemon.HostedOf(ctx) == nil {
+		var stop func()
+		ctx, stop = daemon.SignalContext(ctx, o.Peer.Logger)
+		defer stop()
+	}
 	return nbdexport.Run(ctx, o)
 }

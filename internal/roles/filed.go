@@ -1,4 +1,4 @@
-package main
+package roles
 
 import (
 	"fmt"
@@ -12,9 +12,9 @@ import (
 	"github.com/archipelago-go/archipelago/store/filestore"
 )
 
-// filedCommand is the file blocker daemon: one file per object under
+// Filed is the file blocker daemon (filed): one file per object under
 // archip_dir.
-func filedCommand() *cobra.Command {
+func Filed() *cobra.Command {
 	var c daemon.CommonFlags
 	var o filestore.Options
 	var ident string
@@ -60,7 +60,7 @@ with SIGTERM.`,
 				return err
 			}
 			defer st.Close()
-			return c.RunUntilSignal(blocker.New(st, ident))
+			return c.Serve(cmd.Context(), blocker.New(st, ident))
 		},
 	}
 	c.Register(cmd.Flags(), "filed")
