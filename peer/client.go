@@ -66,6 +66,7 @@ func NewClientWith(seg *xseg.Segment, o ClientOptions) (*Client, error) {
 	}
 	loop := newPortLoop(p, o.Wait, nil, nil)
 	loop.start()
+	register(loop)
 	return &Client{seg: seg, loop: loop}, nil
 }
 
@@ -89,6 +90,7 @@ func (c *Client) Call(ctx context.Context, r *xseg.Request, dst int) (*xseg.Requ
 
 // Close releases the port (and the segment mapping if Dial made it).
 func (c *Client) Close() error {
+	unregister(c.loop)
 	c.loop.stop()
 	c.loop.port.Release()
 	if c.own {

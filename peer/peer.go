@@ -202,10 +202,12 @@ func Start(opts Options, h Handler) (*Peer, error) {
 	for _, port := range ports {
 		var loop *portLoop
 		loop = newPortLoop(port, opts.Wait, func(rs []*xseg.Request) { p.accept(loop, rs) }, p.capacity)
+		loop.peer, loop.reserve, loop.unreserve = p, p.reserve, p.doneN
 		p.loops = append(p.loops, loop)
 	}
 	for _, loop := range p.loops {
 		loop.start()
+		register(loop)
 	}
 	go p.watchSegment()
 	p.log.Info("peer started", "role", opts.Role, "segment", opts.Segment, "ports", fmt.Sprintf("%d..%d", opts.PortStart, opts.PortEnd), "nr_ops", opts.NrOps, "nr_threads", opts.NrThreads, "pid", os.Getpid())
@@ -213,8 +215,8 @@ func Start(opts Options, h Handler) (*Peer, error) {
 }
 
 // accept serves requests the port loop took inline, or hands them to the
-// workers. The count goes up before drain is read, so Stop, which sets
-// drain before it waits for the count to reach zero, never misses a
+// workers. They are counted already (the loop reserved them); Stop, which
+// sets drain before it waits for the count to reach zero, never misses a
 // request nor closes work under it.
 func (p *Peer) accept(loop *portLoop, rs []*xseg.Request) {
 	if ih, ok := p.h.(InlineHandler); ok && !p.drain.Load() {
@@ -223,26 +225,49 @@ func (p *Peer) accept(loop *portLoop, rs []*xseg.Request) {
 			ev[i] = ih.ServeInline(r)
 		}
 		loop.port.RespondAll(rs, ev)
+		p.doneN(len(ev))
 		return
 	}
 	ah, async := p.h.(AsyncHandler)
 	for _, r := range rs {
-		p.ops.Add(1)
 		if async && !p.drain.Load() && ah.ServeAsync(p, r) {
 			continue
 		}
 		if p.drain.Load() {
 			loop.port.Respond(r, fmt.Errorf("%s is stopping: %w", p.opts.Role, errs.ErrShutdown))
-			p.ops.Add(-1)
+			p.done()
 			continue
 		}
 		p.work <- job{loop, r}
 	}
 }
 
+// reserve counts up to n more requests in flight, as many as nr_ops
+// allows now (while stopping, n: they are taken to be refused), and
+// returns how many.
+func (p *Peer) reserve(n int) int {
+	for {
+		cur := p.ops.Load()
+		if p.drain.Load() {
+			p.ops.Add(int32(n))
+			return n
+		}
+		k := min(n, p.opts.NrOps-int(cur))
+		if k <= 0 {
+			return 0
+		}
+		if p.ops.CompareAndSwap(cur, cur+int32(k)) {
+			return k
+		}
+	}
+}
+
+// capacity is how many more requests the loops may take now: while
+// stopping, any number, each to be refused at once (accept) rather than
+// left queued until the requests in flight end.
 func (p *Peer) capacity() int {
 	if p.drain.Load() {
-		return 0
+		return p.opts.NrOps
 	}
 	return p.opts.NrOps - int(p.ops.Load())
 }
@@ -285,13 +310,19 @@ func (p *Peer) Answer(r *xseg.Request, err error) {
 		p.logFailed(r, err)
 		ReplyErrorText(r, err)
 	}
-	p.loops[0].port.Respond(r, err)
+	p.respond(r, err)
 	p.done()
 }
 
 // done counts a request as answered.
-func (p *Peer) done() {
-	if p.ops.Add(-1) == int32(p.opts.NrOps-1) {
+func (p *Peer) done() { p.doneN(1) }
+
+// doneN counts n requests as answered (or reserved and not taken).
+func (p *Peer) doneN(n int) {
+	if n <= 0 {
+		return
+	}
+	if now := p.ops.Add(-int32(n)); now < int32(p.opts.NrOps) && now+int32(n) >= int32(p.opts.NrOps) {
 		for _, loop := range p.loops { // they may have stopped taking requests
 			loop.port.Wake()
 		}
@@ -350,6 +381,9 @@ func (p *Peer) Forward(r *xseg.Request, dst int) error {
 func (p *Peer) Stop() {
 	p.log.Info("stopping", "role", p.opts.Role, "in_flight", p.InFlight())
 	timer := time.AfterFunc(p.opts.DrainTimeout, p.cancel)
+	for _, loop := range p.loops {
+		unregister(loop)
+	}
 	p.drain.Store(true)
 	for p.ops.Load() > 0 {
 		time.Sleep(time.Millisecond)

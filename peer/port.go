@@ -86,8 +86,14 @@ type portLoop struct {
 	pending []atomic.Pointer[waiter]
 
 	// serving side; serve is nil for a pure client.
+	peer     *Peer                    // the peer serving the port, nil for a client
 	serve    func(rs []*xseg.Request) // must not block
 	capacity func() int               // how many more requests serve takes now
+	// reserve takes up to n of that capacity for requests about to be
+	// accepted (local dispatch takes it too, concurrently), unreserve
+	// gives back what was not used.
+	reserve   func(n int) int
+	unreserve func(n int)
 
 	stopping atomic.Bool
 	done     chan struct{}
@@ -132,8 +138,15 @@ func (e *portLoop) loop() {
 			e.port.WaitFor(recoverEvery, free > 0)
 		}
 		if free > 0 {
-			if rs := e.port.Accept(reqs[:free]); len(rs) > 0 {
-				e.serve(rs)
+			if e.port.Queued() > 0 {
+				// The capacity read above may be gone to local
+				// dispatch meanwhile: take it for real now.
+				k := e.reserve(len(reqs))
+				rs := e.port.Accept(reqs[:k])
+				e.unreserve(k - len(rs))
+				if len(rs) > 0 {
+					e.serve(rs)
+				}
 			}
 		} else if e.serve == nil && e.port.Queued() > 0 {
 			// Nobody serves requests here: answer them rather than let
@@ -187,6 +200,9 @@ func (e *portLoop) submit(r *xseg.Request, dst int) (<-chan *xseg.Request, error
 func (e *portLoop) submitTo(r *xseg.Request, dst int, w *waiter) error {
 	slot := &e.pending[r.Index()]
 	slot.Store(w)
+	if d := localLoop(e.port, dst); d != nil && e.handOff(r, d) {
+		return nil
+	}
 	if err := e.port.Submit(r, dst); err != nil {
 		slot.Store(nil)
 		e.port.Put(r)

@@ -1,0 +1,148 @@
+package peer
+
+import (
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"github.com/archipelago-go/archipelago/xseg"
+)
+
+// Local dispatch. Peers (and clients) of one process that share a segment
+// hand requests to each other without the segment's rings: a request
+// submitted to a port that a peer of this process serves is accepted there
+// at once (xseg.Port.Handoff) and served in the submitter's goroutine,
+// inline (InlineHandler), by ServeAsync, or by a worker through a channel;
+// its answer goes straight to the waiter (xseg.Port.AnswerLocal). A
+// hand-off then costs a function call or a goroutine switch instead of a
+// wake-up of another thread or process; the segment's request states and
+// port counters change as they would through the rings. archipelagod, which
+// runs several roles in one process, is what this is for; peers of other
+// processes still reach every port through the rings.
+//
+// The rings take over when the destination takes no more requests for now
+// (nr_ops in flight) or is stopping. A callback of SubmitFunc may run
+// before SubmitFunc returns, in the submitting goroutine (the destination
+// answered at once): a submitter must not hold a lock that its callback
+// takes.
+//
+// ARCHIPELAGO_LOCAL_DISPATCH=0 in the environment turns it off: every
+// request goes through the rings, as between processes (for measurements).
+
+// localDispatch says whether local dispatch is on.
+var localDispatch = os.Getenv("ARCHIPELAGO_LOCAL_DISPATCH") != "0"
+
+type localKey struct {
+	seg  string
+	ino  uint64
+	port int
+}
+
+// locals are the port loops of this process, by segment and port: an
+// immutable map replaced under localsMu, read without a lock.
+var (
+	localsMu sync.Mutex
+	locals   atomic.Pointer[map[localKey]*portLoop]
+)
+
+func keyOf(port *xseg.Port) localKey {
+	s := port.Segment()
+	return localKey{s.Name(), s.Inode(), port.No()}
+}
+
+// register makes loop reachable by local dispatch.
+func register(loop *portLoop) {
+	localsMu.Lock()
+	defer localsMu.Unlock()
+	old := locals.Load()
+	m := make(map[localKey]*portLoop, 1)
+	if old != nil {
+		for k, v := range *old {
+			m[k] = v
+		}
+	}
+	m[keyOf(loop.port)] = loop
+	locals.Store(&m)
+}
+
+// unregister takes loop out of local dispatch (before its port goes).
+func unregister(loop *portLoop) {
+	localsMu.Lock()
+	defer localsMu.Unlock()
+	old := locals.Load()
+	if old == nil {
+		return
+	}
+	k := keyOf(loop.port)
+	if (*old)[k] != loop {
+		return
+	}
+	m := make(map[localKey]*portLoop, len(*old))
+	for kk, v := range *old {
+		if kk != k {
+			m[kk] = v
+		}
+	}
+	locals.Store(&m)
+}
+
+// localLoop returns the loop of this process bound to port no of the
+// segment from's port is on, or nil.
+func localLoop(from *xseg.Port, no int) *portLoop {
+	if !localDispatch {
+		return nil
+	}
+	m := locals.Load()
+	if m == nil {
+		return nil
+	}
+	s := from.Segment()
+	return (*m)[localKey{s.Name(), s.Inode(), no}]
+}
+
+// handOff serves r, submitted from loop src, at loop dst of this process
+// without the rings. It returns false, the request untouched, when dst
+// does not take it now (no peer serves there, it is full or stopping):
+// the rings take it then.
+func (src *portLoop) handOff(r *xseg.Request, dst *portLoop) bool {
+	p := dst.peer
+	if p == nil {
+		return false
+	}
+	if p.reserve(1) == 0 {
+		return false
+	}
+	if p.drain.Load() { // Stop sets it before it waits for ops to end
+		p.done()
+		return false
+	}
+	rr, err := src.port.Handoff(r, dst.port)
+	if err != nil {
+		p.done()
+		return false
+	}
+	if ih, ok := p.h.(InlineHandler); ok {
+		err := ih.ServeInline(rr)
+		p.respond(rr, err)
+		p.done()
+		return true
+	}
+	if ah, ok := p.h.(AsyncHandler); ok && ah.ServeAsync(p, rr) {
+		return true
+	}
+	p.work <- job{dst, rr}
+	return true
+}
+
+// respond answers an accepted request: straight to its submitter's loop
+// when that is in this process, else through the source port's ring.
+func (p *Peer) respond(r *xseg.Request, err error) {
+	port := p.loops[0].port
+	if src := localLoop(port, r.Src()); src != nil {
+		if rep := port.AnswerLocal(r, err, src.port); rep != nil {
+			src.deliver(rep)
+		}
+		return
+	}
+	port.Respond(r, err)
+}
