@@ -280,7 +280,11 @@ func (s *Supervisor) launch(ctx context.Context, seg *xseg.Segment, roles []*con
 		}
 		select {
 		case <-c.done:
-			return nil, fmt.Errorf("%s: %s exited (%v) before binding its ports; %s says:\n%s", strings.Join(names[i:], ", "), filepath.Base(bin), c.err, logPath, tailFrom(logPath, from, 5))
+			if len(roles) > 1 || roles[0].Hosted {
+				return nil, fmt.Errorf("%s for %s exited (%v) before each of them served (its log's last lines say which failed); %s says:\n%s",
+					filepath.Base(bin), what, c.err, logPath, tailFrom(logPath, from, 5))
+			}
+			return nil, fmt.Errorf("%s: %s exited (%v) before binding its ports; %s says:\n%s", r.Name, filepath.Base(bin), c.err, logPath, tailFrom(logPath, from, 5))
 		case <-ctx.Done():
 			return nil, fmt.Errorf("%s: started as pid %d, stopped waiting for it to bind port %d (it may still start; see %s): %w", r.Name, pid, r.PortStart, logPath, ctx.Err())
 		case <-time.After(min(wait, 10*time.Millisecond)):

@@ -34,11 +34,18 @@ func (s *Supervisor) stop(ctx context.Context, out io.Writer, force bool, names 
 			return fmt.Errorf("refusing to stop: %s; use -f to stop anyway: %w", strings.Join(why, ", "), errs.ErrBusy)
 		}
 	}
+	// The pid of each role before any stops: a host's roles remove their
+	// pidfiles as it stops.
+	pids := map[*config.Role]int{}
+	for _, r := range roles {
+		pids[r] = s.pid(r)
+	}
 	stopped := map[int]bool{} // the processes stopped so far
 	for i := len(roles) - 1; i >= 0; i-- {
 		r := roles[i]
 		pi := s.proc(r)
-		if pi.PID != 0 && stopped[pi.PID] {
+		if pid := pids[r]; pid != 0 && stopped[pid] {
+			pi.PID = pid
 			// Hosted with a role stopped before it: gone with it.
 			s.markStopped(r)
 			s.removeStale(r)
@@ -51,7 +58,7 @@ func (s *Supervisor) stop(ctx context.Context, out io.Writer, force bool, names 
 		s.markStopped(r)
 		if pi.PID != 0 {
 			for _, o := range roles {
-				if o != r && s.pid(o) == pi.PID {
+				if o != r && pids[o] == pi.PID {
 					s.markStopped(o)
 				}
 			}
