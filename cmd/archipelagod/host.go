@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"strings"
 
+	"github.com/spf13/cobra"
+
 	"github.com/archipelago-go/archipelago/config"
 	"github.com/archipelago-go/archipelago/errs"
 	"github.com/archipelago-go/archipelago/internal/daemon"
@@ -15,11 +17,12 @@ import (
 // hostedRole is a role this process runs: its program's command runs in a
 // goroutine until its context ends.
 type hostedRole struct {
-	name, typ, prog string
-	args            []string // the role's program's command line
-	cancel          context.CancelFunc
-	done            chan struct{} // closed when the command returned
-	err             error         // what it returned, once done
+	name, prog string
+	cmd        *cobra.Command // the role's program's command (roles.ForType)
+	args       []string       // its command line
+	cancel     context.CancelFunc
+	done       chan struct{} // closed when the command returned
+	err        error         // what it returned, once done
 }
 
 // plan checks the roles named on the command line against the
@@ -48,7 +51,7 @@ func plan(cfg *config.Config, configPath string, names []string) ([]*hostedRole,
 			return nil, fmt.Errorf("role %q given twice: %w", n, errs.ErrInvalid)
 		}
 		seen[n] = true
-		prog, _, ok := roles.ForType(r.Type)
+		prog, cmd, ok := roles.ForType(r.Type)
 		if !ok {
 			return nil, fmt.Errorf("role %q: type %s cannot run in archipelagod as built (it runs %s; rados_blocker needs the ceph build tag): %w",
 				n, r.Type, strings.Join(roles.Types(), ", "), errs.ErrNotSupported)
@@ -57,7 +60,7 @@ func plan(cfg *config.Config, configPath string, names []string) ([]*hostedRole,
 		if configPath != "" {
 			args = append(args, "--config", configPath)
 		}
-		hs = append(hs, &hostedRole{name: n, typ: r.Type, prog: prog, args: args})
+		hs = append(hs, &hostedRole{name: n, prog: prog, cmd: cmd, args: args})
 	}
 	return hs, nil
 }
@@ -90,15 +93,14 @@ func host(ctx context.Context, log *slog.Logger, hs []*hostedRole) error {
 		return fmt.Errorf("role %s (%s) %s: %w", h.name, h.prog, what, err)
 	}
 	for _, h := range hs {
-		_, cmd, _ := roles.ForType(h.typ)
 		ready := make(chan struct{})
 		rctx, cancel := context.WithCancel(context.Background())
 		rctx = daemon.WithHosted(rctx, daemon.Hosted{Role: h.name, Ready: func() { close(ready) }})
 		h.cancel, h.done = cancel, make(chan struct{})
-		cmd.SetArgs(h.args)
+		h.cmd.SetArgs(h.args)
 		log.Info("starting role", "role", h.name, "program", h.prog, "args", strings.Join(h.args, " "))
 		go func() {
-			h.err = cmd.ExecuteContext(rctx)
+			h.err = h.cmd.ExecuteContext(rctx)
 			close(h.done)
 			exited <- h
 		}()
