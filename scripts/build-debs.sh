@@ -68,7 +68,7 @@ work=$(mktemp -d /tmp/build-debs.XXXXXX)
 trap 'rm -rf "$work"' EXIT
 mkdir -p "$work/bin" "$work/gen/man" "$work/gen/completion" "$work/shlibs/debian"
 
-programs=(archipelago vlmc xseg filed mapperd vlmcd nbdd nulld)
+programs=(archipelago vlmc xseg filed mapperd vlmcd nbdd nulld archipelagod)
 cd "$root"
 if [ -n "${ARCHIPELAGO_DEBS_PROGRAMS:-}" ]; then
 	# Package programs built before (scripts/test-debs.sh: the upgrade).
@@ -101,6 +101,7 @@ declare -A what=(
 	[nbdd]="Archipelago NBD block endpoint peer"
 	[nulld]="Archipelago null peer (answers every request at once)"
 	[radosd]="Archipelago RADOS blocker peer"
+	[archipelagod]="Archipelago host process (several peers in one process)"
 )
 roff_text() { sed -e 's/\\/\\e/g' -e "s/^\\([.']\\)/\\\\\\&\\1/"; }
 # help2man reads `PROG --help` through a wrapper that gives it cobra's help

@@ -47,7 +47,7 @@ installed_peers() {
 	for p in /proc/[0-9]*; do
 		exe=$(readlink "$p/exe" 2>/dev/null) || continue
 		case $exe in
-		/usr/bin/filed | /usr/bin/mapperd | /usr/bin/vlmcd | /usr/bin/nbdd | /usr/bin/radosd) echo "${p#/proc/} $exe" ;;
+		/usr/bin/filed | /usr/bin/mapperd | /usr/bin/vlmcd | /usr/bin/nbdd | /usr/bin/radosd | /usr/bin/archipelagod) echo "${p#/proc/} $exe" ;;
 		esac
 	done
 }
@@ -145,7 +145,7 @@ for a in create attach detach remove grow setinfo verify snapshot open close; do
 done
 [ -s /usr/share/ganeti/extstorage/archipelago/parameters.list ] || fail "parameters.list is missing"
 [ -d /var/log/ganeti/extstorage ] || fail "/var/log/ganeti/extstorage was not made"
-for p in archipelago vlmc xseg filed mapperd vlmcd nbdd nulld radosd; do
+for p in archipelago vlmc xseg filed mapperd vlmcd nbdd nulld radosd archipelagod; do
 	[ -x /usr/bin/$p ] || fail "/usr/bin/$p is missing"
 	[ -s /usr/share/man/man1/$p.1.gz ] || fail "the man page of $p is missing"
 done

@@ -28,7 +28,7 @@ import (
 )
 
 // The programs of the archipelago package, in /usr/bin.
-var programs = []string{"archipelago", "vlmc", "xseg", "filed", "mapperd", "vlmcd", "nbdd", "nulld"}
+var programs = []string{"archipelago", "vlmc", "xseg", "filed", "mapperd", "vlmcd", "nbdd", "nulld", "archipelagod"}
 
 // The actions Ganeti calls, each a symlink to the provider binary.
 var ganetiActions = []string{"create", "attach", "detach", "remove", "grow", "setinfo", "verify", "snapshot", "open", "close"}
@@ -156,8 +156,9 @@ func (b *builder) archipelago() (*nfpm.Info, error) {
 		"thin, snapshottable, clonable block volumes over files or RADOS",
 		`Archipelago stores virtual machine disks as thin volumes made of objects,
 with copy-on-write snapshots and clones. Its peers (filed, mapperd, vlmcd,
-nbdd) talk through a shared-memory XSEG segment; vlmc creates, snapshots,
-clones and maps volumes (loop device or NBD URI for QEMU).
+nbdd) talk through a shared-memory XSEG segment, each in its own process or
+several in one (archipelagod); vlmc creates, snapshots, clones and maps
+volumes (loop device or NBD URI for QEMU).
 .
 This package holds every program and the tools, the commented default
 configuration /etc/archipelago/archipelago.conf, the systemd units (not
