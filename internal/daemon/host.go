@@ -47,13 +47,48 @@ func Ready(ctx context.Context) {
 }
 
 // Logger returns the role's logger at the flags' level, on stderr; a
-// hosted role's names it (role=NAME).
+// hosted role's names it in every line (role=NAME, once: the lines that
+// name it themselves, as the peer's do, keep theirs).
 func (c *CommonFlags) Logger(ctx context.Context) *slog.Logger {
 	l := NewLogger(c.LogLevel, os.Stderr)
 	if h := HostedOf(ctx); h != nil && h.Role != "" {
-		l = l.With("role", h.Role)
+		l = slog.New(roleHandler{Handler: l.Handler().WithAttrs([]slog.Attr{slog.String("role", h.Role)}), role: h.Role})
 	}
 	return l
+}
+
+// roleHandler is a handler whose lines name role already: it leaves out
+// a record's own role=<role>.
+type roleHandler struct {
+	slog.Handler
+	role string
+}
+
+func (h roleHandler) Handle(ctx context.Context, r slog.Record) error {
+	dup := false
+	r.Attrs(func(a slog.Attr) bool {
+		dup = a.Key == "role" && a.Value.String() == h.role
+		return !dup
+	})
+	if !dup {
+		return h.Handler.Handle(ctx, r)
+	}
+	n := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key != "role" || a.Value.String() != h.role {
+			n.AddAttrs(a)
+		}
+		return true
+	})
+	return h.Handler.Handle(ctx, n)
+}
+
+func (h roleHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return roleHandler{Handler: h.Handler.WithAttrs(as), role: h.role}
+}
+
+func (h roleHandler) WithGroup(name string) slog.Handler {
+	return roleHandler{Handler: h.Handler.WithGroup(name), role: h.role}
 }
 
 // SignalContext returns a context that ends at SIGTERM or SIGINT (logged
