@@ -141,3 +141,20 @@ type Buffer interface {
 	// once and does not touch the bytes afterwards.
 	Release()
 }
+
+// AsyncIO lets the server start a READ or WRITE whose payload is a Buffer
+// of the export's BufferPool without a goroutine waiting for it: the
+// connection's reader starts it and reads on, and the reply is queued
+// when the export calls done.
+type AsyncIO interface {
+	// StartRead starts filling p (the Bytes of a Buffer the export's
+	// BufferPool returned) with the export's bytes at off, as ReadAt
+	// does, and returns true; done then gets the result exactly once,
+	// maybe before StartRead returns, from any goroutine. done does not
+	// block. StartRead returns false, without calling done, when it
+	// cannot start the read this way; the server then calls ReadAt.
+	StartRead(ctx context.Context, p []byte, off uint64, done func(error)) bool
+	// StartWrite is StartRead for WriteAt: done gets the result of
+	// writing p at off (durably with fua). p stays untouched until done.
+	StartWrite(ctx context.Context, p []byte, off uint64, fua bool, done func(error)) bool
+}

@@ -19,17 +19,29 @@ import (
 func TestModel(t *testing.T) {
 	for _, structured := range []bool{false, true} {
 		t.Run(fmt.Sprintf("structured=%v", structured), func(t *testing.T) {
-			testModel(t, structured, 1)
+			testModel(t, structured, 1, nil)
 		})
+		// READ and WRITE through AsyncIO, their replies queued from
+		// other goroutines, some before the request is started.
+		for _, sparse := range []bool{false, true} {
+			t.Run(fmt.Sprintf("async/structured=%v/sparse=%v", structured, sparse), func(t *testing.T) {
+				testModel(t, structured, 1, func(m *MemBackend) Backend { return newAsyncBackend(m, !sparse) })
+			})
+		}
 	}
-	t.Run("minblock=512", func(t *testing.T) { testModel(t, true, 512) })
+	t.Run("minblock=512", func(t *testing.T) { testModel(t, true, 512, nil) })
 }
 
-func testModel(t *testing.T, structured bool, align uint64) {
+// testModel runs the model against a MemBackend, or what wrap makes of it.
+func testModel(t *testing.T, structured bool, align uint64, wrap func(*MemBackend) Backend) {
 	const size = 1<<20 + 3*memPage // not a power of two
 	rng := rand.New(rand.NewPCG(1, uint64(align)))
 	m := memWith(t, map[string]MemOptions{"vol": {MinBlock: uint32(align)}}, size)
-	ts := startServer(t, m, Options{MaxInFlight: 8})
+	var b Backend = m
+	if wrap != nil {
+		b = wrap(m)
+	}
+	ts := startServer(t, b, Options{MaxInFlight: 8})
 	c := connect(t, ts.sock, "vol", structured, structured)
 	oracle := make([]byte, size)
 	alloc := make([]bool, (size+memPage-1)/memPage)

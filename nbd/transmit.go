@@ -49,6 +49,7 @@ type session struct {
 	mapper  Mapper
 	sparse  SparseReader
 	pool    BufferPool
+	async   AsyncIO // only with pool: its READ/WRITE need a lent Buffer
 
 	sem     chan struct{}
 	budget  budget
@@ -73,6 +74,9 @@ func (c *conn) newSession(h *haggle, name string, exp Export) *session {
 	s.mapper, _ = exp.(Mapper)
 	s.sparse, _ = exp.(SparseReader)
 	s.pool, _ = exp.(BufferPool)
+	if s.pool != nil {
+		s.async, _ = exp.(AsyncIO)
+	}
 	s.flags = flagHasFlags | flagSendFlush | flagSendFUA | flagCanMultiConn
 	if s.ro {
 		s.flags |= flagReadOnly
@@ -192,9 +196,55 @@ func (s *session) readLoop(ctx context.Context) error {
 			r.cost = int64(r.length)
 			s.budget.acquire(r.cost)
 		}
+		if s.async != nil && s.start(ctx, &r) {
+			continue
+		}
 		s.wg.Add(1)
 		go s.handle(ctx, r)
 	}
+}
+
+// start starts a checked READ or WRITE through the export's AsyncIO, whose
+// done callback queues the reply: no goroutine waits for it. It returns
+// false if the request is not one that goes this way (the caller then
+// starts a handler).
+func (s *session) start(ctx context.Context, r *request) bool {
+	if r.length == 0 {
+		return false
+	}
+	switch r.typ {
+	case cmdWrite:
+		rq := new(request)
+		*rq = *r
+		s.wg.Add(1)
+		if s.async.StartWrite(ctx, rq.buf.Bytes(), rq.off, rq.flags&cmdFlagFUA != 0, func(err error) {
+			rq.buf.Release()
+			s.done(rq, err)
+			s.wg.Done()
+		}) {
+			return true
+		}
+		s.wg.Done()
+		return false
+	case cmdRead:
+		if s.sparse != nil && s.structured && r.flags&cmdFlagDF == 0 {
+			return false
+		}
+		rq := new(request)
+		*rq = *r
+		buf := getBuffer(s.pool, int(r.length))
+		s.wg.Add(1)
+		if s.async.StartRead(ctx, buf.Bytes(), rq.off, func(err error) {
+			s.readDone(rq, buf, nil, err)
+			s.wg.Done()
+		}) {
+			return true
+		}
+		s.wg.Done()
+		buf.Release()
+		return false
+	}
+	return false
 }
 
 // check validates a request against the negotiated flags, the export's
@@ -332,11 +382,19 @@ func (s *session) read(ctx context.Context, r *request) {
 	} else {
 		err = s.exp.ReadAt(ctx, p, r.off)
 	}
+	s.readDone(r, buf, exts, err)
+}
+
+// readDone queues the reply to the READ r whose data is in buf (exts: the
+// holes, from a SparseReader), or its error.
+func (s *session) readDone(r *request, buf Buffer, exts []Extent, err error) {
 	if err != nil {
 		buf.Release()
 		s.fail(r, err)
 		return
 	}
+	n := int(r.length)
+	p := buf.Bytes()
 	rep := newReply()
 	rep.buf = buf
 	if !s.structured {

@@ -7,6 +7,8 @@ package nbdexport
 
 import (
 	"context"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/archipelago-go/archipelago/nbd"
@@ -48,6 +50,13 @@ func (b *Backend) List(ctx context.Context) ([]string, error) { return b.vc.List
 type export struct {
 	v  *volclient.Volume
 	vc *volclient.Client
+
+	// The writes StartWrite started and not finished, and the context
+	// watched for the client leaving while they run (the connection's:
+	// one watch for all of them rather than one per write).
+	writes   atomic.Int64
+	watchMu  sync.Mutex
+	watchCtx context.Context
 }
 
 var (
@@ -56,6 +65,7 @@ var (
 	_ nbd.Mapper     = (*export)(nil)
 	_ nbd.BlockSizer = (*export)(nil)
 	_ nbd.BufferPool = (*export)(nil)
+	_ nbd.AsyncIO    = (*export)(nil)
 )
 
 func (e *export) Size() uint64   { return e.v.Size }
@@ -77,11 +87,7 @@ const closeTimeout = time.Minute
 // connection's) ends while a request that may wait for the lock runs, so
 // that the wait is cancelled; the returned function stops watching.
 func (e *export) goneWhenDone(ctx context.Context) func() bool {
-	return context.AfterFunc(ctx, func() {
-		gctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
-		defer cancel()
-		e.v.Gone(gctx)
-	})
+	return context.AfterFunc(ctx, e.gone)
 }
 
 func (e *export) ReadAt(ctx context.Context, p []byte, off uint64) error {
@@ -91,6 +97,56 @@ func (e *export) ReadAt(ctx context.Context, p []byte, off uint64) error {
 func (e *export) WriteAt(ctx context.Context, p []byte, off uint64, fua bool) error {
 	defer e.goneWhenDone(ctx)()
 	return e.v.WriteAt(ctx, p, off, fua)
+}
+
+// StartRead implements nbd.AsyncIO: a read into a lent buffer is
+// submitted without a goroutine waiting for it; done runs where the reply
+// is delivered (the port's loop).
+func (e *export) StartRead(_ context.Context, p []byte, off uint64, done func(error)) bool {
+	return e.v.StartReadAt(p, off, done)
+}
+
+// StartWrite implements nbd.AsyncIO as StartRead does. A write may wait
+// for another host's lock: if ctx ends while writes are in flight, the
+// session is marked gone, as WriteAt does.
+func (e *export) StartWrite(ctx context.Context, p []byte, off uint64, fua bool, done func(error)) bool {
+	if !e.watching(ctx) {
+		return false // another context than the first: WriteAt watches it
+	}
+	e.writes.Add(1)
+	if ctx.Err() != nil { // ended already: the watch may have seen no write
+		go e.gone()
+	}
+	ok := e.v.StartWriteAt(p, off, fua, func(err error) {
+		e.writes.Add(-1)
+		done(err)
+	})
+	if !ok {
+		e.writes.Add(-1)
+	}
+	return ok
+}
+
+// watching reports whether ctx is the context StartWrite watches, and
+// starts watching it if none is yet.
+func (e *export) watching(ctx context.Context) bool {
+	e.watchMu.Lock()
+	defer e.watchMu.Unlock()
+	if e.watchCtx == nil {
+		e.watchCtx = ctx
+		context.AfterFunc(ctx, func() {
+			if e.writes.Load() > 0 {
+				e.gone()
+			}
+		})
+	}
+	return e.watchCtx == ctx
+}
+
+func (e *export) gone() {
+	gctx, cancel := context.WithTimeout(context.Background(), closeTimeout)
+	defer cancel()
+	e.v.Gone(gctx)
 }
 
 func (e *export) Flush(ctx context.Context) error { return e.v.Flush(ctx) }

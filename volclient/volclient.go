@@ -132,21 +132,31 @@ func (c *Client) do(ctx context.Context, r *xseg.Request, k Call, put bool) erro
 	if put {
 		defer c.pc.Put(rep)
 	}
-	if err := rep.Err(); err != nil {
-		if owner := peer.LockOwnerOf(rep); owner != "" {
-			return fmt.Errorf("volume %q: locked by %s: %w", k.Target, owner, err)
-		}
-		var re *peer.RemoteError
-		if err := peer.ReplyErr(rep); errors.As(err, &re) {
-			// The server's message names the volume already.
-			return err
-		}
-		return fmt.Errorf("volume %q: %w", k.Target, err)
+	if err := replyError(k.Target, rep); err != nil {
+		return err
 	}
 	if k.Got != nil {
 		return k.Got(rep)
 	}
 	return nil
+}
+
+// replyError is the error a reply carries, naming target; nil for a
+// success.
+func replyError(target string, rep *xseg.Request) error {
+	err := rep.Err()
+	if err == nil {
+		return nil
+	}
+	if owner := peer.LockOwnerOf(rep); owner != "" {
+		return fmt.Errorf("volume %q: locked by %s: %w", target, owner, err)
+	}
+	var re *peer.RemoteError
+	if err := peer.ReplyErr(rep); errors.As(err, &re) {
+		// The server's message names the volume already.
+		return err
+	}
+	return fmt.Errorf("volume %q: %w", target, err)
 }
 
 // Volume is an open volume: its name, size and kind, for I/O.

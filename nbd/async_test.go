@@ -1,0 +1,208 @@
+package nbd
+
+import (
+	"context"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// asyncBackend serves the READ and WRITE of its exports through AsyncIO
+// with buffers of its own pool. Each request picks at random how it ends:
+// done called before StartRead/StartWrite returns, done called from
+// another goroutine after a pause, or refused (the server then calls
+// ReadAt or WriteAt). With sparse off the export is no SparseReader, so
+// structured reads go this way too. It records which writes had completed
+// when each Flush was called.
+type asyncBackend struct {
+	*MemBackend
+	noSparse bool
+
+	mu        sync.Mutex
+	rng       *rand.Rand
+	lent      map[*asyncBuf]bool
+	completed map[uint64]bool   // offsets of the writes completed
+	flushed   []map[uint64]bool // completed, as each Flush began
+	starts    atomic.Int64      // requests started through AsyncIO
+}
+
+func newAsyncBackend(m *MemBackend, noSparse bool) *asyncBackend {
+	return &asyncBackend{MemBackend: m, noSparse: noSparse, rng: rand.New(rand.NewPCG(3, 4)),
+		lent: map[*asyncBuf]bool{}, completed: map[uint64]bool{}}
+}
+
+// asyncExport has the abilities of a MemBackend export but SparseReader
+// (asyncExportSparse adds it).
+type asyncExport struct {
+	Export
+	Trimmer
+	ZeroWriter
+	Mapper
+	b *asyncBackend
+}
+
+type asyncExportSparse struct {
+	*asyncExport
+	SparseReader
+}
+
+type asyncBuf struct {
+	b *asyncBackend
+	p []byte
+}
+
+func (b *asyncBuf) Bytes() []byte { return b.p }
+
+func (b *asyncBuf) Release() {
+	b.b.mu.Lock()
+	defer b.b.mu.Unlock()
+	if !b.b.lent[b] {
+		panic("buffer released twice")
+	}
+	delete(b.b.lent, b)
+}
+
+func (a *asyncBackend) Open(ctx context.Context, name string) (Export, error) {
+	e, err := a.MemBackend.Open(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	x := &asyncExport{Export: e, Trimmer: e.(Trimmer), ZeroWriter: e.(ZeroWriter), Mapper: e.(Mapper), b: a}
+	if a.noSparse {
+		return x, nil
+	}
+	return &asyncExportSparse{asyncExport: x, SparseReader: e.(SparseReader)}, nil
+}
+
+func (e *asyncExport) Get(n int) Buffer {
+	b := &asyncBuf{b: e.b, p: make([]byte, n)}
+	e.b.mu.Lock()
+	e.b.lent[b] = true
+	e.b.mu.Unlock()
+	return b
+}
+
+// how picks how a request ends: 0 done before returning, 1 from another
+// goroutine, 2 refused.
+func (e *asyncExport) how() int {
+	e.b.mu.Lock()
+	defer e.b.mu.Unlock()
+	return e.b.rng.IntN(3)
+}
+
+func (e *asyncExport) run(op func() error, done func(error)) bool {
+	switch e.how() {
+	case 0:
+		e.b.starts.Add(1)
+		done(op())
+	case 1:
+		e.b.starts.Add(1)
+		go func() {
+			time.Sleep(time.Duration(rand.IntN(200)) * time.Microsecond)
+			done(op())
+		}()
+	default:
+		return false
+	}
+	return true
+}
+
+func (e *asyncExport) StartRead(ctx context.Context, p []byte, off uint64, done func(error)) bool {
+	return e.run(func() error { return e.ReadAt(ctx, p, off) }, done)
+}
+
+func (e *asyncExport) StartWrite(ctx context.Context, p []byte, off uint64, fua bool, done func(error)) bool {
+	return e.run(func() error { return e.WriteAt(ctx, p, off, fua) }, done)
+}
+
+func (e *asyncExport) WriteAt(ctx context.Context, p []byte, off uint64, fua bool) error {
+	err := e.Export.WriteAt(ctx, p, off, fua)
+	e.b.mu.Lock()
+	e.b.completed[off] = true
+	e.b.mu.Unlock()
+	return err
+}
+
+func (e *asyncExport) Flush(ctx context.Context) error {
+	e.b.mu.Lock()
+	snap := make(map[uint64]bool, len(e.b.completed))
+	for k := range e.b.completed {
+		snap[k] = true
+	}
+	e.b.flushed = append(e.b.flushed, snap)
+	e.b.mu.Unlock()
+	return e.Export.Flush(ctx)
+}
+
+// TestAsyncFlushCoversAnsweredWrites: with writes answered out of order
+// from other goroutines, a FLUSH sent after some write replies came finds
+// each of those writes completed when the export's Flush is called.
+func TestAsyncFlushCoversAnsweredWrites(t *testing.T) {
+	const size = 4 << 20
+	a := newAsyncBackend(memWith(t, map[string]MemOptions{"vol": {}}, size), true)
+	ts := startServer(t, a, Options{})
+	for _, structured := range []bool{false, true} {
+		c := connect(t, ts.sock, "vol", structured, false)
+		next := uint64(0)
+		for round := range 50 {
+			// 16 writes in flight; read half the replies, then FLUSH
+			// while the rest may still run.
+			var cks []uint64
+			offs := map[uint64]uint64{}
+			for range 16 {
+				ck := c.send(cmdWrite, 0, next, 4096, make([]byte, 4096))
+				offs[ck] = next
+				cks = append(cks, ck)
+				next = (next + 4096) % size
+			}
+			var answered []uint64
+			got := map[uint64]bool{}
+			for range 8 {
+				r := c.recv()
+				if r.err != 0 {
+					t.Fatal(r)
+				}
+				answered = append(answered, offs[r.cookie])
+				got[r.cookie] = true
+			}
+			a.mu.Lock()
+			nf := len(a.flushed)
+			a.mu.Unlock()
+			if r := c.wait(c.send(cmdFlush, 0, 0, 0, nil)); r.err != 0 {
+				t.Fatal(r)
+			}
+			a.mu.Lock()
+			snap := a.flushed[nf]
+			a.mu.Unlock()
+			for _, off := range answered {
+				if !snap[off] {
+					t.Fatalf("round %d: the write at %d was answered before FLUSH, but had not completed when Flush was called", round, off)
+				}
+			}
+			for _, ck := range cks {
+				if got[ck] {
+					continue
+				}
+				if r := c.wait(ck); r.err != 0 {
+					t.Fatal(r)
+				}
+			}
+			a.mu.Lock()
+			clear(a.completed)
+			a.mu.Unlock()
+		}
+		c.disc()
+		c.closed()
+	}
+	waitClients(t, ts.srv, 0)
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.lent) != 0 {
+		t.Fatalf("%d buffers never released", len(a.lent))
+	}
+	if a.starts.Load() == 0 {
+		t.Fatal("no request went through AsyncIO")
+	}
+}
