@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -194,5 +195,35 @@ func TestHostBadRole(t *testing.T) {
 		if strings.Contains(out, "starting role") {
 			t.Errorf("archipelagod %v started a role:\n%s", c.args, out)
 		}
+	}
+}
+
+// TestHostWithoutCephRunsCephHost: an archipelagod built without the ceph
+// tag, asked to host a rados_blocker role, runs the one built with it
+// (cephHost) in its place, with the same pid and arguments.
+func TestHostWithoutCephRunsCephHost(t *testing.T) {
+	if strings.Contains(os.Getenv("ARCHIPELAGO_BUILD_TAGS"), "ceph") {
+		t.Skip("testbin builds archipelagod with the ceph tag: it runs radosd's roles itself")
+	}
+	e := e2etest.NewWith(t, e2etest.Options{HostID: "host-a", CephConf: "/nonexistent/ceph.conf", Pool: "p", Namespace: "ns"})
+	stand := filepath.Join(t.TempDir(), "archipelagod")
+	if err := os.WriteFile(stand, []byte("#!/bin/sh\necho \"ceph host pid $$: $*\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("ARCHIPELAGO_CEPH_HOST", stand)
+	args := []string{"--config", e.Config, "--role", "mapperd", "--role", "blockerb"}
+	h := testbin.Start(t, "archipelagod", args...)
+	if err := h.Wait(30 * time.Second); err != nil {
+		t.Fatalf("%v\n%s", err, h.Output())
+	}
+	want := fmt.Sprintf("ceph host pid %d: %s\n", h.Cmd.Process.Pid, strings.Join(args, " "))
+	if h.Output() != want {
+		t.Errorf("output %q, want %q", h.Output(), want)
+	}
+	// Not installed: the error names the role and what would run it.
+	t.Setenv("ARCHIPELAGO_CEPH_HOST", filepath.Join(t.TempDir(), "none"))
+	h = testbin.Start(t, "archipelagod", args...)
+	if err := h.Wait(30 * time.Second); err == nil || !strings.Contains(h.Output(), `role "blockerb": type rados_blocker cannot run in archipelagod as built`) {
+		t.Errorf("without a ceph host: %v\n%s", err, h.Output())
 	}
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"strings"
+	"syscall"
 
 	"github.com/spf13/cobra"
 
@@ -53,8 +55,12 @@ func plan(cfg *config.Config, configPath string, names []string) ([]*hostedRole,
 		seen[n] = true
 		prog, cmd, ok := roles.ForType(r.Type)
 		if !ok {
-			return nil, fmt.Errorf("role %q: type %s cannot run in archipelagod as built (it runs %s; rados_blocker needs the ceph build tag): %w",
-				n, r.Type, strings.Join(roles.Types(), ", "), errs.ErrNotSupported)
+			err := fmt.Errorf("role %q: type %s cannot run in archipelagod as built (it runs %s; rados_blocker needs the ceph build tag, %s of archipelago-rados): %w",
+				n, r.Type, strings.Join(roles.Types(), ", "), cephHost, errs.ErrNotSupported)
+			if r.Type == config.TypeRadosBlocker {
+				err = &needsCeph{err}
+			}
+			return nil, err
 		}
 		args := []string{"--role", n}
 		if configPath != "" {
@@ -130,4 +136,36 @@ func host(ctx context.Context, log *slog.Logger, hs []*hostedRole) error {
 		stopAll()
 		return failed(x, "stopped on its own")
 	}
+}
+
+// cephHost is archipelagod built with the ceph tag (it runs radosd's
+// roles too), which the package archipelago-rados installs: the
+// archipelagod of the package archipelago, built without librados, runs
+// it in its place for a configuration with a rados_blocker role to host.
+// $ARCHIPELAGO_CEPH_HOST names another one (tests).
+var cephHost = "/usr/lib/archipelago/rados/archipelagod"
+
+// needsCeph is the error of a plan with a role only cephHost runs.
+type needsCeph struct{ error }
+
+func (e *needsCeph) Unwrap() error { return e.error }
+
+// execCephHost replaces this process (same pid, same arguments) by
+// cephHost, if that is installed and is not this program; it returns only
+// if it did not.
+func execCephHost() error {
+	path := cephHost
+	if p := os.Getenv("ARCHIPELAGO_CEPH_HOST"); p != "" {
+		path = p
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		return err
+	}
+	if self, err := os.Executable(); err == nil {
+		if me, err := os.Stat(self); err == nil && os.SameFile(me, st) {
+			return fmt.Errorf("%s is this program", path)
+		}
+	}
+	return syscall.Exec(path, append([]string{path}, os.Args[1:]...), os.Environ())
 }

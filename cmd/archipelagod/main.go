@@ -6,6 +6,7 @@
 package main
 
 import (
+	"errors"
 	"os"
 	"runtime"
 	"runtime/pprof"
@@ -46,7 +47,11 @@ it again.
 
 Its log lines, and every hosted role's, go to stderr; a role's carry
 role=NAME. GOMAXPROCS is the process's, set by --gomaxprocs (the GOMAXPROCS
-environment variable overrides it); so is the CPU profile (--cpuprofile).`,
+environment variable overrides it); so is the CPU profile (--cpuprofile).
+
+Built without librados (the package archipelago), it cannot run a
+rados_blocker role: it then runs /usr/lib/archipelago/rados/archipelagod, the
+one of the package archipelago-rados, in its place (same pid, same options).`,
 		Example: `  # the whole stack of /etc/archipelago/archipelago.conf in one process
   archipelagod --role blockerb --role blockerm --role mapperd --role vlmcd --role nbd
   # the roles of another configuration, all processors
@@ -63,6 +68,12 @@ environment variable overrides it); so is the CPU profile (--cpuprofile).`,
 				return err
 			}
 			hs, err := plan(cfg, configPath, names)
+			var nc *needsCeph
+			if errors.As(err, &nc) {
+				if xerr := execCephHost(); xerr != nil {
+					log.Debug("no archipelagod with radosd to run instead", "err", xerr)
+				}
+			}
 			if err != nil {
 				return err
 			}
