@@ -158,15 +158,17 @@ func fitGCReply(rep *volume.GCReport, n int) (*gcReply, error) {
 // all try at once (the lock lets one collect; the others find it taken).
 const gcJitter = 4
 
-// gcStopWait bounds how long the end of the periodic collection waits for
-// a collection it cancelled.
+// gcStopWait is how long the end of the periodic collection waits for a
+// collection it cancelled before it says so; it waits on: the collection
+// uses the peer, which must not stop under it (in a host process the
+// segment would be unmapped under it).
 const gcStopWait = 10 * time.Second
 
 // CollectEvery starts collecting garbage every interval d (jittered by a
 // quarter either way), without force, on the engine the mapper serves
 // through p, and returns the function that stops it (called at SIGTERM,
 // before the peer stops; it cancels a collection in progress and waits
-// for it a little). A failure is logged and the next interval tries
+// for it to end). A failure is logged and the next interval tries
 // again; a collection running on another host, or one a request runs
 // here, is no failure (level info).
 func (m *Mapper) CollectEvery(p *peer.Peer, d time.Duration) (stop func()) {
@@ -213,7 +215,8 @@ func (m *Mapper) CollectEvery(p *peer.Peer, d time.Duration) (stop func()) {
 		select {
 		case <-done:
 		case <-time.After(gcStopWait):
-			log.Warn("periodic garbage collection still running at stop", "waited", gcStopWait)
+			log.Warn("periodic garbage collection still running at stop; waiting for it", "waited", gcStopWait)
+			<-done
 		}
 	}
 }
