@@ -76,7 +76,7 @@ func TestArchipelagoDeletedSegment(t *testing.T) {
 	if err == nil || !strings.Contains(out, "archipelago stop") {
 		t.Errorf("start beside peers on a removed segment: %v\n%s", err, out)
 	}
-	if after := rolePids(e); len(mappers(seg)) != len(e.Cfg.Roles) || after["vlmcd"] != before["vlmcd"] {
+	if after := rolePids(e); len(mappers(seg)) != e.Processes() || after["vlmcd"] != before["vlmcd"] {
 		t.Fatalf("after start: pids %v (before %v), %d processes on the segment", after, before, len(mappers(seg)))
 	}
 	if xseg.Exists(seg) {
@@ -90,8 +90,11 @@ func TestArchipelagoDeletedSegment(t *testing.T) {
 		})
 	}
 
-	// A peer that no pidfile names any more is found by what it maps.
-	os.Remove(e.Cfg.PidFile("vlmcd"))
+	// A peer that no pidfile names any more is found by what it maps
+	// (hosted, the process of every hosted role).
+	for _, r := range e.SameProcess("vlmcd") {
+		os.Remove(e.Cfg.PidFile(r))
+	}
 	out, err = e.Run("archipelago", "status")
 	if err == nil || !strings.Contains(out, "orphan on a deleted segment") {
 		t.Errorf("status with a peer named by no pidfile: %v\n%s", err, out)
@@ -144,8 +147,8 @@ func TestArchipelagoConcurrentStarts(t *testing.T) {
 				t.Fatalf("round %d: %s started %d times, found running %d times:\n%s\n---\n%s", round, r.Name, n, m, outs[0], outs[1])
 			}
 		}
-		if got := len(mappers(seg)); got != len(e.Cfg.Roles) {
-			t.Fatalf("round %d: %d processes on the segment, want %d", round, got, len(e.Cfg.Roles))
+		if got := len(mappers(seg)); got != e.Processes() {
+			t.Fatalf("round %d: %d processes on the segment, want %d", round, got, e.Processes())
 		}
 		pids := rolePids(e)
 		e.Must("archipelago", "status")
@@ -292,7 +295,7 @@ func TestArchipelagoExtraPeer(t *testing.T) {
 	e := e2etest.New(t, "host-a", "")
 	e.Start()
 	nulld := testbin.Start(t, "nulld", "--segment", e.Cfg.XSEG.Name, "--portno-start", "600")
-	testutil.WaitFor(t, 10*time.Second, "nulld on port 600", func() bool { return len(mappers(e.Cfg.XSEG.Name)) == len(e.Cfg.Roles)+1 })
+	testutil.WaitFor(t, 10*time.Second, "nulld on port 600", func() bool { return len(mappers(e.Cfg.XSEG.Name)) == e.Processes()+1 })
 	out := e.Must("archipelago", "status")
 	if !strings.Contains(out, "extra") || !strings.Contains(out, strconv.Itoa(nulld.Cmd.Process.Pid)) {
 		t.Errorf("status does not show the extra peer:\n%s", out)

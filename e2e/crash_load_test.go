@@ -275,6 +275,8 @@ func (c *crashRun) round(r int) string {
 	} else {
 		kill = []string{roles[c.rng.IntN(len(roles))].Name}
 	}
+	// A hosted role's kill is its host's: every role hosted with it.
+	kill = c.hosts[victim].env.SameProcess(kill...)
 	delay := time.Duration(c.rng.IntN(200)) * time.Millisecond
 
 	var wg sync.WaitGroup
@@ -297,7 +299,7 @@ func (c *crashRun) round(r int) string {
 		t.Fatalf("round %d: archipelago start on %s after killing %v: %v\n%s", r, c.hosts[victim].name, kill, startErr, startOut)
 	}
 	c.counts["kill"]++
-	if len(kill) > 1 {
+	if len(kill) == len(roles) {
 		c.counts["host crash"]++
 	}
 
@@ -314,7 +316,7 @@ func (c *crashRun) round(r int) string {
 			}
 		}
 		v.lastWrite = fmt.Sprintf("round %d, from %s, which killed %v of %s", r, c.hosts[i].name, kill, c.hosts[victim].name)
-		v.lastHostCrash = victim == i && len(kill) > 1
+		v.lastHostCrash = victim == i && len(kill) == len(roles)
 		if ioErr[i] == nil {
 			c.counts["acked writes"] += len(writes[i])
 		} else {

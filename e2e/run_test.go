@@ -161,7 +161,9 @@ func roleOf(t *testing.T, rep supervisor.Report, name string) supervisor.RoleRep
 // it back under supervision; a role stopped with archipelago stop stays
 // stopped; SIGTERM stops every peer and run exits 0.
 func TestRunSupervises(t *testing.T) {
-	e := e2etest.New(t, "host-a", "")
+	// mapperd and nbd die and stop alone: each in its own program in
+	// every layout (TestHostedRunRestartsHost: a host's death).
+	e := e2etest.NewWith(t, e2etest.Options{HostID: "host-a", NotHosted: []string{"mapperd", "nbd"}})
 	n := listenNotify(t)
 	p := startRun(t, e, n, "--restart-limit", "3", "--restart-window", "10m")
 	testutil.WaitFor(t, time.Minute, "READY=1 from archipelago run", func() bool { return n.has("READY=1") || p.exited() })

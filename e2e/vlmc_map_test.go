@@ -338,14 +338,16 @@ func TestVlmcMapSurvivesForcedRestart(t *testing.T) {
 	checkFiles(t, filepath.Join(mp, "sub", "deeper"), more)
 	testutil.Run(t, "umount", mp)
 
-	// One peer restarted under the mounted device: the same segment, the
-	// requests wait for vlmcd to come back.
+	// One peer restarted under the mounted device (hosted: its process,
+	// with every role in it): the same segment, the requests wait for
+	// vlmcd to come back.
+	restartVlmcd := append([]string{"restart", "-f"}, e.SameProcess("vlmcd")...)
 	mp = mountDev(t, e, dev)
-	e.Must("archipelago", "restart", "-f", "vlmcd")
+	e.Must("archipelago", restartVlmcd...)
 	checkFiles(t, mp, sums)
 	third := writeFiles(t, mp, 4)
 	testutil.Run(t, "sync", "-f", mp)
-	e.Must("archipelago", "restart", "-f", "vlmcd")
+	e.Must("archipelago", restartVlmcd...)
 	testutil.Run(t, "umount", mp)
 	mp = mountDev(t, e, dev, "-o", "ro")
 	checkFiles(t, mp, third)

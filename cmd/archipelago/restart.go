@@ -5,10 +5,9 @@ import "github.com/spf13/cobra"
 func restartCmd() *cobra.Command {
 	var force bool
 	cmd := &cobra.Command{
-		Use:     "restart [role]",
-		Short:   "Stop, then start every peer, or one role",
+		Use:     "restart [role...]",
+		Short:   "Stop, then start every peer, or the roles named",
 		Example: "  archipelago restart\n  archipelago restart mapperd",
-		Args:    cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := newSupervisor(cmd)
 			if err != nil {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -52,8 +53,13 @@ type Options struct {
 	// the process layout. "" takes it from $ARCHIPELAGO_TEST_HOSTED
 	// (HostedEnv), and with that unset too the configuration's own (no
 	// role hosted); Split runs every role in its own program whatever
-	// the environment says (for a test of one role's process).
+	// the environment says.
 	Hosted string
+	// NotHosted are roles that run in their own programs in every
+	// layout, for a test of what one role's process does alone (its
+	// death, its restart): with Hosted (or the environment) "all", every
+	// other role is hosted.
+	NotHosted []string
 }
 
 // HostedEnv names the environment variable that sets the process layout
@@ -66,14 +72,24 @@ const HostedEnv = "ARCHIPELAGO_TEST_HOSTED"
 // program.
 const Split = "-"
 
-// hostedLine is the [PEERS] HOSTED line of o's configuration, "" for none.
-func hostedLine(o Options) string {
+// hostedLine is the [PEERS] HOSTED line of o's configuration, whose roles
+// are roles, "" for none.
+func hostedLine(o Options, roles []config.Role) string {
 	h := o.Hosted
 	if h == "" {
 		h = os.Getenv(HostedEnv)
 	}
 	if h == "" || h == Split {
 		return ""
+	}
+	if h == config.HostedAll && len(o.NotHosted) > 0 {
+		var names []string
+		for _, r := range roles {
+			if !slices.Contains(o.NotHosted, r.Name) {
+				names = append(names, r.Name)
+			}
+		}
+		h = strings.Join(names, " ")
 	}
 	return "HOSTED = " + h + "\n"
 }
@@ -103,26 +119,12 @@ func NewWith(t testing.TB, o Options) *Env {
 	if o.MapDir == "" {
 		o.MapDir = dir + "/maps"
 	}
-	hostID, extra := o.HostID, withHosted(o.Extra, hostedLine(o))
 	seg := fmt.Sprintf("clitest-%d-%d", os.Getpid(), serial.Add(1))
-	text := fmt.Sprintf(`[ARCHIPELAGO]
-HOST_ID = %s
-RUN_DIR = %s/run
-LOG_DIR = %s/log
-
-[XSEG]
-SEGMENT_NAME = %s
-SEGMENT_SIZE = 256
-
-%s
-%s`, hostID, dir, dir, seg, blockers(o), extra)
 	path := filepath.Join(dir, "archipelago.conf")
-	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		t.Fatal(err)
+	cfg := writeConfig(t, path, o, seg, dir, o.Extra)
+	// The layout, once the roles are known.
+	if line := hostedLine(o, cfg.Roles); line != "" {
+		cfg = writeConfig(t, path, o, seg, dir, withHosted(o.Extra, line))
 	}
 	e := &Env{t: t, Dir: dir, Config: path, Cfg: cfg}
 	t.Cleanup(func() {
@@ -145,6 +147,64 @@ SEGMENT_SIZE = 256
 		xseg.Destroy(seg)
 	})
 	return e
+}
+
+// writeConfig writes the configuration of NewWith to path and loads it.
+func writeConfig(t testing.TB, path string, o Options, seg, dir, extra string) *config.Config {
+	t.Helper()
+	text := fmt.Sprintf(`[ARCHIPELAGO]
+HOST_ID = %s
+RUN_DIR = %s/run
+LOG_DIR = %s/log
+
+[XSEG]
+SEGMENT_NAME = %s
+SEGMENT_SIZE = 256
+
+%s
+%s`, o.HostID, dir, dir, seg, blockers(o), extra)
+	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// SameProcess returns the roles named and those that run in one process
+// with one of them by the configuration (every hosted role, if one named
+// is hosted), in ORDER: what a SIGKILL of their processes kills, what
+// stops together.
+func (e *Env) SameProcess(roles ...string) []string {
+	hosted := false
+	for _, n := range roles {
+		if r, ok := e.Cfg.Role(n); ok && r.Hosted {
+			hosted = true
+		}
+	}
+	var out []string
+	for _, r := range e.Cfg.Roles {
+		if slices.Contains(roles, r.Name) || hosted && r.Hosted {
+			out = append(out, r.Name)
+		}
+	}
+	return out
+}
+
+// Processes is the number of processes the configuration's roles run in:
+// one per role, the hosted ones all in one.
+func (e *Env) Processes() int {
+	n, hosted := 0, false
+	for _, r := range e.Cfg.Roles {
+		if !r.Hosted {
+			n++
+		} else if !hosted {
+			n, hosted = n+1, true
+		}
+	}
+	return n
 }
 
 // TwoHosts writes the configurations of two hosts, host-a and host-b, on
