@@ -66,13 +66,13 @@ export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$root" log -1 --format=%
 
 work=$(mktemp -d /tmp/build-debs.XXXXXX)
 trap 'rm -rf "$work"' EXIT
-mkdir -p "$work/bin" "$work/gen/man" "$work/gen/completion" "$work/shlibs/debian"
+mkdir -p "$work/bin/rados" "$work/gen/man" "$work/gen/completion" "$work/shlibs/debian"
 
 programs=(archipelago vlmc xseg filed mapperd vlmcd nbdd nulld archipelagod)
 cd "$root"
 if [ -n "${ARCHIPELAGO_DEBS_PROGRAMS:-}" ]; then
 	# Package programs built before (scripts/test-debs.sh: the upgrade).
-	for p in "${programs[@]}" radosd archipelago-extstorage; do
+	for p in "${programs[@]}" radosd archipelago-extstorage rados/archipelagod; do
 		cp "$ARCHIPELAGO_DEBS_PROGRAMS/$p" "$work/bin/$p"
 	done
 else
@@ -81,8 +81,11 @@ else
 	gobuild=(go build -trimpath -buildmode=pie "-ldflags=-s -w -buildid= -linkmode=external -extldflags=-Wl,-z,relro,-z,now")
 	"${gobuild[@]}" -o "$work/bin/" "${programs[@]/#/./cmd/}"
 	"${gobuild[@]}" -tags ceph -o "$work/bin/radosd" ./cmd/radosd
+	# archipelago-rados's host process, that of archipelago runs in its
+	# place for a rados_blocker role (cmd/archipelagod).
+	"${gobuild[@]}" -tags ceph -o "$work/bin/rados/archipelagod" ./cmd/archipelagod
 	"${gobuild[@]}" -o "$work/bin/archipelago-extstorage" ./cmd/archipelago-extstorage
-	for p in "${programs[@]}" radosd archipelago-extstorage; do
+	for p in "${programs[@]}" radosd archipelago-extstorage rados/archipelagod; do
 		objcopy --remove-section=.comment "$work/bin/$p"
 	done
 fi
@@ -158,7 +161,7 @@ shlibs() {
 	(cd "$work/shlibs" && dpkg-shlibdeps -O "$@" 2>/dev/null) | sed -n 's/^shlibs:Depends=//p'
 }
 deps_main=$(shlibs "${programs[@]/#/$work/bin/}")
-deps_rados=$(shlibs "$work/bin/radosd")
+deps_rados=$(shlibs "$work/bin/radosd" "$work/bin/rados/archipelagod")
 deps_ganeti=$(shlibs "$work/bin/archipelago-extstorage")
 
 cd internal/debs

@@ -47,7 +47,7 @@ installed_peers() {
 	for p in /proc/[0-9]*; do
 		exe=$(readlink "$p/exe" 2>/dev/null) || continue
 		case $exe in
-		/usr/bin/filed | /usr/bin/mapperd | /usr/bin/vlmcd | /usr/bin/nbdd | /usr/bin/radosd | /usr/bin/archipelagod) echo "${p#/proc/} $exe" ;;
+		/usr/bin/filed | /usr/bin/mapperd | /usr/bin/vlmcd | /usr/bin/nbdd | /usr/bin/radosd | /usr/bin/archipelagod | /usr/lib/archipelago/rados/archipelagod) echo "${p#/proc/} $exe" ;;
 		esac
 	done
 }
@@ -149,6 +149,7 @@ for p in archipelago vlmc xseg filed mapperd vlmcd nbdd nulld radosd archipelago
 	[ -x /usr/bin/$p ] || fail "/usr/bin/$p is missing"
 	[ -s /usr/share/man/man1/$p.1.gz ] || fail "the man page of $p is missing"
 done
+[ -x /usr/lib/archipelago/rados/archipelagod ] || fail "archipelago-rados's archipelagod is missing"
 cmp -s "$conf" <(archipelago config --default) || fail "$conf is not the commented default (archipelago config --default)"
 step "installed; nothing started or enabled"
 
@@ -181,6 +182,8 @@ v2=$v1+upgrade1
 mkdir -p "$tmp/progs" "$tmp/x"
 for f in "${debs[@]}"; do dpkg-deb -x "$f" "$tmp/x"; done
 cp "$tmp/x"/usr/bin/* "$tmp/x/usr/lib/archipelago/archipelago-extstorage" "$tmp/progs/"
+mkdir -p "$tmp/progs/rados"
+cp "$tmp/x/usr/lib/archipelago/rados/archipelagod" "$tmp/progs/rados/"
 ARCHIPELAGO_DEB_VERSION=$v2 ARCHIPELAGO_DEBS_PROGRAMS=$tmp/progs \
 	"$root/scripts/build-debs.sh" "$tmp/v2" -compression gzip >"$tmp/build2.log" 2>&1 || {
 	cat "$tmp/build2.log" >&2

@@ -215,7 +215,8 @@ func (b *builder) rados() (*nfpm.Info, error) {
 		"Archipelago RADOS blocker (Ceph storage for Archipelago volumes)",
 		`radosd serves Archipelago's data and map objects from a Ceph RADOS pool,
 with persistent locks, instead of files. Select it with a rados_blocker role
-in /etc/archipelago/archipelago.conf.`)
+in /etc/archipelago/archipelago.conf. The host process that runs it with
+other roles (archipelagod, for [PEERS] HOSTED) is here too.`)
 	info.Depends = append([]string{fmt.Sprintf("archipelago (= %s)", b.version)}, b.shlibs[info.Name]...)
 	man, err := b.gzipped(filepath.Join(b.gen, "man", "radosd.1"))
 	if err != nil {
@@ -223,6 +224,9 @@ in /etc/archipelago/archipelago.conf.`)
 	}
 	c := files.Contents{
 		b.file(filepath.Join(b.bin, "radosd"), "/usr/bin/radosd", 0o755),
+		// archipelagod of the package archipelago runs it in its place
+		// for a rados_blocker role (cmd/archipelagod, cephHost).
+		b.file(filepath.Join(b.bin, "rados", "archipelagod"), "/usr/lib/archipelago/rados/archipelagod", 0o755),
 		b.file(man, "/usr/share/man/man1/radosd.1.gz", 0o644),
 	}
 	doc, err := b.docs(info.Name, "ceph", "./cmd/radosd")
