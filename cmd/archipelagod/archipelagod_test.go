@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -225,5 +226,64 @@ func TestHostWithoutCephRunsCephHost(t *testing.T) {
 	h = testbin.Start(t, "archipelagod", args...)
 	if err := h.Wait(30 * time.Second); err == nil || !strings.Contains(h.Output(), `role "blockerb": type rados_blocker cannot run in archipelagod as built`) {
 		t.Errorf("without a ceph host: %v\n%s", err, h.Output())
+	}
+}
+
+// TestHostInProcess runs host itself in the test process with every role
+// of a file stack (so that -race sees the roles side by side: the peers,
+// the mapper's reaper of sessions, nbdd's connections, their stop in
+// reverse), writes and reads a volume over NBD in a session, and ends the
+// host's context: every role stops and removes its pidfile and socket.
+func TestHostInProcess(t *testing.T) {
+	testutil.NeedBinaries(t, "qemu-io")
+	e := newEnv(t, "")
+	var names []string
+	for _, r := range e.Cfg.Roles {
+		names = append(names, r.Name)
+	}
+	hs, err := plan(e.Cfg, e.Config, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	log := testutil.Buffer{}
+	done := make(chan error, 1)
+	go func() { done <- host(ctx, slog.New(slog.NewTextHandler(&log, nil)), hs) }()
+	for _, r := range e.Cfg.Roles {
+		testutil.WaitFor(t, 30*time.Second, r.Name+"'s pidfile", func() bool {
+			return pidOf(e.Cfg.PidFile(r.Name)) == os.Getpid()
+		})
+	}
+	vc, err := volclient.DialConfig(e.Cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, ccancel := context.WithTimeout(context.Background(), time.Minute)
+	defer ccancel()
+	if err := vc.Create(cctx, "vol", 4<<20); err != nil {
+		t.Fatal(err)
+	}
+	vc.Disconnect()
+	uri := nbduri.URI(e.Socket(), "vol")
+	if err := testutil.QemuIO(t, uri, "write -P 0x3c 64k 256k", "flush", "read -P 0x3c 64k 256k", "read -P 0 0 64k"); err != nil {
+		t.Fatal(err)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("host did not stop:\n%s", log.String())
+	}
+	for _, r := range e.Cfg.Roles {
+		if _, err := os.Stat(e.Cfg.PidFile(r.Name)); !os.IsNotExist(err) {
+			t.Errorf("the pidfile of %s is still there (%v)", r.Name, err)
+		}
+	}
+	if _, err := os.Stat(e.Socket()); !os.IsNotExist(err) {
+		t.Errorf("the NBD socket is still there (%v)", err)
 	}
 }
