@@ -287,3 +287,30 @@ func TestHostInProcess(t *testing.T) {
 		t.Errorf("the NBD socket is still there (%v)", err)
 	}
 }
+
+// TestHostCPUProfile: the host writes one CPU profile for its roles, at
+// --cpuprofile or $ARCHIPELAGO_HOST_CPUPROFILE (archipelago start gives
+// it the roles alone), complete once it stopped.
+func TestHostCPUProfile(t *testing.T) {
+	e := newEnv(t, "")
+	for _, viaEnv := range []bool{false, true} {
+		prof := filepath.Join(t.TempDir(), "cpu.pprof")
+		args := []string{"--config", e.Config, "--role", "blockerb"}
+		if viaEnv {
+			t.Setenv(envCPUProfile, prof)
+		} else {
+			args = append(args, "--cpuprofile", prof)
+		}
+		h := testbin.Start(t, "archipelagod", args...)
+		testutil.WaitFor(t, 30*time.Second, "blockerb's pidfile", func() bool {
+			return pidOf(e.Cfg.PidFile("blockerb")) == h.Cmd.Process.Pid
+		})
+		if err := h.Stop(30 * time.Second); err != nil {
+			t.Fatalf("%v\n%s", err, h.Output())
+		}
+		b, err := os.ReadFile(prof)
+		if err != nil || len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+			t.Errorf("env %v: the profile (gzipped pprof) reads %d bytes, %v", viaEnv, len(b), err)
+		}
+	}
+}

@@ -23,6 +23,9 @@ func main() {
 	}
 }
 
+// envCPUProfile names the CPU profile's file when --cpuprofile does not.
+const envCPUProfile = "ARCHIPELAGO_HOST_CPUPROFILE"
+
 // hostCommand is archipelagod's command.
 func hostCommand() *cobra.Command {
 	var configPath, cpuProfile string
@@ -47,7 +50,8 @@ it again.
 
 Its log lines, and every hosted role's, go to stderr; a role's carry
 role=NAME. GOMAXPROCS is the process's, set by --gomaxprocs (the GOMAXPROCS
-environment variable overrides it); so is the CPU profile (--cpuprofile).
+environment variable overrides it); so is the CPU profile (--cpuprofile, or
+$ARCHIPELAGO_HOST_CPUPROFILE when archipelago start runs it).
 
 Built without librados (the package archipelago), it cannot run a
 rados_blocker role: it then runs /usr/lib/archipelago/rados/archipelagod, the
@@ -79,6 +83,10 @@ one of the package archipelago-rados, in its place (same pid, same options).`,
 			}
 			if _, set := os.LookupEnv("GOMAXPROCS"); !set && gomaxprocs > 0 {
 				runtime.GOMAXPROCS(gomaxprocs)
+			}
+			if cpuProfile == "" {
+				// archipelago start runs it with --role options alone.
+				cpuProfile = os.Getenv(envCPUProfile)
 			}
 			if cpuProfile != "" {
 				f, err := os.Create(cpuProfile)

@@ -175,7 +175,7 @@ func (c *CommonFlags) Run(ctx context.Context, h peer.Handler) error {
 	}
 	opts.Logger = c.Logger(ctx)
 	if c.CPUProfile != "" && HostedOf(ctx) != nil {
-		opts.Logger.Warn("hosted: no CPU profile of its own (the host's --cpuprofile covers every role)", "cpuprofile", c.CPUProfile)
+		opts.Logger.Warn("hosted: no CPU profile of its own (the host's, --cpuprofile or $ARCHIPELAGO_HOST_CPUPROFILE, covers every role)", "cpuprofile", c.CPUProfile)
 	} else if c.CPUProfile != "" {
 		f, err := os.Create(c.CPUProfile)
 		if err != nil {

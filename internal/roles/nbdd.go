@@ -57,7 +57,7 @@ unwritten ranges as holes. QEMU reaches a volume at the URI that
 			}
 			if c.CPUProfile != "" && daemon.HostedOf(ctx) != nil {
 				// The profile is the process's: the host's --cpuprofile.
-				o.Peer.Logger.Warn("hosted: no CPU profile of its own (the host's --cpuprofile covers every role)", "cpuprofile", c.CPUProfile)
+				o.Peer.Logger.Warn("hosted: no CPU profile of its own (the host's, --cpuprofile or $ARCHIPELAGO_HOST_CPUPROFILE, covers every role)", "cpuprofile", c.CPUProfile)
 			} else if c.CPUProfile != "" {
 				f, err := os.Create(c.CPUProfile)
 				if err != nil {
