@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -234,9 +236,12 @@ func TestHostWithoutCephRunsCephHost(t *testing.T) {
 // the mapper's reaper of sessions, nbdd's connections, their stop in
 // reverse), writes and reads a volume over NBD in a session, and ends the
 // host's context: every role stops and removes its pidfile and socket.
+// vlmcd and mapperd each serve their own metrics (their families, not the
+// other's, on their own endpoint: nothing registers globally).
 func TestHostInProcess(t *testing.T) {
 	testutil.NeedBinaries(t, "qemu-io")
-	e := newEnv(t, "")
+	mAddr, vAddr := freeAddr(t), freeAddr(t)
+	e := newEnv(t, fmt.Sprintf("[mapperd]\nmetrics_listen = %s\n[vlmcd]\nmetrics_listen = %s\n", mAddr, vAddr))
 	var names []string
 	for _, r := range e.Cfg.Roles {
 		names = append(names, r.Name)
@@ -268,6 +273,24 @@ func TestHostInProcess(t *testing.T) {
 	uri := nbduri.URI(e.Socket(), "vol")
 	if err := testutil.QemuIO(t, uri, "write -P 0x3c 64k 256k", "flush", "read -P 0x3c 64k 256k", "read -P 0 0 64k"); err != nil {
 		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		role, addr, has, hasNot string
+	}{
+		{"vlmcd", vAddr, `archipelago_volume_ops_total{op="write",volume="vol"}`, "archipelago_lock_wait"},
+		// Its lock waits have no series before a wait.
+		{"mapperd", mAddr, "archipelago_build_info", "archipelago_volume_ops_total"},
+		{"mapperd", mAddr, "archipelago_build_info", "archipelago_segment_heap_size_bytes"},
+	} {
+		resp, err := http.Get("http://" + c.addr + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(b), c.has) || strings.Contains(string(b), c.hasNot) {
+			t.Errorf("%s's metrics: want %s, not %s:\n%s", c.role, c.has, c.hasNot, b)
+		}
 	}
 	cancel()
 	select {
@@ -313,4 +336,14 @@ func TestHostCPUProfile(t *testing.T) {
 			t.Errorf("env %v: the profile (gzipped pprof) reads %d bytes, %v", viaEnv, len(b), err)
 		}
 	}
+}
+
+// freeAddr returns a TCP address of the loopback free a moment ago.
+func freeAddr(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
 }
