@@ -1,6 +1,7 @@
 package nbd
 
 import (
+	"bytes"
 	"context"
 	"math/rand/v2"
 	"sync"
@@ -204,5 +205,81 @@ func TestAsyncFlushCoversAnsweredWrites(t *testing.T) {
 	}
 	if a.starts.Load() == 0 {
 		t.Fatal("no request went through AsyncIO")
+	}
+}
+
+// TestDirectRepliesInterleave: a READ alone in flight is answered
+// directly by the goroutine the export completes it in; a reply too big
+// for the socket is sent in part there and its rest by the writer, before
+// the replies of the requests that came meanwhile (through the writer, or
+// directly once the connection is idle again). Every reply must arrive
+// whole and uncorrupted.
+func TestDirectRepliesInterleave(t *testing.T) {
+	const size = 4 << 20
+	a := newAsyncBackend(memWith(t, map[string]MemOptions{"vol": {}}, size), true)
+	ts := startServer(t, a, Options{})
+	oracle := make([]byte, size)
+	rng := rand.New(rand.NewPCG(5, 6))
+	for i := range oracle {
+		oracle[i] = byte(rng.IntN(256))
+	}
+	c := connect(t, ts.sock, "vol", true, false)
+	for off := 0; off < size; off += 1 << 20 {
+		c.pwrite(uint64(off), oracle[off:off+1<<20])
+	}
+	whole, partial := directWrites.whole.Load(), directWrites.partial.Load()
+	for round := range 30 {
+		structured := round%2 == 0
+		c := connect(t, ts.sock, "vol", structured, false)
+		big := uint64(rng.IntN(3)) << 20
+		bigCk := c.send(cmdRead, 0, big, 1<<20, nil)
+		// Let the big reply fill the socket before more requests come.
+		time.Sleep(2 * time.Millisecond)
+		type small struct {
+			ck, off uint64
+			n       uint32
+			write   bool
+		}
+		var smalls []small
+		for range 1 + rng.IntN(12) {
+			off := 3<<20 + rng.Uint64N(1<<20-64<<10)
+			n := uint32(1 + rng.IntN(64<<10))
+			if rng.IntN(2) == 0 {
+				// Writes over what they read: the same bytes again.
+				smalls = append(smalls, small{c.send(cmdWrite, 0, off, n, oracle[off:off+uint64(n)]), off, n, true})
+			} else {
+				smalls = append(smalls, small{c.send(cmdRead, 0, off, n, nil), off, n, false})
+			}
+		}
+		if r := c.wait(bigCk); r.err != 0 || !bytes.Equal(r.data, oracle[big:big+1<<20]) {
+			t.Fatalf("round %d: the 1 MiB read at %d: err %d, data equal %v", round, big, r.err, bytes.Equal(r.data, oracle[big:big+1<<20]))
+		}
+		for _, s := range smalls {
+			r := c.wait(s.ck)
+			if r.err != 0 || (!s.write && !bytes.Equal(r.data, oracle[s.off:s.off+uint64(s.n)])) {
+				t.Fatalf("round %d: %d bytes at %d (write %v): %v", round, s.n, s.off, s.write, r)
+			}
+		}
+		// Depth 1: each reply directly.
+		for range 20 {
+			off := rng.Uint64N(size - 4096)
+			if !bytes.Equal(c.pread(off, 4096), oracle[off:off+4096]) {
+				t.Fatalf("round %d: read at %d differs", round, off)
+			}
+		}
+		c.disc()
+		c.closed()
+	}
+	c.disc()
+	c.closed()
+	waitClients(t, ts.srv, 0)
+	if directWrites.whole.Load() == whole || directWrites.partial.Load() == partial {
+		t.Fatalf("direct replies: %d whole, %d in part: want some of each",
+			directWrites.whole.Load()-whole, directWrites.partial.Load()-partial)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.lent) != 0 {
+		t.Fatalf("%d buffers never released", len(a.lent))
 	}
 }

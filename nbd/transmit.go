@@ -8,6 +8,10 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // The transmission phase.
@@ -19,11 +23,16 @@ import (
 // token before reading a payload, and the writer gives it back once the
 // reply is on the socket, so payloads, read buffers and queued replies are
 // all bounded. A second, weighted semaphore bounds their bytes
-// (maxInFlightBytes). One writer goroutine owns the socket's write side: handlers
-// queue complete replies on a channel, and the writer sends whatever is
+// (maxInFlightBytes). A READ or WRITE whose payload is a buffer of the
+// export's BufferPool goes through its AsyncIO when it has one: no
+// goroutine of ours waits for it, and the reply is queued from wherever
+// the export completes it. Other requests get a handler goroutine each.
+// One writer goroutine sends the replies queued on a channel, whatever is
 // queued with one writev, so a busy connection pays fewer system calls
-// than requests. A goroutine rather than a mutex, so that no handler ever
-// waits on a slow client and batching falls out naturally.
+// than requests; nobody that queues a reply ever waits on a slow client.
+// A reply to the only request in flight skips the writer: whoever has it
+// writes it with one non-blocking writev, and leaves what the socket did
+// not take to the writer, which sends it before anything else.
 //
 // Ending: on NBD_CMD_DISC, end of stream or server shutdown the reader
 // stops; the session waits for every handler, closes the reply channel,
@@ -53,7 +62,21 @@ type session struct {
 
 	sem     chan struct{}
 	budget  budget
-	replies chan *reply
+	replies chan *reply // nil: a direct write left s.pending for the writer
+
+	// Direct replies: with one request in flight, the goroutine that
+	// has its reply (the one the export answered in) writes it to the
+	// socket itself if the socket takes it without waiting, instead of
+	// waking the writer. raw is nil when that cannot be done (TLS, a
+	// connection without a file descriptor). wmu is held while writing
+	// to the socket; pending is a reply written in part directly, whose
+	// rest the writer sends before anything else; wfailed: a write
+	// failed, nothing more is sent.
+	raw     syscall.RawConn
+	wmu     sync.Mutex
+	pending *reply
+	wfailed bool
+	diov    net.Buffers    // direct writes' scratch, under wmu
 	wg      sync.WaitGroup // handlers running
 	cancel  context.CancelFunc
 }
@@ -88,6 +111,9 @@ func (c *conn) newSession(h *haggle, name string, exp Export) *session {
 	}
 	if s.structured {
 		s.flags |= flagSendDF
+	}
+	if sc, ok := c.nc.(syscall.Conn); ok && !c.tlsOn {
+		s.raw, _ = sc.SyscallConn()
 	}
 	return s
 }
@@ -550,11 +576,75 @@ func (s *session) replyError(r *request, code uint32, msg string) {
 	s.queue(r, rep)
 }
 
-// queue hands the reply to r to the writer. It never blocks: the channel
-// has room for every semaphore token.
+// queue sends the reply to r: at once when it is the only request in
+// flight and the socket takes it without waiting, else through the
+// writer. It never blocks: the channel has room for every semaphore
+// token.
 func (s *session) queue(r *request, rep *reply) {
 	rep.cost = r.cost
+	if s.raw != nil && len(s.sem) == 1 && s.direct(rep) {
+		return
+	}
 	s.replies <- rep
+}
+
+// direct writes rep to the socket without waiting (one non-blocking
+// writev) and reports whether rep is taken care of: sent whole, or sent in
+// part and left to the writer as s.pending. It returns false, having
+// written nothing, when another goroutine is writing, the socket is full
+// or the write failed (the writer then sends rep, and meets the error).
+// With several requests in flight the writer batches their replies into
+// one writev, so queue calls direct only when one is.
+func (s *session) direct(rep *reply) bool {
+	if !s.wmu.TryLock() {
+		return false
+	}
+	if s.wfailed || s.pending != nil {
+		s.wmu.Unlock()
+		return false
+	}
+	s.diov = rep.appendTo(s.diov[:0])
+	var n int
+	var err error
+	if cerr := s.raw.Write(func(fd uintptr) bool {
+		n, err = unix.Writev(int(fd), s.diov)
+		return true // never wait for the socket here
+	}); cerr != nil {
+		err = cerr
+	}
+	total := 0
+	for _, b := range s.diov {
+		total += len(b)
+	}
+	clear(s.diov)
+	switch {
+	case err == nil && n == total:
+		s.wmu.Unlock()
+		directWrites.whole.Add(1)
+		s.sent(rep)
+		return true
+	case err == nil && n > 0:
+		directWrites.partial.Add(1)
+		rep.skip = n
+		s.pending = rep
+		s.wmu.Unlock()
+		s.replies <- nil // wake the writer: its token is rep's
+		return true
+	}
+	s.wmu.Unlock()
+	return false
+}
+
+// directWrites counts the replies session.direct sent whole, and those it
+// sent in part (for tests).
+var directWrites struct{ whole, partial atomic.Int64 }
+
+// sent gives back what a reply held once it is on the socket (or lost
+// with it).
+func (s *session) sent(rep *reply) {
+	s.budget.release(rep.cost)
+	rep.release()
+	<-s.sem
 }
 
 // writer sends queued replies, batching whatever is queued into one
@@ -564,12 +654,14 @@ func (s *session) queue(r *request, rep *reply) {
 func (s *session) writer(done chan<- struct{}) {
 	defer close(done)
 	var (
-		batch  []*reply
-		iov    net.Buffers
-		failed bool
+		batch []*reply
+		iov   net.Buffers
 	)
 	for rep := range s.replies {
-		batch = append(batch[:0], rep)
+		batch = batch[:0]
+		if rep != nil {
+			batch = append(batch, rep)
+		}
 	more:
 		for len(batch) < 256 {
 			select {
@@ -577,19 +669,28 @@ func (s *session) writer(done chan<- struct{}) {
 				if !ok {
 					break more
 				}
-				batch = append(batch, rep)
+				if rep != nil {
+					batch = append(batch, rep)
+				}
 			default:
 				break more
 			}
 		}
-		if !failed {
+		s.wmu.Lock()
+		if s.pending != nil {
+			// Its first bytes are on the socket: its rest goes first.
+			batch = append(batch, nil)
+			copy(batch[1:], batch)
+			batch[0], s.pending = s.pending, nil
+		}
+		if len(batch) > 0 && !s.wfailed {
 			iov = iov[:0]
 			for _, rep := range batch {
 				iov = rep.appendTo(iov)
 			}
-			out := iov
+			out := skip(iov, batch[0].skip)
 			if _, err := out.WriteTo(s.c.nc); err != nil {
-				failed = true
+				s.wfailed = true
 				if !s.c.isStopping() {
 					s.c.log.Debug("nbd: connection write", "export", s.name, "err", err)
 				}
@@ -598,13 +699,25 @@ func (s *session) writer(done chan<- struct{}) {
 			}
 			clear(iov)
 		}
+		s.wmu.Unlock()
 		for _, rep := range batch {
-			s.budget.release(rep.cost)
-			rep.release()
-			<-s.sem
+			s.sent(rep)
 		}
 		clear(batch)
 	}
+}
+
+// skip drops the first n bytes of iov.
+func skip(iov net.Buffers, n int) net.Buffers {
+	for n > 0 && len(iov) > 0 {
+		k := min(n, len(iov[0]))
+		iov[0] = iov[0][k:]
+		n -= k
+		if len(iov[0]) == 0 {
+			iov = iov[1:]
+		}
+	}
+	return iov
 }
 
 // reply is one reply, simple or made of structured chunks, ready to send:
@@ -614,6 +727,7 @@ type reply struct {
 	parts []part
 	buf   Buffer // payload memory, released once sent
 	cost  int64  // the request's payload budget, given back once sent
+	skip  int    // bytes already sent directly (session.direct)
 }
 
 // part: the header bytes from the previous part's end up to end, then
@@ -633,7 +747,7 @@ func (r *reply) release() {
 		r.buf = nil
 	}
 	r.hdr = r.hdr[:0]
-	r.cost = 0
+	r.cost, r.skip = 0, 0
 	clear(r.parts)
 	r.parts = r.parts[:0]
 	replyPool.Put(r)
