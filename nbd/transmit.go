@@ -76,7 +76,7 @@ type session struct {
 	wmu     sync.Mutex
 	pending *reply
 	wfailed bool
-	diov    net.Buffers    // direct writes' scratch, under wmu
+	dw      directWrite    // under wmu
 	wg      sync.WaitGroup // handlers running
 	cancel  context.CancelFunc
 }
@@ -114,8 +114,23 @@ func (c *conn) newSession(h *haggle, name string, exp Export) *session {
 	}
 	if sc, ok := c.nc.(syscall.Conn); ok && !c.tlsOn {
 		s.raw, _ = sc.SyscallConn()
+		s.dw.fn = s.dw.writev
 	}
 	return s
+}
+
+// directWrite is the scratch of session.direct's writev: fn, bound once,
+// is what RawConn.Write calls, so that a write allocates nothing.
+type directWrite struct {
+	iov net.Buffers
+	n   int
+	err error
+	fn  func(fd uintptr) bool
+}
+
+func (d *directWrite) writev(fd uintptr) bool {
+	d.n, d.err = unix.Writev(int(fd), d.iov)
+	return true // never wait for the socket here
 }
 
 // request is one parsed request.
@@ -235,42 +250,66 @@ func (s *session) readLoop(ctx context.Context) error {
 // false if the request is not one that goes this way (the caller then
 // starts a handler).
 func (s *session) start(ctx context.Context, r *request) bool {
-	if r.length == 0 {
+	if r.length == 0 || r.typ != cmdWrite && r.typ != cmdRead {
 		return false
 	}
-	switch r.typ {
-	case cmdWrite:
-		rq := new(request)
-		*rq = *r
-		s.wg.Add(1)
-		if s.async.StartWrite(ctx, rq.buf.Bytes(), rq.off, rq.flags&cmdFlagFUA != 0, func(err error) {
-			rq.buf.Release()
-			s.done(rq, err)
-			s.wg.Done()
-		}) {
-			return true
-		}
-		s.wg.Done()
-		return false
-	case cmdRead:
-		if s.sparse != nil && s.structured && r.flags&cmdFlagDF == 0 {
-			return false
-		}
-		rq := new(request)
-		*rq = *r
-		buf := getBuffer(s.pool, int(r.length))
-		s.wg.Add(1)
-		if s.async.StartRead(ctx, buf.Bytes(), rq.off, func(err error) {
-			s.readDone(rq, buf, nil, err)
-			s.wg.Done()
-		}) {
-			return true
-		}
-		s.wg.Done()
-		buf.Release()
+	if r.typ == cmdRead && s.sparse != nil && s.structured && r.flags&cmdFlagDF == 0 {
 		return false
 	}
-	return false
+	o := asyncOps.Get().(*asyncOp)
+	o.r, o.s = *r, s
+	s.wg.Add(1)
+	var ok bool
+	if r.typ == cmdWrite {
+		ok = s.async.StartWrite(ctx, r.buf.Bytes(), r.off, r.flags&cmdFlagFUA != 0, o.fn)
+	} else {
+		o.buf = getBuffer(s.pool, int(r.length))
+		if ok = s.async.StartRead(ctx, o.buf.Bytes(), r.off, o.fn); !ok {
+			o.buf.Release()
+		}
+	}
+	if !ok {
+		s.wg.Done()
+		o.free()
+	}
+	return ok
+}
+
+// asyncOp is a READ or WRITE started through AsyncIO: the request, the
+// READ's buffer, and the callback bound to them once (asyncOps pools
+// them, so that starting one allocates nothing).
+type asyncOp struct {
+	r   request
+	s   *session
+	buf Buffer
+	fn  func(error)
+}
+
+var asyncOps sync.Pool // of *asyncOp
+
+func init() {
+	asyncOps.New = func() any {
+		o := new(asyncOp)
+		o.fn = o.done
+		return o
+	}
+}
+
+func (o *asyncOp) done(err error) {
+	s := o.s
+	if o.r.typ == cmdWrite {
+		o.r.buf.Release()
+		s.done(&o.r, err)
+	} else {
+		s.readDone(&o.r, o.buf, nil, err)
+	}
+	o.free()
+	s.wg.Done()
+}
+
+func (o *asyncOp) free() {
+	o.r, o.s, o.buf = request{}, nil, nil
+	asyncOps.Put(o)
 }
 
 // check validates a request against the negotiated flags, the export's
@@ -603,20 +642,17 @@ func (s *session) direct(rep *reply) bool {
 		s.wmu.Unlock()
 		return false
 	}
-	s.diov = rep.appendTo(s.diov[:0])
-	var n int
-	var err error
-	if cerr := s.raw.Write(func(fd uintptr) bool {
-		n, err = unix.Writev(int(fd), s.diov)
-		return true // never wait for the socket here
-	}); cerr != nil {
-		err = cerr
+	d := &s.dw
+	d.iov = rep.appendTo(d.iov[:0])
+	if cerr := s.raw.Write(d.fn); cerr != nil {
+		d.err = cerr
 	}
+	n, err := d.n, d.err
 	total := 0
-	for _, b := range s.diov {
+	for _, b := range d.iov {
 		total += len(b)
 	}
-	clear(s.diov)
+	clear(d.iov)
 	switch {
 	case err == nil && n == total:
 		s.wmu.Unlock()
