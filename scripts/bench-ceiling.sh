@@ -11,7 +11,8 @@
 # median of ROUNDS (default 3) rounds, ours and nbdkit's alternating.
 # --short: one round of 1 s jobs on 128 MiB (under a minute; a smoke test).
 # Needs fio, nbdcopy and nbdkit (apt-get install nbdkit). The whole work
-# directory (programs, segment, data, maps) is under /dev/shm.
+# directory (programs, segment, data, maps) is under /dev/shm. LAYOUT=hosted
+# (default), split or both, and the CPU columns, as in bench-nbd.sh.
 #
 # Before issue 13 (2 vCPUs shared with other jobs; 10 s jobs, medians of 3
 # rounds, 2026-12-01):
@@ -41,11 +42,14 @@ cleanup() {
 }
 trap cleanup EXIT
 
-stack_start "$work"
-"$bin/vlmc" --config "$conf" create benchvol --size $size
-# This host keeps the lock (as after a VM's first write): cached mappings.
-"$bin/vlmc" --config "$conf" open benchvol
-ours="nbd+unix:///benchvol?socket=$work/run/nbd.sock"
+declare -A uris procs
+for L in $layouts; do
+  stack_start "$work/$L" "$work/$L" "$(layout_of "$L")"
+  "$bin/vlmc" --config "$conf" create benchvol --size $size
+  # This host keeps the lock (as after a VM's first write): cached mappings.
+  "$bin/vlmc" --config "$conf" open benchvol
+  uris[$L]="nbd+unix:///benchvol?socket=$work/$L/run/nbd.sock"
+done
 nbdkit -f -U "$work/nbdkit.sock" memory size=$size &
 kpid=$!
 theirs="nbd+unix:///?socket=$work/nbdkit.sock"
@@ -53,23 +57,24 @@ for _ in $(seq 50); do [ -S "$work/nbdkit.sock" ] && break; sleep 0.1; done
 
 # Fill both so that reads find data, not holes.
 head -c $size /dev/urandom > "$work/fill.img"
-nbdcopy --threads=4 --connections=4 "$work/fill.img" "$ours"
+for L in $layouts; do
+  nbdcopy --threads=4 --connections=4 "$work/fill.img" "${uris[$L]}"
+  procs[$L]=$(peers "$work/$L/run")
+done
 nbdcopy --threads=4 --connections=4 "$work/fill.img" "$theirs"
 rm -f "$work/fill.img"
 
-ourprocs=$(peers "$work/run")
-side_ours() {
-  measure "$ourprocs" "$work" --name="$1" --ioengine=nbd --uri="$ours" --rw="$1" --bs="$2" --iodepth="$3" \
+job() { # PROCS URI RW BS DEPTH
+  measure "$1" "$work" --name="$3" --ioengine=nbd --uri="$2" --rw="$3" --bs="$4" --iodepth="$5" \
     --size=$size --time_based --runtime="$secs"
 }
-side_nbdkit() {
-  measure "nbdkit=$kpid" "$work" --name="$1" --ioengine=nbd --uri="$theirs" --rw="$1" --bs="$2" --iodepth="$3" \
-    --size=$size --time_based --runtime="$secs"
-}
+ours_job() { local L=$1; shift; job "${procs[$L]}" "${uris[$L]}" "$@"; }
+define_sides ours_job
+side_nbdkit() { job "nbdkit=$kpid" "$theirs" "$@"; }
 
-echo "load average: $(load)"
-compare_header "ours nbdkit"
+echo "load average: $(load); LAYOUT=$LAYOUT"
+compare_header "$layouts nbdkit"
 for spec in "randread 4k 1" "randwrite 4k 1" "randread 4k 32" "randwrite 4k 32"; do
-  compare "ours nbdkit" $spec
+  compare "$layouts nbdkit" $spec
 done
 echo "load average: $(load)"

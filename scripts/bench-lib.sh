@@ -77,38 +77,84 @@ PY
 # load: the load average now (the machine is shared: say how loaded).
 load() { cut -d' ' -f1-3 /proc/loadavg; }
 
-# peers RUN_DIR -> "name=pid ..." of the peers whose pidfiles are there.
+# LAYOUT (hosted, split or both; default hosted) is the process layout of
+# our stack: hosted runs every role in one archipelagod ([PEERS] HOSTED =
+# all), split each role in its own program (as before issue 13); both
+# starts one stack of each and measures them side by side, as the sides
+# "hosted" and "split" (else our side is "ours"). layouts lists our sides.
+LAYOUT=${LAYOUT:-hosted}
+case $LAYOUT in
+  hosted | split) layouts=ours ;;
+  both) layouts="hosted split" ;;
+  *) echo "LAYOUT=$LAYOUT: want hosted, split or both" >&2; exit 2 ;;
+esac
+export OURS=$layouts
+
+# layout_of SIDE -> hosted or split: the layout of one of our sides (hosted
+# or split by name, else $LAYOUT's).
+layout_of() { case $1 in hosted | split) echo "$1" ;; *) echo "$LAYOUT" ;; esac; }
+
+# peers_conf LAYOUT -> the [PEERS] lines of a configuration in LAYOUT.
+peers_conf() { [ "$1" = split ] || printf '[PEERS]\nHOSTED = all\n'; }
+
+# define_sides FUNC: defines side_<side> for each of our sides, calling
+# FUNC SIDE RW BS DEPTH.
+define_sides() {
+  local s
+  for s in $layouts; do eval "side_$s() { $1 $s \"\$@\"; }"; done
+}
+
+# peers RUN_DIR -> "name=pid ..." of the processes whose pid the pidfiles
+# there hold, each once: a role's own program by its role's name, the
+# host of hosted roles as archipelagod (its CPU is that of all of them:
+# per role it cannot be told apart).
 peers() {
-  local f out=""
-  for f in "$1"/*.pid; do [ -e "$f" ] && out="$out $(basename "$f" .pid)=$(cat "$f")"; done
+  local f pid name out="" seen=" "
+  for f in "$1"/*.pid; do
+    [ -e "$f" ] || continue
+    pid=$(cat "$f")
+    case $seen in *" $pid "*) continue ;; esac
+    seen="$seen$pid "
+    name=$(basename "$f" .pid)
+    [ "$(basename "$(readlink "/proc/$pid/exe" 2>/dev/null)")" = archipelagod ] && name=archipelagod
+    out="$out $name=$pid"
+  done
   echo "$out"
 }
 
-# stack_start WORK [DATA]: builds the programs into WORK/bin, writes
-# WORK/archipelago.conf (file blockers, data and maps under DATA, default
-# WORK) and starts the peers. Sets bin and conf; stack_stop stops them.
+# stack_start WORK [DATA] [LAYOUT]: builds the programs into $bin (default
+# WORK/bin; once), writes WORK/archipelago.conf (file blockers, data and
+# maps under DATA, default WORK; LAYOUT, default $LAYOUT) and starts the
+# peers. Sets bin and conf; stack_stop stops every stack started.
+stacks=()
 stack_start() {
-  local w=$1 data=${2:-$1}
-  bin=$w/bin
+  local w=$1 data=${2:-$1} layout=${3:-$LAYOUT}
+  bin=${bin:-$w/bin}
   conf=$w/archipelago.conf
-  go build -o "$bin/" ./cmd/...
+  mkdir -p "$w"
+  [ -x "$bin/archipelago" ] || go build -o "$bin/" ./cmd/...
   cat > "$conf" <<CONF
 [ARCHIPELAGO]
 HOST_ID = bench
 RUN_DIR = $w/run
 LOG_DIR = $w/log
 [XSEG]
-SEGMENT_NAME = bench-$$
+SEGMENT_NAME = bench-$$-${#stacks[@]}
 SEGMENT_SIZE = 512
+$(peers_conf "$layout")
 [blockerb]
 archip_dir = $data/data
 nr_threads = 16
 [blockerm]
 archip_dir = $data/maps
 CONF
+  stacks+=("$conf")
   "$bin/archipelago" --config "$conf" start >/dev/null
 }
-stack_stop() { [ -z "${conf:-}" ] || "$bin/archipelago" --config "$conf" stop -f >/dev/null 2>&1 || true; }
+stack_stop() {
+  local c
+  for c in "${stacks[@]}"; do "$bin/archipelago" --config "$c" stop -f >/dev/null 2>&1 || true; done
+}
 
 # measure PROCS DIR FIO-ARGS...: one fio job (its JSON in DIR/fio.json);
 # sets R ("IOPS MiB/s IOS FIO_US") and C ("TOTAL_US name=us ...", the CPU
@@ -134,12 +180,15 @@ measure() {
 # compare "A B ..." RW BS DEPTH: ROUNDS (default 3) rounds of one job per
 # side in turn, each run by the function the script defines as side_A,
 # side_B, ... (called with RW BS DEPTH; it calls measure). Prints the
-# medians: IOPS (MiB/s for blocks other than 4k) of each side and A's
-# ratio to each other; CPU us per I/O of each side's processes (all
-# together) and fio's own; then each side's processes one by one.
+# medians: IOPS (MiB/s for blocks other than 4k) of each side, then the
+# ratio of each of our sides ($OURS, default A) to each other side, and
+# with two of ours the first's to the second's; CPU us per I/O of each
+# side's processes (all together) and fio's own; then each side's
+# processes one by one.
 compare() {
-  local sides=($1) rw=$2 bs=$3 qd=$4 v s line cpu fios
-  local -A val cpus fio per
+  local sides=($1) rw=$2 bs=$3 qd=$4 v s o line cpu="" fios=""
+  local ours=(${OURS:-${sides[0]}})
+  local -A val cpus fio per med
   for _ in $(seq "${ROUNDS:-3}"); do
     for s in "${sides[@]}"; do
       "side_$s" "$rw" "$bs" "$qd"
@@ -149,25 +198,41 @@ compare() {
     done
   done
   local unit=IOPS; case $bs in 4k|4K) ;; *) unit=MiB/s ;; esac
-  local a=${sides[0]} am
-  am=$(echo "${val[$a]}" | median)
-  line=$(printf "%-24s %9s" "$rw $bs qd$qd ($unit)" "$am")
-  cpu=" $(echo "${cpus[$a]}" | median)"; fios=" $(echo "${fio[$a]}" | median)"
-  for s in "${sides[@]:1}"; do
-    v=$(echo "${val[$s]}" | median)
-    line="$line $(printf "%9s %5s" "$v" "$(ratio "$am" "$v")")"
+  line=$(printf "%-24s" "$rw $bs qd$qd ($unit)")
+  for s in "${sides[@]}"; do
+    med[$s]=$(echo "${val[$s]}" | median)
+    line="$line $(printf "%9s" "${med[$s]}")"
     cpu="$cpu $(echo "${cpus[$s]}" | median)"; fios="$fios $(echo "${fio[$s]}" | median)"
   done
+  while read -r o s; do
+    line="$line $(printf "%*s" "$(ratio_width "$o" "$s")" "$(ratio "${med[$o]}" "${med[$s]}")")"
+  done < <(ratio_pairs "${sides[*]}")
   echo "$line  | CPU:$cpu | fio:$fios"
   for s in "${sides[@]}"; do
     printf "%-24s %s: %s (rounds:%s)\n" "" "$s" "$(permedian "${per[$s]}")" "${val[$s]}"
   done
 }
 
+# ratio_pairs "A B ..." -> "OURS OTHER" lines: the ratios compare prints.
+ratio_pairs() {
+  local sides=($1) o s
+  local ours=(${OURS:-${sides[0]}})
+  for o in "${ours[@]}"; do
+    for s in "${sides[@]}"; do
+      [[ " ${ours[*]} " == *" $s "* ]] || echo "$o $s"
+    done
+  done
+  [ ${#ours[@]} -lt 2 ] || echo "${ours[0]} ${ours[1]}"
+}
+
+# ratio_width A B: the width of the ratio column A/B.
+ratio_width() { local n="$1/$2"; echo $(( ${#n} > 5 ? ${#n} : 5 )); }
+
 # compare_header "A B ...": the column names of compare's lines.
 compare_header() {
-  local sides=($1) s line
-  line=$(printf "%-24s %9s" "job" "${sides[0]}")
-  for s in "${sides[@]:1}"; do line="$line $(printf "%9s %5s" "$s" "ratio")"; done
+  local sides=($1) s o line
+  line=$(printf "%-24s" "job")
+  for s in "${sides[@]}"; do line="$line $(printf "%9s" "$s")"; done
+  while read -r o s; do line="$line $(printf "%*s" "$(ratio_width "$o" "$s")" "$o/$s")"; done < <(ratio_pairs "$1")
   echo "$line  | CPU us/I/O: $1 (our processes / the server) | fio's own us/I/O: $1"
 }

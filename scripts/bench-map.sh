@@ -16,7 +16,9 @@
 # 3) rounds, ours and the plain loop device's alternating. --short: one
 # round of 1 s jobs on 128 MiB (under a minute; a smoke test). Needs root,
 # /dev/fuse, loop devices and fio. Unmaps and detaches what it made on exit,
-# also on error.
+# also on error. LAYOUT=hosted (default), split or both (a stack and a
+# mapped device of each, side by side), and the CPU columns, as in
+# bench-nbd.sh; the map daemon is its own process in every layout.
 #
 # Before issue 13 (2 vCPUs shared with other jobs; 10 s jobs, medians of 3
 # rounds, 2026-12-01):
@@ -42,41 +44,52 @@ engine=${ENGINE:-libaio}
 size=1G
 if [ $short = 1 ]; then secs=1 size=128M; export ROUNDS=1; fi
 work=$(mktemp -d "$base/archip-bmap.XXXXXX")
-dev="" plain=""
+plain=""
+declare -A devs confs procs
 cleanup() {
   set +e
-  [ -n "$dev" ] && "$bin/vlmc" --config "$conf" unmap "$dev" >/dev/null
+  for L in "${!devs[@]}"; do "$bin/vlmc" --config "${confs[$L]}" unmap "${devs[$L]}" >/dev/null; done
   [ -n "$plain" ] && losetup -d "$plain"
   stack_stop
   rm -rf "$work"
 }
 trap cleanup EXIT
 
-stack_start "$work"
-"$bin/vlmc" --config "$conf" create benchvol --size $size
-# This host keeps the lock (as after the first write): cached mappings.
-"$bin/vlmc" --config "$conf" open benchvol
-dev=$("$bin/vlmc" --config "$conf" map benchvol)
+# Our sides: "map" (LAYOUT hosted or split), or "hosted" and "split".
+sides=$layouts
+[ "$LAYOUT" = both ] || sides=map
+export OURS=$sides
+for L in $sides; do
+  stack_start "$work/$L" "$work/$L" "$(layout_of "$L")"
+  confs[$L]=$conf
+  "$bin/vlmc" --config "$conf" create benchvol --size $size
+  # This host keeps the lock (as after the first write): cached mappings.
+  "$bin/vlmc" --config "$conf" open benchvol
+  devs[$L]=$("$bin/vlmc" --config "$conf" map benchvol)
+done
 truncate -s $size "$work/plain.img"
 plain=$(losetup -f --show "$work/plain.img")
 
-# Fill both so that reads find data, not holes.
-for d in "$dev" "$plain"; do
+# Fill all so that reads find data, not holes.
+for d in "${devs[@]}" "$plain"; do
   fio --name=fill --filename="$d" --ioengine="$engine" --direct=1 --rw=write --bs=1M --iodepth=8 \
     --size=$size >/dev/null 2>"$work/fio.err" || { cat "$work/fio.err" >&2; exit 1; }
 done
 
-ourprocs="$(peers "$work/run") map=$(python3 -c 'import glob,json,sys; print(json.load(open(glob.glob(sys.argv[1]+"/run/mapped/*.json")[0]))["pid"])' "$work")"
+for L in $sides; do
+  procs[$L]="$(peers "$work/$L/run") map=$(python3 -c 'import glob,json,sys; print(json.load(open(glob.glob(sys.argv[1]+"/run/mapped/*.json")[0]))["pid"])' "$work/$L")"
+done
 job() { # PROCS DEVICE RW BS DEPTH
   measure "$1" "$work" --name="$3" --filename="$2" --ioengine="$engine" --direct=1 --rw="$3" --bs="$4" \
     --iodepth="$5" --size=$size --time_based --runtime="$secs"
 }
-side_map() { job "$ourprocs" "$dev" "$@"; }
+ours_job() { local L=$1; shift; job "${procs[$L]}" "${devs[$L]}" "$@"; }
+layouts=$sides define_sides ours_job
 side_loop() { job "" "$plain" "$@"; }
 
-echo "load average: $(load); ours $dev (vlmc map), plain $plain ($work/plain.img), fio $engine"
-compare_header "map loop"
+echo "load average: $(load); LAYOUT=$LAYOUT; ours ${devs[*]} (vlmc map), plain $plain ($work/plain.img), fio $engine"
+compare_header "$sides loop"
 for spec in "randread 4k 1" "randwrite 4k 1" "randread 4k 32" "randwrite 4k 32" "read 1M 8" "write 1M 8"; do
-  compare "map loop" $spec
+  compare "$sides loop" $spec
 done
 echo "load average: $(load)"

@@ -13,10 +13,15 @@
 # under a minute; a smoke test of the script, not a measurement). Needs fio,
 # qemu-utils (qemu-nbd) and nbdcopy.
 #
+# LAYOUT=hosted (the default: every role in one archipelagod), split (one
+# program per role, as before issue 13) or both (one stack of each, side by
+# side: the columns hosted and split, and the ratio hosted/split).
+#
 # CPU us/I/O (scripts/bench-lib.sh): the CPU time (utime+stime) of all our
-# processes together (nbd = nbdd, vlmcd, mapperd, blockerb, blockerm) or of
-# qemu-nbd, per I/O of the run; fio's own apart; below each job the median
-# per process. docs/datapath.md shows where that time goes.
+# processes together (nbdd, vlmcd, mapperd, blockerb, blockerm; hosted: the
+# one archipelagod, whose CPU cannot be split per role) or of qemu-nbd, per
+# I/O of the run; fio's own apart; below each job the median per process.
+# docs/datapath.md shows where that time goes.
 #
 # Before issue 13 (commit a97978b; 2 vCPUs shared with other jobs, load
 # average 4.7 -> 8.4; 10 s jobs, medians of 3 rounds, 2026-12-01):
@@ -47,15 +52,18 @@ cleanup() {
 }
 trap cleanup EXIT
 
-stack_start "$work"
-"$bin/vlmc" --config "$conf" create benchvol --size $size
-# This host keeps the volume's lock, as it does once a VM's connection has
-# written: vlmcd then caches the mappings and reads skip the mapper. A
-# connection that has only read does not take the lock, and each of its
-# reads asks mapperd, which reads the map from blockerm (UNLOCKED=1
-# measures that: 4K reads at ~0.1x of qemu-nbd).
-[ "${UNLOCKED:-0}" = 1 ] || "$bin/vlmc" --config "$conf" open benchvol
-ours="nbd+unix:///benchvol?socket=$work/run/nbd.sock"
+declare -A uris procs
+for L in $layouts; do
+  stack_start "$work/$L" "$work/$L" "$(layout_of "$L")"
+  "$bin/vlmc" --config "$conf" create benchvol --size $size
+  # This host keeps the volume's lock, as it does once a VM's connection
+  # has written: vlmcd then caches the mappings and reads skip the
+  # mapper. A connection that has only read does not take the lock, and
+  # each of its reads asks mapperd, which reads the map from blockerm
+  # (UNLOCKED=1 measures that: 4K reads at ~0.1x of qemu-nbd).
+  [ "${UNLOCKED:-0}" = 1 ] || "$bin/vlmc" --config "$conf" open benchvol
+  uris[$L]="nbd+unix:///benchvol?socket=$work/$L/run/nbd.sock"
+done
 truncate -s $size "$work/qemu.img"
 qemu-nbd -t -f raw -k "$work/qemu.sock" --shared=16 "$work/qemu.img" &
 qpid=$!
@@ -64,21 +72,24 @@ for _ in $(seq 50); do [ -S "$work/qemu.sock" ] && break; sleep 0.1; done
 
 # Fill both with data so that reads hit storage, not holes.
 head -c $size /dev/urandom > "$work/fill.img"
-nbdcopy --threads=4 --connections=4 "$work/fill.img" "$ours"
+for L in $layouts; do
+  nbdcopy --threads=4 --connections=4 "$work/fill.img" "${uris[$L]}"
+  procs[$L]=$(peers "$work/$L/run")
+done
 nbdcopy --threads=4 --connections=4 "$work/fill.img" "$theirs"
 rm -f "$work/fill.img"
 
-ourprocs=$(peers "$work/run")
 job() { # PROCS URI RW BS DEPTH
   measure "$1" "$work" --name="$3" --ioengine=nbd --uri="$2" --rw="$3" --bs="$4" --iodepth="$5" \
     --size=$size --time_based --runtime="$secs"
 }
-side_ours() { job "$ourprocs" "$ours" "$@"; }
+ours_job() { local L=$1; shift; job "${procs[$L]}" "${uris[$L]}" "$@"; }
+define_sides ours_job
 side_qemu() { job "qemu-nbd=$qpid" "$theirs" "$@"; }
 
-echo "load average: $(load)"
-compare_header "ours qemu"
+echo "load average: $(load); LAYOUT=$LAYOUT"
+compare_header "$layouts qemu"
 for spec in "randread 4k 1" "randwrite 4k 1" "randread 4k 32" "randwrite 4k 32" "read 1M 8" "write 1M 8"; do
-  compare "ours qemu" $spec
+  compare "$layouts qemu" $spec
 done
 echo "load average: $(load)"

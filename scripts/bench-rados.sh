@@ -16,7 +16,8 @@
 # (default 3) rounds, the sides alternating, so that a slow spell of the
 # shared machine or of the OSD hits all. --short: one round of 1 s jobs
 # on 128 MiB (under a minute once the cluster runs; a smoke test). Builds with
-# -tags ceph (needs librados-dev).
+# -tags ceph (needs librados-dev). LAYOUT=hosted (default), split or both
+# (a stack of each, side by side), and the CPU columns, as in bench-nbd.sh.
 #
 # librbd runs with rbd_cache=false (RBD_CACHE=true to change): with its
 # cache librbd acknowledges writes from memory (4 KiB writes at depth 1
@@ -53,51 +54,62 @@ pool=archipelago
 work=$(mktemp -d /var/tmp/archip-rbench.XXXXXX)
 bin=$work/bin
 go build -tags ceph -o "$bin/" ./cmd/...
-cfg=$work/archipelago.conf
 ns=bench-$$
-cat > "$cfg" <<CONF
+# One stack per layout of ours (LAYOUT, bench-lib.sh), each on namespaces
+# of its own.
+declare -A cfgs uris procs
+for L in $layouts; do
+  mkdir -p "$work/$L"
+  cfgs[$L]=$work/$L/archipelago.conf
+  cat > "${cfgs[$L]}" <<CONF
 [ARCHIPELAGO]
 HOST_ID = bench
-RUN_DIR = $work/run
-LOG_DIR = $work/log
+RUN_DIR = $work/$L/run
+LOG_DIR = $work/$L/log
 [XSEG]
-SEGMENT_NAME = rbench-$$
+SEGMENT_NAME = rbench-$$-$L
 SEGMENT_SIZE = 512
+$(peers_conf "$(layout_of "$L")")
 [blockerb]
 type = rados_blocker
 pool = $pool
 ceph_conf = $cephconf
-namespace = $ns-b
+namespace = $ns-$L-b
 nr_threads = 16
 [blockerm]
 type = rados_blocker
 pool = $pool
 ceph_conf = $cephconf
-namespace = $ns-m
+namespace = $ns-$L-m
 CONF
+done
 qpid=""
 cleanup() {
   st=$?
   set +e # clean up everything, whatever fails
   if [ $st -ne 0 ]; then
-    for f in "$work"/log/*.log; do echo "== $f" >&2; tail -3 "$f" >&2; done
+    for f in "$work"/*/log/*.log; do echo "== $f" >&2; tail -3 "$f" >&2; done
   fi
-  "$bin/archipelago" --config "$cfg" stop -f >/dev/null 2>&1 || true
+  for L in "${!cfgs[@]}"; do "$bin/archipelago" --config "${cfgs[$L]}" stop -f >/dev/null 2>&1 || true; done
   [ -n "$qpid" ] && kill "$qpid" 2>/dev/null && wait "$qpid" 2>/dev/null
   rbd -c "$cephconf" -p "$pool" rm --no-progress "$ns-rbd" >/dev/null 2>&1 || true
   rbd -c "$cephconf" -p "$pool" rm --no-progress "$ns-qnbd" >/dev/null 2>&1 || true
   # The micro cluster keeps objects in memory: remove ours.
-  for n in "$ns-b" "$ns-m" "$ns-b.locks" "$ns-m.locks"; do
-    rados -c "$cephconf" -p "$pool" -N "$n" ls 2>/dev/null | while read -r o; do rados -c "$cephconf" -p "$pool" -N "$n" rm "$o"; done
+  for L in "${!cfgs[@]}"; do
+    for n in "$ns-$L-b" "$ns-$L-m" "$ns-$L-b.locks" "$ns-$L-m.locks"; do
+      rados -c "$cephconf" -p "$pool" -N "$n" ls 2>/dev/null | while read -r o; do rados -c "$cephconf" -p "$pool" -N "$n" rm "$o"; done
+    done
   done
   rm -rf "$work"
 }
 trap cleanup EXIT
-"$bin/archipelago" --config "$cfg" start >/dev/null
-"$bin/vlmc" --config "$cfg" create benchvol --size $size
-# This host keeps the lock (as after a VM's first write): cached mappings.
-"$bin/vlmc" --config "$cfg" open benchvol
-ours="nbd+unix:///benchvol?socket=$work/run/nbd.sock"
+for L in $layouts; do
+  "$bin/archipelago" --config "${cfgs[$L]}" start >/dev/null
+  "$bin/vlmc" --config "${cfgs[$L]}" create benchvol --size $size
+  # This host keeps the lock (as after a VM's first write): cached mappings.
+  "$bin/vlmc" --config "${cfgs[$L]}" open benchvol
+  uris[$L]="nbd+unix:///benchvol?socket=$work/$L/run/nbd.sock"
+done
 rbd -c "$cephconf" -p "$pool" create --size $size "$ns-rbd"
 # fio's rbd engine reads the configuration CEPH_CONF names: the cluster's,
 # with librbd's cache set.
@@ -107,11 +119,13 @@ rbdargs=(--ioengine=rbd --clientname=admin --pool="$pool" --rbdname="$ns-rbd")
 # Fill all first: the figures are of steady-state I/O, not of first writes
 # (which allocate objects, and on our side also update the map).
 CEPH_CONF=$work/ceph-rbd.conf fio --name=fill "${rbdargs[@]}" --rw=write --bs=4M --iodepth=16 --size=$size >/dev/null
-fio --name=fill --ioengine=nbd --uri="$ours" --rw=write --bs=4M --iodepth=16 --size=$size >/dev/null
+for L in $layouts; do
+  fio --name=fill --ioengine=nbd --uri="${uris[$L]}" --rw=write --bs=4M --iodepth=16 --size=$size >/dev/null
+done
 # A second baseline with the same client as ours: qemu-nbd serving an RBD
 # image through QEMU's rbd driver (librbd, cache=none), as a QEMU user
 # would reach RBD over NBD. Skipped without the driver (qemu-block-extra).
-sides="ours rbd"
+sides="$layouts rbd"
 if qemu-img --help 2>/dev/null | grep -q "Supported formats:.* rbd"; then
   rbd -c "$cephconf" -p "$pool" create --size $size "$ns-qnbd"
   qemu-nbd -f raw --cache=none -k "$work/qnbd.sock" -t "rbd:$pool/$ns-qnbd:conf=$cephconf" >/dev/null 2>&1 &
@@ -119,17 +133,18 @@ if qemu-img --help 2>/dev/null | grep -q "Supported formats:.* rbd"; then
   for _ in $(seq 100); do [ -S "$work/qnbd.sock" ] && break; sleep 0.1; done
   qemu="nbd+unix:///?socket=$work/qnbd.sock"
   fio --name=fill --ioengine=nbd --uri="$qemu" --rw=write --bs=4M --iodepth=16 --size=$size >/dev/null
-  sides="ours rbd qemu"
+  sides="$layouts rbd qemu"
 fi
 
 extra="osd=$(cat "$(dirname "$cephconf")/run/osd.0.pid")"
-ourprocs=$(peers "$work/run")
+for L in $layouts; do procs[$L]=$(peers "$work/$L/run"); done
 common() { echo --name="$1" --rw="$1" --bs="$2" --iodepth="$3" --size=$size --time_based --runtime="$secs"; }
-side_ours() { measure "$ourprocs" "$work" --ioengine=nbd --uri="$ours" $(common "$@"); }
+ours_job() { local L=$1; shift; measure "${procs[$L]}" "$work" --ioengine=nbd --uri="${uris[$L]}" $(common "$@"); }
+define_sides ours_job
 side_rbd() { CEPH_CONF=$work/ceph-rbd.conf measure "" "$work" "${rbdargs[@]}" $(common "$@"); }
 side_qemu() { measure "qemu-nbd=$qpid" "$work" --ioengine=nbd --uri="$qemu" $(common "$@"); }
 
-echo "load average: $(load)"
+echo "load average: $(load); LAYOUT=$LAYOUT"
 compare_header "$sides"
 for spec in "randwrite 4k 1" "randread 4k 1" "randwrite 4k 16" "randread 4k 16" "write 4M 4" "read 4M 4"; do
   compare "$sides" $spec
