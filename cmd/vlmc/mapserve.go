@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -13,6 +14,11 @@ import (
 	"github.com/archipelago-go/archipelago/internal/daemon"
 	"github.com/archipelago-go/archipelago/mapdev"
 )
+
+// envMapProfile names a file prefix: when set, the map daemon of mapping
+// ID writes a CPU profile (pprof) to PREFIX.ID until it stops (for
+// measurements; `vlmc map` passes its environment on to the daemon).
+const envMapProfile = "ARCHIPELAGO_MAP_CPUPROFILE"
 
 // newMapServe is the map daemon that `vlmc map` starts (mapdev.Map): it
 // serves one mapping until SIGTERM. Its last words (an error) go to
@@ -42,6 +48,18 @@ func newMapServe(g *globals) *cobra.Command {
 			var lock *os.File
 			if lockFD >= 0 {
 				lock = os.NewFile(uintptr(lockFD), "mapping lock")
+			}
+			if p := os.Getenv(envMapProfile); p != "" {
+				// For measurements: the daemon's CPU profile until it stops.
+				f, err := os.Create(fmt.Sprintf("%s.%d", p, id))
+				if err != nil {
+					return err
+				}
+				if err := pprof.StartCPUProfile(f); err != nil {
+					f.Close()
+					return err
+				}
+				defer func() { pprof.StopCPUProfile(); f.Close() }()
 			}
 			return mapdev.Serve(stop, cfg, name, mapdev.ServeOptions{ID: id, Lock: lock, Timeout: g.timeout,
 				Client: daemon.ClientOptionsFromEnv()})
