@@ -54,11 +54,15 @@
 //
 // # Requests in flight
 //
-// Each connection has one reader goroutine, a goroutine per request (at
-// most Options.MaxInFlight, 64 by default, and 128 MiB of payload,
-// including replies waiting to be sent) and one writer goroutine that owns the socket's write side and
-// sends queued replies in batches. Replies go out in completion order, not
-// request order. Several connections to the same export are served
+// Each connection has one reader goroutine and at most
+// Options.MaxInFlight (64 by default) requests and 128 MiB of payload in
+// flight, replies waiting to be sent included. A READ or WRITE into a
+// buffer of the export's BufferPool, when the export is an AsyncIO, is
+// started by the reader, which reads on; every other request gets a
+// goroutine. One writer goroutine sends queued replies in batches; a
+// reply to the only request in flight is written at once by whoever has
+// it, if the socket takes it without waiting. Replies go out in
+// completion order, not request order. Several connections to the same export are served
 // concurrently (multi-conn); the Export contract makes flushes on one
 // visible to all.
 //
@@ -87,6 +91,6 @@
 //
 // A Backend opens Exports by name. An Export reads, writes and flushes;
 // optional abilities are separate interfaces (Trimmer, ZeroWriter, Mapper,
-// SparseReader, BlockSizer, Describer, BufferPool). MemBackend is an
+// SparseReader, BlockSizer, Describer, BufferPool, AsyncIO). MemBackend is an
 // in-memory, sparse reference implementation of all of them.
 package nbd
