@@ -92,5 +92,5 @@
 // A Backend opens Exports by name. An Export reads, writes and flushes;
 // optional abilities are separate interfaces (Trimmer, ZeroWriter, Mapper,
 // SparseReader, BlockSizer, Describer, BufferPool, AsyncIO). MemBackend is an
-// in-memory, sparse reference implementation of all of them.
+// in-memory, sparse reference implementation of all of them but AsyncIO.
 package nbd
