@@ -68,9 +68,71 @@ type conn struct {
 	vc  *volclient.Client
 	vol *volclient.Volume
 	seg fileID // the segment file when joined
+	m   *member
 
 	users   int  // requests running on vol (under Remote.mu)
 	retired bool // replaced by Grow: vol is closed when users drops to 0 (under Remote.mu)
+}
+
+// member is one membership of the segment: its mapping, its client
+// port and the segment buffers lent out of it (Remote.lend). The mapping
+// outlives the port: when the segment is replaced (drop) the port closes
+// at once, failing the requests waiting on it, but the memory stays
+// mapped until the last request running on it and the last buffer lent
+// out of it are done, so that no reader of /dev/fuse, no copy and no
+// retry ever touches memory unmapped under it.
+type member struct {
+	pc  *peer.Client
+	vc  *volclient.Client
+	seg *xseg.Segment
+
+	mu   sync.Mutex
+	refs int  // requests running and buffers lent out
+	left bool // the port is closed: buffers are no longer given back
+}
+
+// hold counts one more user of m's memory; false once m has left.
+func (m *member) hold() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.left {
+		return false
+	}
+	m.refs++
+	return true
+}
+
+// release ends a use counted by hold (or by the lending of b, if not
+// nil, which goes back to the port unless m has left).
+func (m *member) release(b []byte) {
+	m.mu.Lock()
+	if b != nil && !m.left {
+		m.vc.Unlend(b)
+	}
+	m.refs--
+	last := m.left && m.refs == 0
+	m.mu.Unlock()
+	if last {
+		m.seg.Close()
+	}
+}
+
+// leave closes m's port (its waiting requests fail) and unmaps the
+// segment once nothing uses its memory.
+func (m *member) leave() error {
+	m.mu.Lock()
+	if m.left {
+		m.mu.Unlock()
+		return nil
+	}
+	m.left = true
+	err := m.pc.Close()
+	last := m.refs == 0
+	m.mu.Unlock()
+	if last {
+		m.seg.Close()
+	}
+	return err
 }
 
 type fileID struct{ dev, ino uint64 }
@@ -113,7 +175,8 @@ func DialRemote(ctx context.Context, o RemoteOptions) (*Remote, error) {
 	}
 	vi, err := c.vc.Info(ctx, o.Volume)
 	if err != nil {
-		c.pc.Close()
+		c.vol.Close(context.WithoutCancel(ctx))
+		c.m.leave()
 		return nil, err
 	}
 	r.cur, r.readOnly, r.blockSize = c, c.vol.ReadOnly, uint64(max(vi.BlockSize, 512))
@@ -128,21 +191,32 @@ func (r *Remote) dial(ctx context.Context) (*conn, error) {
 	if err != nil {
 		return nil, transient{fmt.Errorf("segment %q: %w: start it with `archipelago start`", r.o.Segment, errs.ErrNotFound)}
 	}
-	pc, err := peer.DialWith(r.o.Segment, r.o.Client)
+	// The segment joined apart from the port: its mapping is the
+	// member's to end (leave), not the port's.
+	seg, err := xseg.Join(r.o.Segment)
 	if err != nil {
+		if errors.Is(err, errs.ErrNotFound) {
+			err = fmt.Errorf("%w: start it with `archipelago start`", err)
+		}
 		return nil, transient{err}
 	}
-	if _, alive := pc.Segment().Owner(r.o.VlmcdPort); !alive {
-		pc.Close()
+	pc, err := peer.NewClientWith(seg, r.o.Client)
+	if err != nil {
+		seg.Close()
+		return nil, transient{err}
+	}
+	m := &member{pc: pc, seg: seg}
+	if _, alive := seg.Owner(r.o.VlmcdPort); !alive {
+		m.leave()
 		return nil, transient{fmt.Errorf("vlmcd (port %d of segment %q) is not running: start it with `archipelago start`: %w", r.o.VlmcdPort, r.o.Segment, errs.ErrNoPeer)}
 	}
-	vc := volclient.New(pc, r.o.VlmcdPort)
-	v, err := vc.OpenSession(ctx, r.o.Volume)
+	m.vc = volclient.New(pc, r.o.VlmcdPort)
+	v, err := m.vc.OpenSession(ctx, r.o.Volume)
 	if err != nil {
-		pc.Close()
+		m.leave()
 		return nil, err
 	}
-	return &conn{pc: pc, vc: vc, vol: v, seg: id}, nil
+	return &conn{pc: pc, vc: m.vc, vol: v, seg: id, m: m}, nil
 }
 
 // conn returns the current connection, dialling if there is none, and
@@ -150,7 +224,7 @@ func (r *Remote) dial(ctx context.Context) (*conn, error) {
 func (r *Remote) conn(ctx context.Context) (*conn, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.cur != nil {
+	if r.cur != nil && r.cur.m.hold() {
 		r.cur.users++
 		return r.cur, nil
 	}
@@ -163,6 +237,7 @@ func (r *Remote) conn(ctx context.Context) (*conn, error) {
 	}
 	r.log.Info("joined the segment again", "segment", r.o.Segment, "port", c.pc.Port())
 	r.cur = c
+	c.m.hold()
 	c.users++
 	return c, nil
 }
@@ -171,12 +246,13 @@ func (r *Remote) conn(ctx context.Context) (*conn, error) {
 // session closes it.
 func (r *Remote) release(c *conn) {
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	c.users--
 	if c.retired && c.users == 0 {
 		c.retired = false
 		r.closeSession(c.vol)
 	}
+	r.mu.Unlock()
+	c.m.release(nil)
 }
 
 // closeSession closes a session that Grow replaced, in the background.
@@ -247,7 +323,7 @@ func (r *Remote) Grow(ctx context.Context) (bool, error) {
 		nv.Close(context.WithoutCancel(ctx))
 		return false, nil
 	}
-	r.cur = &conn{pc: c.pc, vc: c.vc, vol: nv, seg: c.seg}
+	r.cur = &conn{pc: c.pc, vc: c.vc, vol: nv, seg: c.seg, m: c.m}
 	c.retired = true // closed by the release of its last user (at the latest ours)
 	// After the swap: a request that sees the new size gets the new session.
 	r.size.Store(nv.Size)
@@ -271,7 +347,7 @@ func (r *Remote) drop(c *conn) {
 	r.cur = nil
 	r.mu.Unlock()
 	r.log.Warn("the segment was replaced: leaving the old one", "segment", r.o.Segment)
-	c.pc.Close()
+	c.m.leave()
 }
 
 // watch notices a replaced segment even when every request is stuck on
@@ -442,7 +518,38 @@ func (r *Remote) Close() error {
 		if err := c.vol.Close(ctx); err != nil {
 			r.log.Warn("closing the volume's session", "err", err)
 		}
-		return c.pc.Close()
+		return c.m.leave()
 	}
 	return nil
+}
+
+// lend implements lender: a segment buffer of n bytes from the current
+// membership, which stays mapped until unlend; nil when there is no
+// membership now or the segment has no room (the caller then uses its
+// own memory, and ReadAt and WriteAt copy).
+func (r *Remote) lend(n int) ([]byte, any) {
+	r.mu.Lock()
+	c := r.cur
+	r.mu.Unlock()
+	if c == nil || !c.m.hold() {
+		return nil, nil
+	}
+	b, err := c.m.vc.Lend(n)
+	if err != nil {
+		c.m.release(nil)
+		return nil, nil
+	}
+	return b, c.m
+}
+
+// unlend implements lender.
+func (r *Remote) unlend(b []byte, tag any) { tag.(*member).release(b) }
+
+// alive implements lender: a buffer of a membership that has left is
+// still mapped, but no longer worth keeping.
+func (r *Remote) alive(tag any) bool {
+	m := tag.(*member)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return !m.left
 }
