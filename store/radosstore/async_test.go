@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"fmt"
 	"math"
+	"runtime"
 	"sync"
 	"testing"
 	"time"
@@ -23,6 +24,15 @@ var completionPaths = []struct {
 	below int32
 }{{"default", 1}, {"queue", 0}, {"direct", math.MaxInt32}}
 
+// twoProcs makes GOMAXPROCS at least 2 until t ends: with 1, no
+// operation waits on its own goroutine.
+func twoProcs(t *testing.T) {
+	if n := runtime.GOMAXPROCS(0); n < 2 {
+		runtime.GOMAXPROCS(2)
+		t.Cleanup(func() { runtime.GOMAXPROCS(n) })
+	}
+}
+
 // TestAsync checks ReadAsync and WriteAsync (librados aio, what radosd
 // serves READ and WRITE with) against the asynchronous contract, which
 // memstore.Async passes too: the blocker's asynchronous path is tested
@@ -32,6 +42,7 @@ func TestAsync(t *testing.T) {
 	open := opener(t)
 	for _, c := range completionPaths {
 		t.Run(c.name, func(t *testing.T) {
+			twoProcs(t)
 			storetest.RunAsync(t, func(t *testing.T) *radosstore.Store {
 				s := open(t).(*radosstore.Store)
 				s.SetDirectWait(c.below)
@@ -58,6 +69,7 @@ func TestAsyncCompletionPaths(t *testing.T) {
 	for _, c := range completionPaths {
 		for _, depth := range []int{1, 8} {
 			t.Run(fmt.Sprintf("%s/depth%d", c.name, depth), func(t *testing.T) {
+				twoProcs(t)
 				s, err := radosstore.Open(o)
 				if err != nil {
 					t.Fatal(err)

@@ -66,7 +66,8 @@
 // while no other is in flight skips that queue and librados' callback
 // thread: a goroutine of its own waits for it in a cgo call, woken
 // directly by the messenger thread that read the reply (a quarter fewer
-// context switches per I/O at depth 1). The environment variable
+// context switches per I/O at depth 1); not with GOMAXPROCS=1, where
+// that goroutine would hold the only processor. The environment variable
 // ARCHIPELAGO_RADOS_DIRECT_WAIT=0 sends every operation through the
 // queue.
 //
