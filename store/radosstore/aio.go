@@ -5,7 +5,7 @@ package radosstore
 // Asynchronous reads and writes with librados' aio calls: the blocker
 // answers a READ or WRITE from the completion, so no thread waits per
 // operation in flight (synchronous calls cost radosd a blocked thread and
-// two wake-ups per request) but for one, when it is alone (below).
+// two wake-ups per request), but for one alone if asked (below).
 //
 // Completions do not call into Go from librados' threads. A cgo callback
 // from a C thread costs the Go runtime a P in "syscall" state after every
@@ -19,15 +19,19 @@ package radosstore
 // That costs every completion a hand-off between threads that one alone
 // need not pay: librados runs completion callbacks on a thread of its own
 // (an asio strand), woken by the messenger thread that read the reply,
-// which then rings the eventfd. An operation started when no other is in
-// flight (a client at depth 1, where latency decides) has no callback:
-// a goroutine of its own waits for it in rados_aio_wait_for_complete,
-// which the messenger thread wakes directly (unless GOMAXPROCS is 1:
-// the goroutine holds its processor while it waits). With more in
-// flight, each would hold a thread in a cgo call: they queue as above,
-// and one wake-up drains many. 4 KiB reads at depth 1, the aio path
-// alone (BenchmarkLayers, perf stat, 4 rounds): 10.8-11.5 -> 7.9-8.5
-// context switches and 146-194 -> 116-123 µs of CPU per read.
+// which then rings the eventfd. With ARCHIPELAGO_RADOS_DIRECT_WAIT=1, an
+// operation started when no other is in flight (a client at depth 1)
+// has no callback: a goroutine of its own waits for it in
+// rados_aio_wait_for_complete, which the messenger thread wakes directly
+// (not with GOMAXPROCS=1: the goroutine holds its processor while it
+// waits). With more in flight, each would hold a thread in a cgo call:
+// they queue as above, and one wake-up drains many. It is not the
+// default: 4 KiB reads at depth 1 on the aio path alone (BenchmarkLayers)
+// took 9.6-11.5 -> 7.7-8.5 context switches and about a fifth less CPU,
+// but through a radosd process of its own, whose port loop sleeps in a
+// system call holding its Go processor while the waiter holds the
+// other, 2 rounds of 3 took 8.2-8.4 -> 11.7-11.9 switches and 136-168 ->
+// 226-246 µs of CPU per read (sysmon taking the processors back).
 
 /*
 #cgo LDFLAGS: -lrados
@@ -222,10 +226,9 @@ type completions struct {
 	efd *os.File // the eventfd the C side writes when the drainer sleeps
 
 	// inflight counts the operations started and not yet called back.
-	// One started with fewer than directBelow in flight (default 1:
-	// none) waits on a goroutine of its own instead of the queue;
-	// ARCHIPELAGO_RADOS_DIRECT_WAIT=0 makes it 0 (every operation
-	// through the queue).
+	// One started with fewer than directBelow in flight waits on a
+	// goroutine of its own instead of the queue: default 0 (never);
+	// ARCHIPELAGO_RADOS_DIRECT_WAIT=1 makes it 1 (when it is alone).
 	inflight    atomic.Int32
 	directBelow int32
 
@@ -247,9 +250,9 @@ func newCompletions() (*completions, error) {
 	}
 	// A non-blocking descriptor: os.NewFile puts it in the Go poller, so
 	// the drainer's wait parks a goroutine, not a thread.
-	c := &completions{q: q, efd: os.NewFile(uintptr(fd), "radosstore-aio"), done: make(chan struct{}), directBelow: 1}
-	if os.Getenv("ARCHIPELAGO_RADOS_DIRECT_WAIT") == "0" {
-		c.directBelow = 0
+	c := &completions{q: q, efd: os.NewFile(uintptr(fd), "radosstore-aio"), done: make(chan struct{})}
+	if os.Getenv("ARCHIPELAGO_RADOS_DIRECT_WAIT") == "1" {
+		c.directBelow = 1
 	}
 	go c.drain()
 	return c, nil

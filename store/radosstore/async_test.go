@@ -16,13 +16,13 @@ import (
 )
 
 // The ways a completion reaches its callback: through the store's queue
-// (librados' callback thread, the eventfd, the drain goroutine), or
-// waited for on a goroutine of the operation's own (when it is alone in
-// flight, by default).
+// (librados' callback thread, the eventfd, the drain goroutine: the
+// default), or waited for on a goroutine of the operation's own (when it
+// is alone in flight, with ARCHIPELAGO_RADOS_DIRECT_WAIT=1, or always).
 var completionPaths = []struct {
 	name  string
 	below int32
-}{{"default", 1}, {"queue", 0}, {"direct", math.MaxInt32}}
+}{{"queue", 0}, {"alone", 1}, {"direct", math.MaxInt32}}
 
 // twoProcs makes GOMAXPROCS at least 2 until t ends: with 1, no
 // operation waits on its own goroutine.

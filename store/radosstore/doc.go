@@ -62,14 +62,15 @@
 // the result in C memory and ring an eventfd the goroutine waits on
 // through the Go poller only when it is about to sleep (a cgo callback
 // from a foreign thread cost the Go runtime a processor hand-off per
-// operation and kept sysmon polling every 20 µs). An operation started
-// while no other is in flight skips that queue and librados' callback
-// thread: a goroutine of its own waits for it in a cgo call, woken
-// directly by the messenger thread that read the reply (a quarter fewer
-// context switches per I/O at depth 1); not with GOMAXPROCS=1, where
-// that goroutine would hold the only processor. The environment variable
-// ARCHIPELAGO_RADOS_DIRECT_WAIT=0 sends every operation through the
-// queue.
+// operation and kept sysmon polling every 20 µs). With the environment
+// variable ARCHIPELAGO_RADOS_DIRECT_WAIT=1, an operation started while
+// no other is in flight skips that queue and librados' callback thread:
+// a goroutine of its own waits for it in a cgo call, woken directly by
+// the messenger thread that read the reply (a fifth fewer context
+// switches per I/O at depth 1 on the aio path alone, but more in a
+// radosd process whose port loop also holds a Go processor in a system
+// call; see aio.go); never with GOMAXPROCS=1, where that goroutine would
+// hold the only processor.
 //
 // # Timeouts and errors
 //
