@@ -72,26 +72,36 @@ const HostedEnv = "ARCHIPELAGO_TEST_HOSTED"
 // program.
 const Split = "-"
 
-// hostedLine is the [PEERS] HOSTED line of o's configuration, whose roles
-// are roles, "" for none.
-func hostedLine(o Options, roles []config.Role) string {
+// hostedLine is the [PEERS] HOSTED line of o's configuration, whose
+// roles are cfg's as loaded without one, "" to leave the configuration's
+// own.
+func hostedLine(o Options, cfg *config.Config) string {
 	h := o.Hosted
 	if h == "" {
 		h = os.Getenv(HostedEnv)
 	}
-	if h == "" || h == Split {
-		return ""
-	}
-	if h == config.HostedAll && len(o.NotHosted) > 0 {
-		var names []string
-		for _, r := range roles {
-			if !slices.Contains(o.NotHosted, r.Name) {
-				names = append(names, r.Name)
-			}
+	var names []string
+	switch h {
+	case "":
+		// The configuration's own layout (its default's, which may host
+		// some), less NotHosted.
+		if !slices.ContainsFunc(cfg.HostedRoles(), func(r *config.Role) bool { return slices.Contains(o.NotHosted, r.Name) }) {
+			return ""
 		}
-		h = strings.Join(names, " ")
+		for _, r := range cfg.HostedRoles() {
+			names = append(names, r.Name)
+		}
+	case Split:
+		// Written out, whatever the default hosts.
+	case config.HostedAll:
+		for _, r := range cfg.Roles {
+			names = append(names, r.Name)
+		}
+	default:
+		return "HOSTED = " + h + "\n"
 	}
-	return "HOSTED = " + h + "\n"
+	names = slices.DeleteFunc(names, func(n string) bool { return slices.Contains(o.NotHosted, n) })
+	return "HOSTED = " + strings.Join(names, " ") + "\n"
 }
 
 // withHosted adds line to the [PEERS] section of extra, or a [PEERS]
@@ -123,7 +133,7 @@ func NewWith(t testing.TB, o Options) *Env {
 	path := filepath.Join(dir, "archipelago.conf")
 	cfg := writeConfig(t, path, o, seg, dir, o.Extra)
 	// The layout, once the roles are known.
-	if line := hostedLine(o, cfg.Roles); line != "" {
+	if line := hostedLine(o, cfg); line != "" {
 		cfg = writeConfig(t, path, o, seg, dir, withHosted(o.Extra, line))
 	}
 	e := &Env{t: t, Dir: dir, Config: path, Cfg: cfg}
