@@ -64,8 +64,9 @@ type Options struct {
 
 // HostedEnv names the environment variable that sets the process layout
 // of every test's configuration (Options.Hosted): "all" runs every role
-// of it in one archipelagod (both hosts' of TwoHosts); unset or empty,
-// each role runs in its own program.
+// of it in one archipelagod (both hosts' of TwoHosts); "-" (Split) each
+// role in its own program; unset or empty, the configuration's own (the
+// default's [PEERS] HOSTED).
 const HostedEnv = "ARCHIPELAGO_TEST_HOSTED"
 
 // Split is the Options.Hosted of a test that needs every role in its own
