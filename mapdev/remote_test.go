@@ -4,7 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
 	"sync"
+	"syscall"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -140,4 +144,89 @@ func TestRemoteGrowReplaced(t *testing.T) {
 	if grew || err == nil || !errors.Is(err, errs.ErrNotFound) || r.Size() != 8*mib {
 		t.Errorf("Grow after the volume was replaced: %v, %v; Size %d", grew, err, r.Size())
 	}
+}
+
+// TestMountRemoteLent serves a volume through Mount over a Remote, whose
+// segment buffers the FUSE server reads WRITEs into and answers READs
+// from: writes of every size class (copied into a buffer of their own
+// size up to smallIO, served from the read buffer above it) from several
+// goroutines at once land where they belong, as the volume itself then
+// reads (through a buffer of the test's, not a lent one), and read back
+// through the file.
+func TestMountRemoteLent(t *testing.T) {
+	needFUSE(t)
+	s := stacktest.Start(t, stacktest.Options{})
+	ctx := context.Background()
+	const size = 32 * mib
+	s.Create(t, "lent", size)
+	r := dialRemote(t, s, "lent")
+	t.Cleanup(func() { r.Close() })
+	srv := mount(t, r)
+	oracle := make([]byte, size)
+	const workers = 4
+	stripe := size / workers
+	sizes := []int{4096, smallIO, smallIO + 4096, 256 << 10, mib}
+	var wg sync.WaitGroup
+	errc := make(chan error, workers)
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f, err := os.OpenFile(srv.Path(), os.O_RDWR|syscall.O_DIRECT, 0)
+			if err != nil {
+				errc <- err
+				return
+			}
+			defer f.Close()
+			rnd := rand.New(rand.NewPCG(uint64(w), 7))
+			for i := range 40 {
+				n := sizes[(i+w)%len(sizes)]
+				off := w*stripe + rnd.IntN((stripe-n)/4096+1)*4096
+				p := alignedBuf(n)
+				copy(p, randomBytes(rnd, n))
+				if _, err := f.WriteAt(p, int64(off)); err != nil {
+					errc <- fmt.Errorf("write [%d,+%d): %w", off, n, err)
+					return
+				}
+				copy(oracle[off:], p) // the stripes are disjoint
+				q := alignedBuf(n)
+				if _, err := f.ReadAt(q, int64(off)); err != nil || !bytes.Equal(p, q) {
+					errc <- fmt.Errorf("read back [%d,+%d): %v, equal %v", off, n, err, bytes.Equal(p, q))
+					return
+				}
+			}
+			if err := f.Sync(); err != nil {
+				errc <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Fatal(err)
+	}
+	got := make([]byte, size)
+	if err := r.ReadAt(ctx, got, 0); err != nil {
+		t.Fatal(err)
+	}
+	if i := firstDiff(got, oracle); i >= 0 {
+		t.Fatalf("the volume differs from what was written through the file from byte %d", i)
+	}
+	all, err := os.ReadFile(srv.Path())
+	if err != nil || !bytes.Equal(all, oracle) {
+		t.Fatalf("reading the whole file: %v, equal %v", err, bytes.Equal(all, oracle))
+	}
+}
+
+// firstDiff is the first index where a and b differ, -1 if none.
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	if len(a) != len(b) {
+		return min(len(a), len(b))
+	}
+	return -1
 }
