@@ -8,8 +8,8 @@ import (
 	"math/rand/v2"
 	"os"
 	"sync"
-	"syscall"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
