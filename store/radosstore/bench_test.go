@@ -35,7 +35,9 @@ import (
 // aio and sync, radosd's for radosd: every thread, librados' included);
 // ns/op at depth 1 is the latency. ARCHIPELAGO_BENCH_PERF runs perf on
 // radosd for the whole benchmark, with its value as the arguments before
-// -p PID: "record -g -o FILE", "stat -e context-switches -o FILE".
+// -p PID: "record -g -o FILE", "stat -e context-switches -o FILE". The
+// environment reaches radosd: run it with and without
+// ARCHIPELAGO_RADOS_DIRECT_WAIT=1 to compare the completion paths.
 func BenchmarkLayers(b *testing.B) {
 	o := cluster(b)
 	o.Namespace = namespace(b, o)
