@@ -51,6 +51,8 @@ type Server struct {
 	maxIO int
 	bg    int
 	fd    int
+	fdMu  sync.RWMutex // held to write a notification; fd is closed under it
+	shut  bool         // fd is closed (under fdMu)
 
 	readers atomic.Int32 // goroutines serving /dev/fuse
 	idle    atomic.Int32 // of them, waiting for a request
@@ -160,7 +162,10 @@ func Mount(dir string, dev Device, opts MountOptions) (*Server, error) {
 	s.spawn()
 	go func() {
 		s.wg.Wait()
+		s.fdMu.Lock()
+		s.shut = true
 		syscall.Close(fd)
+		s.fdMu.Unlock()
 		s.dropBig()
 		close(s.done)
 	}()
@@ -744,7 +749,13 @@ func (s *Server) Resized() error {
 	h := fuse.OutHeader{Status: notifyInvalInode}
 	in := fuse.NotifyInvalInodeOut{Ino: fileIno, Off: -1}
 	h.Length = uint32(unsafe.Sizeof(h) + unsafe.Sizeof(in))
-	if _, err := writev(s.fd, asBytes(&h), asBytes(&in)); err != nil {
+	s.fdMu.RLock()
+	var err error = syscall.ENODEV
+	if !s.shut {
+		_, err = writev(s.fd, asBytes(&h), asBytes(&in))
+	}
+	s.fdMu.RUnlock()
+	if err != nil {
 		return fmt.Errorf("invalidate the attributes of %s: %w", s.path, err)
 	}
 	want := s.dev.Size()
