@@ -3,7 +3,6 @@ package peer
 // SetLocalDispatch turns local dispatch on or off for a test and returns
 // what restores it.
 func SetLocalDispatch(on bool) (restore func()) {
-	old := localDispatch
-	localDispatch = on
-	return func() { localDispatch = old }
+	old := localDispatch.Swap(on)
+	return func() { localDispatch.Store(old) }
 }

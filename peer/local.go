@@ -26,11 +26,35 @@ import (
 // answered at once): a submitter must not hold a lock that its callback
 // takes.
 //
+// A peer with Options.InPlaceWhenIdle serves a request handed to it while
+// it has nothing else in flight with Serve, in the submitter's goroutine,
+// when that goroutine may block: when no port loop of the process is
+// inside a handler or a reply callback (loopsServing), for the submitter
+// may be one, and a port loop must never block. The submitter is then a
+// goroutine that waits anyway (nbdd's reader at depth 1, a worker), and
+// the hand-off to a worker and back is saved. With more in flight the
+// workers serve as usual, so requests still run in parallel.
+//
 // ARCHIPELAGO_LOCAL_DISPATCH=0 in the environment turns it off: every
-// request goes through the rings, as between processes (for measurements).
+// request goes through the rings, as between processes; and
+// ARCHIPELAGO_IN_PLACE=0 turns InPlaceWhenIdle off (for measurements).
 
 // localDispatch says whether local dispatch is on.
-var localDispatch = os.Getenv("ARCHIPELAGO_LOCAL_DISPATCH") != "0"
+var localDispatch atomic.Bool
+
+// inPlace says whether Options.InPlaceWhenIdle applies
+// (ARCHIPELAGO_IN_PLACE=0 turns it off, for measurements).
+var inPlace atomic.Bool
+
+func init() {
+	localDispatch.Store(os.Getenv("ARCHIPELAGO_LOCAL_DISPATCH") != "0")
+	inPlace.Store(os.Getenv("ARCHIPELAGO_IN_PLACE") != "0")
+}
+
+// loopsServing counts the port loops of the process running handlers or
+// reply callbacks right now: while it is 0, the goroutine running is not
+// a port loop.
+var loopsServing atomic.Int32
 
 type localKey struct {
 	seg  string
@@ -89,7 +113,7 @@ func unregister(loop *portLoop) {
 // localLoop returns the loop of this process bound to port no of the
 // segment from's port is on, or nil.
 func localLoop(from *xseg.Port, no int) *portLoop {
-	if !localDispatch {
+	if !localDispatch.Load() {
 		return nil
 	}
 	m := locals.Load()
@@ -128,6 +152,10 @@ func (src *portLoop) handOff(r *xseg.Request, dst *portLoop) bool {
 		return true
 	}
 	if ah, ok := p.h.(AsyncHandler); ok && ah.ServeAsync(p, rr) {
+		return true
+	}
+	if p.opts.InPlaceWhenIdle && inPlace.Load() && p.ops.Load() == 1 && loopsServing.Load() == 0 {
+		p.serveJob(job{dst, rr})
 		return true
 	}
 	p.work <- job{dst, rr}

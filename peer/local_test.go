@@ -295,3 +295,125 @@ func TestLocalDispatchChainUnderLoad(t *testing.T) {
 		})
 	}
 }
+
+// inPlaceProbe records, for each request Serve gets, whether it runs in
+// the submitter's goroutine; hold, if set, holds a request in Serve.
+type inPlaceProbe struct {
+	inPlace, elsewhere atomic.Int32
+	hold               chan struct{}
+}
+
+func (h *inPlaceProbe) Serve(ctx context.Context, p *peer.Peer, r *xseg.Request) (peer.Result, error) {
+	if r.Op() == xseg.OpWrite {
+		<-h.hold
+	}
+	buf := make([]byte, 16<<10)
+	if strings.Contains(string(buf[:runtime.Stack(buf, false)]), "submitFromTest") {
+		h.inPlace.Add(1)
+	} else {
+		h.elsewhere.Add(1)
+	}
+	r.SetServiced(r.Size())
+	return peer.Served, nil
+}
+
+// With Options.InPlaceWhenIdle, a request handed over while the peer has
+// nothing in flight is served in the submitter's goroutine; with another
+// in flight, or while a port loop of the process is serving (the
+// submitter might be that loop, which must not block), a worker serves it.
+func TestInPlaceWhenIdle(t *testing.T) {
+	s := newSegment(t, 16)
+	h := &inPlaceProbe{hold: make(chan struct{})} // holds WRITEs
+	p, err := peer.Start(peer.Options{Role: "filed", Segment: s.Name(), PortStart: 2, PortEnd: 2, NrOps: 8, NrThreads: 2, InPlaceWhenIdle: true}, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	c, err := peer.NewClient(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for range 10 {
+		if err := submitFromTest(t, c, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if h.inPlace.Load() != 10 || h.elsewhere.Load() != 0 {
+		t.Fatalf("idle: %d in place, %d by a worker; want all 10 in place", h.inPlace.Load(), h.elsewhere.Load())
+	}
+
+	// One WRITE held in Serve (in place, in the goroutine below): the
+	// peer is not idle.
+	held := make(chan error, 1)
+	go func() { held <- call(t, c, xseg.OpWrite, 2, 4096) }()
+	deadline := time.Now().Add(10 * time.Second)
+	for p.InFlight() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the WRITE never reached the peer")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if err := submitFromTest(t, c, 2); err != nil {
+		t.Fatal(err)
+	}
+	close(h.hold)
+	if err := <-held; err != nil {
+		t.Fatal(err)
+	}
+	if h.inPlace.Load() != 10 || h.elsewhere.Load() != 2 {
+		t.Fatalf("busy: %d in place, %d by a worker; want the READ and the WRITE by workers", h.inPlace.Load()-10, h.elsewhere.Load())
+	}
+
+	// A port loop of the process is inside a handler: no request is
+	// served in place meanwhile.
+	stuck := make(chan struct{})
+	inLoop := make(chan struct{})
+	q := startPeer(t, s, 3, 4, inlineFunc(func(r *xseg.Request) error {
+		close(inLoop)
+		<-stuck
+		return nil
+	}))
+	defer q.Stop()
+	other, err := peer.Dial(s.Name())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	defer peer.SetLocalDispatch(true)()
+	restore := peer.SetLocalDispatch(false) // through the ring: served in q's loop
+	ping := make(chan error, 1)
+	r, err := other.Alloc(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.SetOp(xseg.OpPing)
+	go func() {
+		rep, err := other.Call(context.Background(), r, 3)
+		if err == nil {
+			other.Put(rep)
+		}
+		ping <- err
+	}()
+	<-inLoop
+	restore()
+	if err := submitFromTest(t, c, 2); err != nil {
+		t.Fatal(err)
+	}
+	close(stuck)
+	if err := <-ping; err != nil {
+		t.Fatal(err)
+	}
+	if h.inPlace.Load() != 10 || h.elsewhere.Load() != 3 {
+		t.Fatalf("a loop serving: %d in place, %d by a worker; want a worker", h.inPlace.Load()-10, h.elsewhere.Load()-2)
+	}
+}
+
+// inlineFunc is an InlineHandler of a function.
+type inlineFunc func(r *xseg.Request) error
+
+func (f inlineFunc) Serve(ctx context.Context, p *peer.Peer, r *xseg.Request) (peer.Result, error) {
+	return peer.Served, f(r)
+}
+
+func (f inlineFunc) ServeInline(r *xseg.Request) error { return f(r) }

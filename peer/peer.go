@@ -34,6 +34,14 @@ type Options struct {
 	// Wait tunes how the ports' loops wait for work (zero: the
 	// defaults, DefaultSpin then sleep as Doorbell says).
 	Wait Wait
+	// InPlaceWhenIdle: a request handed over by local dispatch while
+	// the peer has nothing else in flight, from a goroutine that may
+	// block (no port loop of the process is serving), is served by
+	// Serve in the submitter's goroutine instead of a worker's (one
+	// goroutine switch less at queue depth 1): for a handler whose
+	// Serve does short blocking work (filed's pread/pwrite). See
+	// local.go.
+	InPlaceWhenIdle bool
 }
 
 // Result says what became of a request when its handler returned.
@@ -275,28 +283,34 @@ func (p *Peer) capacity() int {
 func (p *Peer) worker() {
 	defer p.workers.Done()
 	for j := range p.work {
-		r := j.r
-		if p.log.Enabled(p.ctx, slog.LevelDebug) {
-			p.log.Debug("serve", "req", r.String())
-		}
-		res, err := p.h.Serve(p.ctx, p, r)
-		switch res {
-		case Served:
-			p.Answer(r, err)
-			continue
-		case Forwarded:
-			p.done()
-		case Deferred:
-		default:
-			// A handler's bug: the request would never be answered.
-			p.log.Error("handler returned an unknown result: answering the request", "req", r.String(), "result", res.String())
-			p.Answer(r, fmt.Errorf("%s: %s of %q: handler returned %v: %w", p.opts.Role, r.Op(), r.Target(), res, errs.ErrIO))
-			continue
-		}
-		if err != nil {
-			// The request is no longer the handler's to answer.
-			p.log.Error("handler returned an error with a request it handed on; the error is dropped", "req", r.String(), "result", res.String(), "err", err)
-		}
+		p.serveJob(j)
+	}
+}
+
+// serveJob serves one request with the handler's Serve and answers it as
+// its Result says.
+func (p *Peer) serveJob(j job) {
+	r := j.r
+	if p.log.Enabled(p.ctx, slog.LevelDebug) {
+		p.log.Debug("serve", "req", r.String())
+	}
+	res, err := p.h.Serve(p.ctx, p, r)
+	switch res {
+	case Served:
+		p.Answer(r, err)
+		return
+	case Forwarded:
+		p.done()
+	case Deferred:
+	default:
+		// A handler's bug: the request would never be answered.
+		p.log.Error("handler returned an unknown result: answering the request", "req", r.String(), "result", res.String())
+		p.Answer(r, fmt.Errorf("%s: %s of %q: handler returned %v: %w", p.opts.Role, r.Op(), r.Target(), res, errs.ErrIO))
+		return
+	}
+	if err != nil {
+		// The request is no longer the handler's to answer.
+		p.log.Error("handler returned an error with a request it handed on; the error is dropped", "req", r.String(), "result", res.String(), "err", err)
 	}
 }
 

@@ -145,7 +145,9 @@ func (e *portLoop) loop() {
 				rs := e.port.Accept(reqs[:k])
 				e.unreserve(k - len(rs))
 				if len(rs) > 0 {
+					loopsServing.Add(1)
 					e.serve(rs)
+					loopsServing.Add(-1)
 				}
 			}
 		} else if e.serve == nil && e.port.Queued() > 0 {
@@ -155,8 +157,12 @@ func (e *portLoop) loop() {
 				e.port.Respond(r, fmt.Errorf("port %d is a client port: %w", e.port.No(), errs.ErrNotSupported))
 			}
 		}
-		for _, r := range e.port.Receive(reps) {
-			e.deliver(r)
+		if rs := e.port.Receive(reps); len(rs) > 0 {
+			loopsServing.Add(1)
+			for _, r := range rs {
+				e.deliver(r)
+			}
+			loopsServing.Add(-1)
 		}
 		if time.Since(lastRecover) >= recoverEvery {
 			seg.Recover()

@@ -60,6 +60,11 @@ with SIGTERM.`,
 				return err
 			}
 			defer st.Close()
+			// A READ or WRITE handed over in this process while nothing
+			// else is in flight here is served in its submitter's
+			// goroutine (peer.Options.InPlaceWhenIdle): a pread or a
+			// pwrite is short, and the worker's hand-off is not.
+			c.InPlaceWhenIdle = true
 			return c.Serve(cmd.Context(), blocker.New(st, ident))
 		},
 	}
