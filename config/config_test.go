@@ -58,15 +58,15 @@ func TestDefault(t *testing.T) {
 		t.Fatalf("roles %v, want %v", got, want)
 	}
 	want := []Role{
-		{Name: "blockerb", Type: TypeFileBlocker, PortStart: 500, PortEnd: 500, LogLevel: 2, NrOps: 64, NrThreads: 8,
+		{Name: "blockerb", Type: TypeFileBlocker, Hosted: true, PortStart: 500, PortEnd: 500, LogLevel: 2, NrOps: 64, NrThreads: 8,
 			ArchipDir: "/var/lib/archipelago/data", LockDir: "/var/lib/archipelago/data/locks", FDCache: 256},
-		{Name: "blockerm", Type: TypeFileBlocker, PortStart: 501, PortEnd: 501, LogLevel: 2, NrOps: 64, NrThreads: 8,
+		{Name: "blockerm", Type: TypeFileBlocker, Hosted: true, PortStart: 501, PortEnd: 501, LogLevel: 2, NrOps: 64, NrThreads: 8,
 			ArchipDir: "/var/lib/archipelago/maps", LockDir: "/var/lib/archipelago/maps/locks", FDCache: 256},
-		{Name: "mapperd", Type: TypeMapperd, PortStart: 502, PortEnd: 502, LogLevel: 2, NrOps: 512, NrThreads: 128,
+		{Name: "mapperd", Type: TypeMapperd, Hosted: true, PortStart: 502, PortEnd: 502, LogLevel: 2, NrOps: 512, NrThreads: 128,
 			BlockerBPort: 500, BlockerMPort: 501},
-		{Name: "vlmcd", Type: TypeVlmcd, PortStart: 503, PortEnd: 503, LogLevel: 2, NrOps: 512, NrThreads: 128,
+		{Name: "vlmcd", Type: TypeVlmcd, Hosted: true, PortStart: 503, PortEnd: 503, LogLevel: 2, NrOps: 512, NrThreads: 128,
 			BlockerPort: 500, MapperPort: 502},
-		{Name: "nbd", Type: TypeNBDEndpoint, PortStart: 0, PortEnd: 15, LogLevel: 2, NrOps: 256, NrThreads: 4,
+		{Name: "nbd", Type: TypeNBDEndpoint, Hosted: true, PortStart: 0, PortEnd: 15, LogLevel: 2, NrOps: 256, NrThreads: 4,
 			VlmcdPort: 503, MapperPort: 502, Socket: "/run/archipelago/nbd.sock",
 			HandshakeTimeout: 10, TLS: TLSOff, TLSDir: "/etc/archipelago/tls", TLSVerifyClients: true},
 	}
@@ -92,7 +92,7 @@ func TestDefault(t *testing.T) {
 	if len(c.RolesOfType(TypeRadosBlocker)) != 0 {
 		t.Error("a rados blocker in the default")
 	}
-	if c.PidFile("nbd") != "/run/archipelago/nbd.pid" || c.LogFile("nbd") != "/var/log/archipelago/nbd.log" {
+	if c.PidFile("nbd") != "/run/archipelago/nbd.pid" || c.LogFile("nbd") != "/var/log/archipelago/archipelagod.log" {
 		t.Errorf("PidFile, LogFile = %s, %s", c.PidFile("nbd"), c.LogFile("nbd"))
 	}
 	if !c.Roles[4].Contains(15) || c.Roles[4].Contains(16) {
@@ -185,7 +185,7 @@ func TestDerived(t *testing.T) {
 	// Changing a role's type keeps its common keys and drops the others.
 	c = mustParse(t, "[blockerb]\ntype = rados_blocker\npool = blocks\n")
 	b, _ = c.Role("blockerb")
-	want := Role{Name: "blockerb", Type: TypeRadosBlocker, PortStart: 500, PortEnd: 500, LogLevel: 2, NrOps: 64, NrThreads: 8,
+	want := Role{Name: "blockerb", Type: TypeRadosBlocker, Hosted: true, PortStart: 500, PortEnd: 500, LogLevel: 2, NrOps: 64, NrThreads: 8,
 		Pool: "blocks", CephConf: "/etc/ceph/ceph.conf", CephxID: "admin"}
 	if !reflect.DeepEqual(*b, want) {
 		t.Errorf("got %+v\nwant %+v", *b, want)
@@ -228,13 +228,13 @@ type = nbd_endpoint
 portno_end = 7
 `)
 	want := []Role{
-		{Name: "extra", Type: TypeFileBlocker, PortStart: 504, PortEnd: 504, LogLevel: 2, NrOps: 64, NrThreads: 8,
+		{Name: "extra", Type: TypeFileBlocker, Hosted: true, PortStart: 504, PortEnd: 504, LogLevel: 2, NrOps: 64, NrThreads: 8,
 			ArchipDir: "/var/lib/archipelago/extra", LockDir: "/var/lib/archipelago/extra/locks", FDCache: 256},
-		{Name: "ceph", Type: TypeRadosBlocker, PortStart: 505, PortEnd: 505, LogLevel: 2, NrOps: 64, NrThreads: 8,
+		{Name: "ceph", Type: TypeRadosBlocker, Hosted: true, PortStart: 505, PortEnd: 505, LogLevel: 2, NrOps: 64, NrThreads: 8,
 			Pool: "ceph", CephConf: "/etc/ceph/ceph.conf", CephxID: "admin"},
-		{Name: "mapper2", Type: TypeMapperd, PortStart: 506, PortEnd: 506, LogLevel: 2, NrOps: 512, NrThreads: 128,
+		{Name: "mapper2", Type: TypeMapperd, Hosted: true, PortStart: 506, PortEnd: 506, LogLevel: 2, NrOps: 512, NrThreads: 128,
 			BlockerBPort: 500, BlockerMPort: 501},
-		{Name: "nbd2", Type: TypeNBDEndpoint, PortStart: 8, PortEnd: 8, LogLevel: 2, NrOps: 256, NrThreads: 4,
+		{Name: "nbd2", Type: TypeNBDEndpoint, Hosted: true, PortStart: 8, PortEnd: 8, LogLevel: 2, NrOps: 256, NrThreads: 4,
 			VlmcdPort: 503, MapperPort: 502, Socket: "/run/archipelago/nbd2.sock",
 			HandshakeTimeout: 10, TLS: TLSOff, TLSDir: "/etc/archipelago/tls", TLSVerifyClients: true},
 	}

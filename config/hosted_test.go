@@ -20,10 +20,10 @@ func hostedNames(c *Config) []string {
 
 // TestHosted: [PEERS] HOSTED marks its roles (in ORDER, whatever order it
 // lists them in), `all` marks every role of ROLES, the default hosts
-// none, hosted roles log to the host's log, and Format and Parse keep it.
+// every role, hosted roles log to the host's log, and Format and Parse keep it.
 func TestHosted(t *testing.T) {
-	if n := hostedNames(Default()); len(n) != 0 {
-		t.Errorf("default HOSTED = %v, want none", n)
+	if n := hostedNames(Default()); !slices.Equal(n, []string{"blockerb", "blockerm", "mapperd", "vlmcd", "nbd"}) {
+		t.Errorf("default HOSTED = %v, want every role", n)
 	}
 	for _, tc := range []struct {
 		text string

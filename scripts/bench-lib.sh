@@ -95,7 +95,7 @@ export OURS=$layouts
 layout_of() { case $1 in hosted | split) echo "$1" ;; *) echo "$LAYOUT" ;; esac; }
 
 # peers_conf LAYOUT -> the [PEERS] lines of a configuration in LAYOUT.
-peers_conf() { [ "$1" = split ] || printf '[PEERS]\nHOSTED = all\n'; }
+peers_conf() { if [ "$1" = split ]; then printf '[PEERS]\nHOSTED =\n'; else printf '[PEERS]\nHOSTED = all\n'; fi; }
 
 # define_sides FUNC: defines side_<side> for each of our sides, calling
 # FUNC SIDE RW BS DEPTH.

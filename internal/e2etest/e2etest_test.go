@@ -17,7 +17,7 @@ func TestHostedLine(t *testing.T) {
 		}
 		return c
 	}
-	split, all := parse(""), parse("[PEERS]\nHOSTED = all\n")
+	split, all := parse("[PEERS]\nHOSTED =\n"), parse("")
 	for _, tc := range []struct {
 		env  string
 		o    Options
