@@ -9,7 +9,6 @@ import (
 	"errors"
 	"os"
 	"runtime"
-	"runtime/pprof"
 
 	"github.com/spf13/cobra"
 
@@ -89,15 +88,11 @@ one of the package archipelago-rados, in its place (same pid, same options).`,
 				cpuProfile = os.Getenv(envCPUProfile)
 			}
 			if cpuProfile != "" {
-				f, err := os.Create(cpuProfile)
+				stop, err := daemon.StartCPUProfile(cpuProfile)
 				if err != nil {
 					return err
 				}
-				if err := pprof.StartCPUProfile(f); err != nil {
-					f.Close()
-					return err
-				}
-				defer func() { pprof.StopCPUProfile(); f.Close() }()
+				defer stop()
 			}
 			ctx, stop := daemon.SignalContext(cmd.Context(), log)
 			defer stop()

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
-	"runtime/pprof"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -51,15 +50,11 @@ func newMapServe(g *globals) *cobra.Command {
 			}
 			if p := os.Getenv(envMapProfile); p != "" {
 				// For measurements: the daemon's CPU profile until it stops.
-				f, err := os.Create(fmt.Sprintf("%s.%d", p, id))
+				stopProfile, err := daemon.StartCPUProfile(fmt.Sprintf("%s.%d", p, id))
 				if err != nil {
 					return err
 				}
-				if err := pprof.StartCPUProfile(f); err != nil {
-					f.Close()
-					return err
-				}
-				defer func() { pprof.StopCPUProfile(); f.Close() }()
+				defer stopProfile()
 			}
 			return mapdev.Serve(stop, cfg, name, mapdev.ServeOptions{ID: id, Lock: lock, Timeout: g.timeout,
 				Client: daemon.ClientOptionsFromEnv()})

@@ -177,14 +177,11 @@ func (c *CommonFlags) Run(ctx context.Context, h peer.Handler) error {
 	if c.CPUProfile != "" && HostedOf(ctx) != nil {
 		opts.Logger.Warn("hosted: no CPU profile of its own (the host's, --cpuprofile or $ARCHIPELAGO_HOST_CPUPROFILE, covers every role)", "cpuprofile", c.CPUProfile)
 	} else if c.CPUProfile != "" {
-		f, err := os.Create(c.CPUProfile)
+		stop, err := StartCPUProfile(c.CPUProfile)
 		if err != nil {
 			return err
 		}
-		if err := pprof.StartCPUProfile(f); err != nil {
-			return err
-		}
-		defer func() { pprof.StopCPUProfile(); f.Close() }()
+		defer stop()
 	}
 	var ms *metrics.Server
 	if c.MetricsListen != "" {
@@ -237,4 +234,18 @@ func progName() string {
 		}
 	}
 	return n
+}
+
+// StartCPUProfile writes a CPU profile (pprof) to path until the function
+// it returns is called.
+func StartCPUProfile(path string) (stop func(), err error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }, nil
 }

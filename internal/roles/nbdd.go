@@ -3,7 +3,6 @@ package roles
 import (
 	"context"
 	"os"
-	"runtime/pprof"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -59,14 +58,11 @@ unwritten ranges as holes. QEMU reaches a volume at the URI that
 				// The profile is the process's: the host's --cpuprofile.
 				o.Peer.Logger.Warn("hosted: no CPU profile of its own (the host's, --cpuprofile or $ARCHIPELAGO_HOST_CPUPROFILE, covers every role)", "cpuprofile", c.CPUProfile)
 			} else if c.CPUProfile != "" {
-				f, err := os.Create(c.CPUProfile)
+				stop, err := daemon.StartCPUProfile(c.CPUProfile)
 				if err != nil {
 					return err
 				}
-				if err := pprof.StartCPUProfile(f); err != nil {
-					return err
-				}
-				defer func() { pprof.StopCPUProfile(); f.Close() }()
+				defer stop()
 			}
 			o.Ready = func() { daemon.Ready(ctx) }
 			return run(ctx, o)
