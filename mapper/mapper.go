@@ -370,6 +370,7 @@ func (m *Mapper) reap(ctx context.Context) {
 	if m.e == nil {
 		return
 	}
+	t0 := time.Now()
 	seg := m.p.Segment()
 	n, err := m.e.DropSessions(ctx, func(k volume.SessionKey) bool {
 		pid, alive := seg.Owner(k.Port)
@@ -385,6 +386,11 @@ func (m *Mapper) reap(ctx context.Context) {
 	// until they go, or other hosts' writes would wait for good.
 	if err := m.e.RetryReleases(ctx); err != nil {
 		m.p.Logger().Warn("giving a lock back, again", "err", err)
+	}
+	if d := time.Since(t0); d > 5*time.Second {
+		// A round that hangs holds every later one back (a lock may
+		// then outlive its writer by that long): say so.
+		m.p.Logger().Warn("dropping dead sessions and giving locks back again took long", "took", d.Round(time.Millisecond))
 	}
 }
 

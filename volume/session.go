@@ -383,11 +383,14 @@ func (e *Engine) retryRelease(ctx context.Context, v *vol) error {
 		v.releaseDue = false
 	}
 	v.mu.Unlock()
+	log := e.dmg.log()
 	if inUse {
+		log.Info("a lock whose release failed stays: the volume is in use here again", "volume", v.name)
 		return nil
 	}
 	if held {
 		// As when the last writer went: drain, sync, release.
+		log.Info("giving a volume's lock back again, as its last writer's end", "volume", v.name)
 		return e.releaseIdle(ctx, v)
 	}
 	// The engine gave the lock up but the unlock failed: the lock object
@@ -412,5 +415,6 @@ func (e *Engine) retryRelease(ctx context.Context, v *vol) error {
 	v.mu.Lock()
 	v.releaseDue = false
 	v.mu.Unlock()
+	log.Info("gave a volume's lock back on a retry", "volume", v.name)
 	return nil
 }
