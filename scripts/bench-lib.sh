@@ -236,3 +236,31 @@ compare_header() {
   while read -r o s; do line="$line $(printf "%*s" "$(ratio_width "$o" "$s")" "$o/$s")"; done < <(ratio_pairs "$1")
   echo "$line  | CPU us/I/O: $1 (our processes / the server) | fio's own us/I/O: $1"
 }
+
+# The NBD sides of bench-nbd.sh and bench-ceiling.sh, which share them.
+# They read work, size and secs, each layout's volume URI uris[LAYOUT],
+# and set procs[LAYOUT].
+
+# nbd_fill THEIRS: writes size random bytes through every layout's URI and
+# THEIRS, so that reads find data, not holes; sets procs[L] to the
+# processes of layout L (peers).
+nbd_fill() {
+  local L
+  head -c "$size" /dev/urandom > "$work/fill.img"
+  for L in $layouts; do
+    nbdcopy --threads=4 --connections=4 "$work/fill.img" "${uris[$L]}"
+    procs[$L]=$(peers "$work/$L/run")
+  done
+  nbdcopy --threads=4 --connections=4 "$work/fill.img" "$1"
+  rm -f "$work/fill.img"
+}
+
+# nbd_job PROCS URI RW BS DEPTH: one fio job (ioengine=nbd) of secs
+# seconds over size bytes of URI, the CPU of PROCS measured.
+nbd_job() {
+  measure "$1" "$work" --name="$3" --ioengine=nbd --uri="$2" --rw="$3" --bs="$4" --iodepth="$5" \
+    --size="$size" --time_based --runtime="$secs"
+}
+
+# nbd_ours L RW BS DEPTH: nbd_job on layout L's stack.
+nbd_ours() { local L=$1; shift; nbd_job "${procs[$L]}" "${uris[$L]}" "$@"; }

@@ -71,21 +71,10 @@ theirs="nbd+unix:///?socket=$work/qemu.sock"
 for _ in $(seq 50); do [ -S "$work/qemu.sock" ] && break; sleep 0.1; done
 
 # Fill both with data so that reads hit storage, not holes.
-head -c $size /dev/urandom > "$work/fill.img"
-for L in $layouts; do
-  nbdcopy --threads=4 --connections=4 "$work/fill.img" "${uris[$L]}"
-  procs[$L]=$(peers "$work/$L/run")
-done
-nbdcopy --threads=4 --connections=4 "$work/fill.img" "$theirs"
-rm -f "$work/fill.img"
+nbd_fill "$theirs"
 
-job() { # PROCS URI RW BS DEPTH
-  measure "$1" "$work" --name="$3" --ioengine=nbd --uri="$2" --rw="$3" --bs="$4" --iodepth="$5" \
-    --size=$size --time_based --runtime="$secs"
-}
-ours_job() { local L=$1; shift; job "${procs[$L]}" "${uris[$L]}" "$@"; }
-define_sides ours_job
-side_qemu() { job "qemu-nbd=$qpid" "$theirs" "$@"; }
+define_sides nbd_ours
+side_qemu() { nbd_job "qemu-nbd=$qpid" "$theirs" "$@"; }
 
 echo "load average: $(load); LAYOUT=$LAYOUT"
 compare_header "$layouts qemu"
